@@ -1,0 +1,229 @@
+"""CLI commands of the fluid core: equilibrium, stability, presets, profile fitting, symbolic."""
+
+from __future__ import annotations
+
+import argparse
+
+import matplotlib.pyplot as plt
+
+from fluidopt.cli.common import (
+    add_constraint_options,
+    add_json_option,
+    add_profile_options,
+    add_workload_options,
+    constraints_from_args,
+    format_table,
+    print_json,
+    profile_from_args,
+    save_figure_atomic,
+    workload_from_args,
+)
+from fluidopt.errors import InputError
+from fluidopt.fitting import fit_vidur_profile
+from fluidopt.fluid.equilibrium import equilibrium
+from fluidopt.fluid.stability import max_stable_scale, peer_max_scales, stability_boundary
+from fluidopt.fluid.symbolic import derive_equilibrium
+from fluidopt.hardware import GPUS, MODELS, gpu_spec, model_shape
+from fluidopt.profile import preset_profile, profile_presets
+from fluidopt.tomlio import write_toml
+from fluidopt.workload import preset_workload, workload_presets
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the fluid-core commands to the top-level parser."""
+    p = subparsers.add_parser("equilibrium", help="fluid equilibrium: batch mix, iteration time, memory")
+    add_workload_options(p)
+    add_profile_options(p)
+    add_constraint_options(p)
+    p.add_argument("--method", choices=("auto", "closed-form", "lp"), default="auto")
+    add_json_option(p)
+    p.set_defaults(handler=cmd_equilibrium)
+
+    p = subparsers.add_parser("stability", help="largest stable scaling of a mix and what limits it")
+    add_workload_options(p)
+    add_profile_options(p)
+    add_constraint_options(p)
+    p.add_argument("--method", choices=("auto", "closed-form", "lp"), default="auto")
+    p.add_argument("--plot", help="2-class workloads: write the stability-region plot to this file")
+    p.add_argument("--directions", type=int, default=91, help="rays for the 2-class boundary")
+    add_json_option(p)
+    p.set_defaults(handler=cmd_stability)
+
+    p = subparsers.add_parser("workloads", help="list workload presets")
+    add_json_option(p)
+    p.set_defaults(handler=cmd_workloads)
+
+    p = subparsers.add_parser("profiles", help="list GPU profile presets")
+    add_json_option(p)
+    p.set_defaults(handler=cmd_profiles)
+
+    p = subparsers.add_parser("profile", help="GPU profile tools")
+    profile_sub = p.add_subparsers(dest="profile_command", required=True)
+    fit = profile_sub.add_parser("fit", help="fit a profile from a Vidur-format mlp.csv")
+    fit.add_argument("csv", help="Vidur profiling CSV (mlp.csv)")
+    fit.add_argument("--gpu", required=True, choices=sorted(GPUS))
+    fit.add_argument("--model", required=True, choices=sorted(MODELS))
+    fit.add_argument("--name", help="profile name (default GPU-model)")
+    fit.add_argument("--tensor-parallel", type=int, default=1)
+    fit.add_argument("--memory-utilisation", type=float, default=0.9)
+    fit.add_argument("--out", help="write the profile TOML here")
+    add_json_option(fit)
+    fit.set_defaults(handler=cmd_profile_fit)
+    show = profile_sub.add_parser("show", help="print a profile as TOML")
+    show.add_argument("name")
+    show.set_defaults(handler=cmd_profile_show)
+
+    p = subparsers.add_parser("symbolic", help="closed forms derived with sympy, as LaTeX")
+    p.add_argument("--classes", type=int, default=1)
+    p.add_argument("--paper-linear", action="store_true", help="the paper's model (no prefill/sequence cost)")
+    add_json_option(p)
+    p.set_defaults(handler=cmd_symbolic)
+
+
+def cmd_equilibrium(args: argparse.Namespace) -> int:
+    """Print the fluid equilibrium."""
+    workload, profile = workload_from_args(args), profile_from_args(args)
+    result = equilibrium(workload, profile, constraints_from_args(args), method=args.method)
+    if args.json:
+        print_json({"workload": workload.name, "profile": profile.name, **result.to_dict()})
+        return 0
+    print(f"workload {workload.name} ({workload.total_rate_per_s:.4g} requests/s) on {profile.name}")
+    print(result.message)
+    if result.stable:
+        rows = [
+            (n, c.prefill_tokens, c.decode_tokens, c.rate_per_s, v)
+            for n, c, v in zip(result.class_names, workload.classes, result.per_stage)
+        ]
+        print(format_table(["class", "prefill", "decode", "rate/s", "per stage n*"], rows))
+        print(
+            f"throughput benchmark: {result.throughput_tokens_per_s:.6g} decode tokens/s, "
+            f"{result.completions_per_s:.6g} requests/s"
+        )
+        print("utilisation: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in result.utilisation.items()))
+        print("binding: " + (", ".join(result.binding) or "none"))
+    return 0
+
+
+def cmd_stability(args: argparse.Namespace) -> int:
+    """Print the largest stable scaling and optionally plot the 2-class region."""
+    workload, profile = workload_from_args(args), profile_from_args(args)
+    constraints = constraints_from_args(args)
+    if args.plot and workload.num_classes != 2:
+        raise InputError("--plot", args.plot, f"needs a 2-class workload; {workload.name} has {workload.num_classes}")
+    result = max_stable_scale(workload, profile, constraints, method=args.method)
+    peers = peer_max_scales(workload, profile)
+    if args.plot:
+        boundary = stability_boundary(workload, profile, constraints, directions=args.directions)
+        from fluidopt.plotting import plot_stability_region
+
+        figure = plot_stability_region(boundary, title=f"{workload.name} on {profile.name}")
+        save_figure_atomic(figure, args.plot)
+        plt.close(figure)
+    if args.json:
+        out = {"workload": workload.name, "profile": profile.name, **result.to_dict()}
+        out["peer_max_rate_per_s"] = {k: v * workload.total_rate_per_s for k, v in peers.items()}
+        if args.plot:
+            out["plot"] = args.plot
+        print_json(out)
+        return 0
+    print(f"workload {workload.name} ({workload.total_rate_per_s:.4g} requests/s) on {profile.name}")
+    verdict = "stable" if result.stable else "unstable"
+    print(
+        f"{verdict}: largest stable scaling theta* = {result.max_scale:.6g} "
+        f"(total rate {result.max_rate_per_s:.6g} requests/s)"
+    )
+    print("limited by: " + (", ".join(result.binding) or "nothing"))
+    print(f"memory elasticity d ln theta*/d ln C = {result.memory_elasticity:.4g} ({result.regime})")
+    for name, value in peers.items():
+        print(f"peer closed form {name}: {value * workload.total_rate_per_s:.6g} requests/s")
+    if args.plot:
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def cmd_workloads(args: argparse.Namespace) -> int:
+    """List workload presets."""
+    rows = []
+    for name in workload_presets():
+        w = preset_workload(name)
+        rows.append((name, w.num_classes, w.total_rate_per_s, w.description.split(". ")[0]))
+    if args.json:
+        print_json([{"name": r[0], "classes": r[1], "rate_per_s": r[2], "description": r[3]} for r in rows])
+    else:
+        print(format_table(["preset", "classes", "rate/s", "description"], rows))
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    """List profile presets."""
+    rows = []
+    for name in profile_presets():
+        p = preset_profile(name)
+        mape = p.fit.get("mape", "")
+        rows.append(
+            (
+                name,
+                p.kv_capacity_tokens,
+                len(p.pieces),
+                mape if isinstance(mape, float) else "-",
+                p.description.split(". ")[0],
+            )
+        )
+    if args.json:
+        print_json(
+            [
+                {"name": r[0], "kv_capacity_tokens": r[1], "pieces": r[2], "fit_mape": r[3], "description": r[4]}
+                for r in rows
+            ]
+        )
+    else:
+        print(format_table(["preset", "KV tokens", "pieces", "fit MAPE", "description"], rows))
+    return 0
+
+
+def cmd_profile_fit(args: argparse.Namespace) -> int:
+    """Fit a profile from measurements and report its quality."""
+    gpu, model = gpu_spec(args.gpu), model_shape(args.model)
+    name = args.name or f"{args.gpu}-{args.model}"
+    profile = fit_vidur_profile(
+        args.csv, gpu, model, name, tensor_parallel=args.tensor_parallel, memory_utilisation=args.memory_utilisation
+    )
+    if args.out:
+        write_toml(args.out, profile.to_dict())
+    if args.json:
+        print_json({"name": name, "mape": profile.fit["mape"], "r2": profile.fit["r2"], "profile": profile.to_dict()})
+        return 0
+    fit = profile.fit
+    print(f"{name}: {fit['points']} measurements, MAPE {100 * fit['mape']:.2f}%, R^2 {fit['r2']:.5f}")
+    print(
+        f"non-attention time = max({1e3 * fit['floor_s']:.3f} ms, {1e3 * fit['intercept_s']:.3f} ms + "
+        f"{1e6 * fit['slope_s_per_token']:.2f} us x tokens); knee at {fit['knee_tokens']:.0f} tokens"
+    )
+    print(
+        f"KV capacity {profile.kv_capacity_tokens} tokens; decode attention "
+        f"{1e9 * profile.pieces[0].per_kv_token_s:.2f} ns per KV token"
+    )
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_profile_show(args: argparse.Namespace) -> int:
+    """Print a profile preset as TOML."""
+    from fluidopt.tomlio import dumps_toml
+
+    print(dumps_toml(preset_profile(args.name).to_dict()), end="")
+    return 0
+
+
+def cmd_symbolic(args: argparse.Namespace) -> int:
+    """Print the symbolic closed forms as LaTeX."""
+    if args.classes < 1 or args.classes > 6:
+        raise InputError("--classes", args.classes, "must be between 1 and 6")
+    forms = derive_equilibrium(args.classes, paper_linear=args.paper_linear).latex()
+    if args.json:
+        print_json(forms)
+    else:
+        for name, latex in forms.items():
+            print(f"{name}: $${latex}$$")
+    return 0

@@ -1,0 +1,64 @@
+"""Exceptions raised by fluidopt for invalid input.
+
+Every validation failure raises :class:`InputError`, which names the offending field and
+value so that the CLI can print one clear line without a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class InputError(ValueError):
+    """Invalid user input: a field had a value outside its domain.
+
+    Parameters
+    ----------
+    field : str
+        Dotted name of the field (for example ``"classes[0].rate_per_s"``).
+    value : Any
+        The rejected value.
+    reason : str
+        Why the value is rejected, phrased as a requirement ("must be > 0").
+
+    """
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{field} = {value!r}: {reason}")
+
+
+def require(condition: bool, field: str, value: Any, reason: str) -> None:
+    """Raise :class:`InputError` unless ``condition`` holds."""
+    if not condition:
+        raise InputError(field, value, reason)
+
+
+def require_finite_number(value: Any, field: str) -> float:
+    """Return ``value`` as a float, or raise if it is not a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            import numpy as np
+
+            if isinstance(value, np.generic) and np.isreal(value):
+                value = float(value)
+            else:
+                raise TypeError
+        except TypeError:
+            raise InputError(field, value, "must be a number") from None
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise InputError(field, value, "must be a finite number")
+    return number
+
+
+def require_whole_number(value: Any, field: str, minimum: int) -> int:
+    """Return ``value`` as an int >= ``minimum``, or raise if it is not one."""
+    number = require_finite_number(value, field)
+    if number != int(number):
+        raise InputError(field, value, "must be a whole number")
+    if number < minimum:
+        raise InputError(field, value, f"must be >= {minimum}")
+    return int(number)

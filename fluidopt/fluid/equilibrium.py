@@ -1,0 +1,316 @@
+"""Fluid equilibrium: the stage-wise batch mix, iteration time and memory.
+
+In equilibrium every stage of class j holds ``n_j`` requests per batch, each batch advances
+every stage by one, and the arrivals during one iteration equal the completions
+(arXiv:2504.11320, section 3): ``n_j = lambda_j dT``.  For the paper's linear model
+``dT* = d0 / (1 - d1 a)`` and ``M* = d0 a / (1 - d1 a)``.  For a general profile (maximum of
+affine pieces, MODEL.md section 8) the equilibrium is the linear program
+
+    minimise dT  s.t.  n_j >= lambda_j dT,  dT >= base_p + sum_j c_pj n_j  for every piece p,
+                       sum_j S_j n_j <= C  (and the optional limits of :class:`Constraints`),
+
+solved here with cvxpy and HiGHS; it is feasible iff the load is stable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import cvxpy as cp
+import numpy as np
+
+from fluidopt.errors import InputError
+from fluidopt.fluid._solver import solve
+from fluidopt.fluid.constraints import Constraints, check_fits, class_costs, resource_loads
+from fluidopt.profile import GPUProfile
+from fluidopt.workload import Workload
+
+TIGHT = 1e-9
+LP_TOLERANCE = 1e-7
+Method = Literal["auto", "closed-form", "lp"]
+
+
+@dataclass(frozen=True)
+class EquilibriumResult:
+    """Outcome of an equilibrium computation.
+
+    Attributes
+    ----------
+    status : {"stable", "unstable"}
+        Whether a fluid equilibrium exists.
+    message : str
+        Human-readable summary; the reason when unstable.
+    method : str
+        ``"closed-form"`` or ``"lp"``.
+    iteration_time_s : float
+        Equilibrium iteration time ``dT*`` (NaN when unstable).
+    per_stage : numpy.ndarray
+        ``n_j*``, requests of class j per stage per batch (NaN when unstable).
+    memory_tokens : float
+        Resident KV memory ``M* = sum_j n_j S_j`` (NaN when unstable).
+    throughput_tokens_per_s, completions_per_s : float
+        The benchmark ``sum lambda_j l'_j`` and ``sum lambda_j`` (what a stable policy can reach).
+    binding : tuple of str
+        Resources at their limit (``memory``, ``tbt``, ``batch_sequences``, ``prefill_budget``);
+        when unstable, those that rule the equilibrium out.
+    utilisation : dict
+        Usage over limit for every active resource.
+    active_piece : int
+        Index of the iteration-time piece that sets ``dT*`` (-1 when unstable).
+    duals : dict
+        LP dual values per constraint (empty for the closed form).
+
+    """
+
+    status: str
+    message: str
+    method: str
+    class_names: tuple[str, ...]
+    iteration_time_s: float
+    per_stage: np.ndarray
+    memory_tokens: float
+    throughput_tokens_per_s: float
+    completions_per_s: float
+    binding: tuple[str, ...]
+    utilisation: dict[str, float]
+    active_piece: int
+    duals: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def stable(self) -> bool:
+        """True when the load has a fluid equilibrium."""
+        return self.status == "stable"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping (the CLI's ``--json`` output)."""
+        out: dict[str, Any] = {
+            "stable": self.stable,
+            "status": self.status,
+            "message": self.message,
+            "method": self.method,
+            "iteration_time_s": _finite_or_none(self.iteration_time_s),
+            "memory_tokens": _finite_or_none(self.memory_tokens),
+            "per_stage": {n: _finite_or_none(v) for n, v in zip(self.class_names, self.per_stage)},
+            "throughput_tokens_per_s": self.throughput_tokens_per_s,
+            "completions_per_s": self.completions_per_s,
+            "binding": list(self.binding),
+            "utilisation": {k: _finite_or_none(v) for k, v in self.utilisation.items()},
+            "active_piece": self.active_piece,
+            "duals": dict(self.duals),
+        }
+        if not self.stable:
+            out["reason"] = self.message
+        return out
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def equilibrium(
+    workload: Workload,
+    profile: GPUProfile,
+    constraints: Constraints | None = None,
+    *,
+    method: Method = "auto",
+) -> EquilibriumResult:
+    """Fluid equilibrium of ``workload`` on ``profile``.
+
+    Parameters
+    ----------
+    workload, profile : Workload, GPUProfile
+        Traffic and GPU.
+    constraints : Constraints, optional
+        Extra per-iteration limits (iteration time, batch size, prefill budget).
+    method : {"auto", "closed-form", "lp"}
+        ``auto`` uses the paper's closed form for a linear profile without extra limits and
+        the LP otherwise.
+
+    Returns
+    -------
+    EquilibriumResult
+        ``status == "unstable"`` (not an exception) when no equilibrium exists.
+
+    """
+    constraints = constraints or Constraints()
+    if method not in ("auto", "closed-form", "lp"):
+        raise InputError("method", method, "must be one of auto, closed-form, lp")
+    if method == "auto":
+        plain = constraints == Constraints()
+        method = "closed-form" if profile.is_paper_linear and plain else "lp"
+    if method == "closed-form":
+        return equilibrium_closed_form(workload, profile, constraints)
+    return equilibrium_lp(workload, profile, constraints)
+
+
+def equilibrium_closed_form(
+    workload: Workload, profile: GPUProfile, constraints: Constraints | None = None
+) -> EquilibriumResult:
+    """Closed-form equilibrium (MODEL.md sections 2 and 8).
+
+    With ``K_p = sum_j lambda_j c_pj`` for each piece p, the equilibrium exists iff every
+    ``K_p < 1`` and the limits hold at ``dT* = max_p base_p / (1 - K_p)``; then
+    ``n_j* = lambda_j dT*`` and ``M* = dT* a``.  For the paper's linear model this is
+    ``dT* = d0 / (1 - d1 a)``.
+    """
+    constraints = constraints or Constraints()
+    check_fits(workload, profile)
+    rates = workload.rates
+    loads_per_piece = class_costs(workload, profile) @ rates
+    bases = profile.coefficient_matrix()[:, 0]
+    benchmark = workload.decode_token_rate, workload.total_rate_per_s
+    if np.any(loads_per_piece >= 1):
+        return _unstable(
+            workload,
+            "closed-form",
+            ("compute",),
+            f"compute-bound: the iteration-time cost of arriving work is {loads_per_piece.max():.4g} "
+            "seconds per second (>= 1), so iterations cannot keep up",
+            benchmark,
+        )
+    times = bases / (1 - loads_per_piece)
+    piece = int(np.argmax(times))
+    iteration_time = float(times[piece])
+    per_stage = rates * iteration_time
+    utilisation = _utilisation(workload, profile, constraints, per_stage, iteration_time)
+    over = tuple(k for k, v in utilisation.items() if v > 1 + TIGHT)
+    if over:
+        return _unstable(
+            workload,
+            "closed-form",
+            over,
+            "the equilibrium batch exceeds " + ", ".join(f"{k} ({utilisation[k]:.4g} x the limit)" for k in over),
+            benchmark,
+            utilisation,
+        )
+    binding = tuple(k for k, v in utilisation.items() if v >= 1 - TIGHT)
+    return EquilibriumResult(
+        status="stable",
+        message="stable: " + _summary(iteration_time, float(per_stage @ workload.kv_mass), profile),
+        method="closed-form",
+        class_names=workload.class_names,
+        iteration_time_s=iteration_time,
+        per_stage=per_stage,
+        memory_tokens=float(per_stage @ workload.kv_mass),
+        throughput_tokens_per_s=benchmark[0],
+        completions_per_s=benchmark[1],
+        binding=binding,
+        utilisation=utilisation,
+        active_piece=piece,
+    )
+
+
+def equilibrium_lp(
+    workload: Workload,
+    profile: GPUProfile,
+    constraints: Constraints | None = None,
+    *,
+    solver: str = cp.HIGHS,
+) -> EquilibriumResult:
+    """Equilibrium as a linear program in ``(n, dT)`` solved with cvxpy (HiGHS by default).
+
+    Binding resources are read from the duals (positive multiplier) and from zero slack.
+    """
+    constraints = constraints or Constraints()
+    check_fits(workload, profile)
+    rates = workload.rates
+    costs = class_costs(workload, profile)
+    bases = profile.coefficient_matrix()[:, 0]
+    n = cp.Variable(workload.num_classes, nonneg=True)
+    dt = cp.Variable(nonneg=True)
+    named: dict[str, cp.Constraint] = {"arrivals": n >= rates * dt}
+    for p in range(len(profile.pieces)):
+        named[f"compute[{p}]"] = dt >= bases[p] + costs[p] @ n
+    for resource, (usage, limit) in resource_loads(workload, constraints, profile).items():
+        named[resource] = usage @ n <= limit
+    if constraints.tbt_max_s is not None:
+        named["tbt"] = dt <= constraints.tbt_max_s
+    problem = cp.Problem(cp.Minimize(dt), list(named.values()))
+    solve(problem, solver)
+    benchmark = workload.decode_token_rate, workload.total_rate_per_s
+    if problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
+        from fluidopt.fluid.stability import max_stable_scale
+
+        limit = max_stable_scale(workload, profile, constraints, method="lp")
+        if limit.max_scale > 0:
+            reason = (
+                f"no fluid equilibrium: the load is {1 / limit.max_scale:.4g} x the largest stable scaling "
+                f"(limited by {', '.join(limit.binding)})"
+            )
+        else:
+            reason = "no fluid equilibrium at any positive load (limited by " + ", ".join(limit.binding) + ")"
+        return _unstable(workload, "lp", limit.binding, reason, benchmark)
+    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+        raise RuntimeError(f"equilibrium LP ended with solver status {problem.status!r}")
+    per_stage = np.maximum(np.asarray(n.value, dtype=float), 0.0)
+    iteration_time = float(dt.value)
+    duals = {name: float(np.sum(np.abs(c.dual_value))) for name, c in named.items() if c.dual_value is not None}
+    utilisation = _utilisation(workload, profile, constraints, per_stage, iteration_time)
+    over = tuple(k for k, v in utilisation.items() if v > 1 + LP_TOLERANCE)
+    if over:
+        # HiGHS accepts points within its feasibility tolerance; a limit exceeded by more than
+        # LP_TOLERANCE means there is no equilibrium.
+        return _unstable(
+            workload, "lp", over, "the equilibrium batch exceeds " + ", ".join(over), benchmark, utilisation
+        )
+    binding = tuple(k for k, v in utilisation.items() if v >= 1 - LP_TOLERANCE or duals.get(k, 0.0) > 1e-9)
+    piece_times = bases + costs @ per_stage
+    return EquilibriumResult(
+        status="stable",
+        message="stable: " + _summary(iteration_time, float(per_stage @ workload.kv_mass), profile),
+        method="lp",
+        class_names=workload.class_names,
+        iteration_time_s=iteration_time,
+        per_stage=per_stage,
+        memory_tokens=float(per_stage @ workload.kv_mass),
+        throughput_tokens_per_s=benchmark[0],
+        completions_per_s=benchmark[1],
+        binding=binding,
+        utilisation=utilisation,
+        active_piece=int(np.argmax(piece_times)),
+        duals=duals,
+    )
+
+
+def _utilisation(
+    workload: Workload, profile: GPUProfile, constraints: Constraints, per_stage: np.ndarray, iteration_time: float
+) -> dict[str, float]:
+    out = {
+        name: float(usage @ per_stage) / limit
+        for name, (usage, limit) in resource_loads(workload, constraints, profile).items()
+    }
+    if constraints.tbt_max_s is not None:
+        out["tbt"] = iteration_time / constraints.tbt_max_s
+    return out
+
+
+def _summary(iteration_time: float, memory: float, profile: GPUProfile) -> str:
+    return (
+        f"iteration time {iteration_time:.6g} s, memory {memory:.6g} of {profile.kv_capacity_tokens} KV tokens "
+        f"({100 * memory / profile.kv_capacity_tokens:.1f}%)"
+    )
+
+
+def _unstable(
+    workload: Workload,
+    method: str,
+    binding: tuple[str, ...],
+    reason: str,
+    benchmark: tuple[float, float],
+    utilisation: dict[str, float] | None = None,
+) -> EquilibriumResult:
+    return EquilibriumResult(
+        status="unstable",
+        message=f"unstable: {reason}",
+        method=method,
+        class_names=workload.class_names,
+        iteration_time_s=float("nan"),
+        per_stage=np.full(workload.num_classes, np.nan),
+        memory_tokens=float("nan"),
+        throughput_tokens_per_s=benchmark[0],
+        completions_per_s=benchmark[1],
+        binding=binding,
+        utilisation=utilisation or {},
+        active_piece=-1,
+    )

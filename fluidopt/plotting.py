@@ -1,0 +1,73 @@
+"""Plot functions that take fluidopt result objects; one matplotlib style for all figures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import resources
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from fluidopt.fluid.stability import BoundaryResult  # noqa: E402
+
+PEER_LABELS = {"li_dai_peng": "Li-Dai-Peng (token budget)", "nie_si_zhou": "Nie-Si-Zhou (KV service rate)"}
+
+
+def use_style() -> None:
+    """Apply fluidopt's matplotlib style."""
+    plt.style.use(str(resources.files("fluidopt").joinpath("fluidopt.mplstyle")))
+
+
+def _axes(ax: Axes | None) -> tuple[Figure, Axes]:
+    use_style()
+    if ax is None:
+        fig, ax = plt.subplots()
+        return fig, ax
+    return ax.figure, ax  # type: ignore[return-value]
+
+
+def plot_stability_region(
+    boundary: BoundaryResult,
+    *,
+    measured: Mapping[str, np.ndarray] | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Plot a 2-class stability region: the fluid boundary, peer closed forms, measured points.
+
+    Parameters
+    ----------
+    boundary : BoundaryResult
+        From :func:`fluidopt.fluid.stability.stability_boundary`.
+    measured : mapping, optional
+        Policy name -> array (directions, 2) of measured largest stable rates.
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure otherwise.
+    title : str, optional
+        Axes title.
+
+    """
+    fig, ax = _axes(ax)
+    rates = boundary.fluid_rates
+    ax.fill_between(rates[:, 0], rates[:, 1], alpha=0.15, label="fluid stable region")
+    ax.plot(rates[:, 0], rates[:, 1], lw=2, label="fluid boundary")
+    for name, points in boundary.peer_rates.items():
+        finite = np.all(np.isfinite(points), axis=1)
+        ax.plot(points[finite, 0], points[finite, 1], ls="--", label=PEER_LABELS.get(name, name))
+    for name, points in (measured or {}).items():
+        points = np.asarray(points)
+        ax.plot(points[:, 0], points[:, 1], marker="o", ls=":", label=f"{name} (simulated)")
+    ax.set_xlabel(f"{boundary.class_names[0]} rate (requests/s)")
+    ax.set_ylabel(f"{boundary.class_names[1]} rate (requests/s)")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return fig

@@ -1,0 +1,72 @@
+"""Regenerate the real-GPU profile presets in fluidopt/data/profiles from the Vidur measurements.
+
+Run from the repository root with ../shared/data present:
+
+    python scripts/build_gpu_presets.py [--data ../shared/data]
+
+The presets embed the fitted numbers; the measurements themselves are not copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from fluidopt.fitting import (
+    fit_piecewise,
+    profile_from_fit,
+    read_vidur_mlp_csv,
+    transfer_fit,
+)
+from fluidopt.hardware import gpu_spec, model_shape
+from fluidopt.tomlio import write_toml
+
+MEASURED = {
+    "a100-80gb-llama-2-7b": ("a100-80gb", "llama-2-7b", "a100/Llama-2-7b-hf"),
+    "h100-80gb-llama-2-7b": ("h100-80gb", "llama-2-7b", "h100/Llama-2-7b-hf"),
+    "a100-80gb-llama-3-8b": ("a100-80gb", "llama-3-8b", "a100/Meta-Llama-3-8B"),
+    "a40-llama-2-7b": ("a40", "llama-2-7b", "a40/Llama-2-7b-hf"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", default="../shared/data", help="folder holding profiles/vidur")
+    parser.add_argument("--out", default="fluidopt/data/profiles")
+    args = parser.parse_args()
+    root = Path(args.data) / "profiles" / "vidur"
+    fits = {}
+    for name, (gpu, model, folder) in MEASURED.items():
+        shape = model_shape(model)
+        fit = fit_piecewise(read_vidur_mlp_csv(root / folder / "mlp.csv", shape.layers))
+        fits[name] = fit
+        source = f"Vidur profiling data/profiling/compute/{folder}/mlp.csv (TP 1)"
+        profile = profile_from_fit(name, fit, gpu_spec(gpu), shape, source=source)
+        write_toml(Path(args.out) / f"{name}.toml", _clean(profile.to_dict()))
+        print(f"{name}: MAPE {fit.mape:.4f}, R^2 {fit.r2:.5f}, C = {profile.kv_capacity_tokens}")
+    # No Llama-3-8B measurement exists for the H100: carry the A100 fit over by the H100/A100
+    # ratios of Llama-2-7B (same layer count and hidden size, measured on both GPUs).
+    derived = transfer_fit(fits["a100-80gb-llama-3-8b"], fits["a100-80gb-llama-2-7b"], fits["h100-80gb-llama-2-7b"])
+    source = (
+        "derived: the A100 Llama-3-8B fit scaled by the H100/A100 ratios of the Llama-2-7B fits "
+        "(no H100 Llama-3-8B measurement in the Vidur data)"
+    )
+    profile = profile_from_fit(
+        "h100-80gb-llama-3-8b", derived, gpu_spec("h100-80gb"), model_shape("llama-3-8b"), source=source
+    )
+    write_toml(Path(args.out) / "h100-80gb-llama-3-8b.toml", _clean(profile.to_dict()))
+    print(f"h100-80gb-llama-3-8b: derived, C = {profile.kv_capacity_tokens}")
+
+
+def _clean(data: dict) -> dict:
+    """Replace NaN fit-quality numbers (TOML has no null) by the string 'n/a'."""
+    fit = data.get("fit", {})
+    for key, value in list(fit.items()):
+        if isinstance(value, float) and math.isnan(value):
+            fit[key] = "n/a"
+    return data
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fluidopt.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_equilibrium_json_keys(capsys):
+    code, out, _ = run(capsys, "equilibrium", "--workload", "toy", "--profile", "toy", "--json")
+    data = json.loads(out)
+    assert code == 0
+    for key in (
+        "stable",
+        "iteration_time_s",
+        "memory_tokens",
+        "per_stage",
+        "throughput_tokens_per_s",
+        "binding",
+        "method",
+    ):
+        assert key in data
+    assert data["stable"] is True and data["per_stage"] == {"hello": pytest.approx(4.0)}
+
+
+def test_unstable_load_is_exit_zero_with_reason(capsys):
+    code, out, _ = run(capsys, "equilibrium", "-w", "toy", "-p", "toy", "--rate", "6", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["stable"] is False and "memory" in data["reason"]
+
+
+def test_equilibrium_with_limits_uses_lp(capsys):
+    code, out, _ = run(
+        capsys,
+        "equilibrium",
+        "--tbt-max-s",
+        "0.05",
+        "--max-batch-sequences",
+        "256",
+        "--prefill-token-budget",
+        "8192",
+        "--json",
+    )
+    data = json.loads(out)
+    assert code == 0 and data["method"] == "lp" and set(data["utilisation"]) >= {"tbt", "memory"}
+
+
+def test_stability_json_and_plot(capsys, tmp_path):
+    plot = tmp_path / "region.png"
+    code, out, _ = run(
+        capsys,
+        "stability",
+        "-w",
+        "mix-p512d20-p512d50",
+        "-p",
+        "paper-linear",
+        "--json",
+        "--plot",
+        str(plot),
+        "--directions",
+        "7",
+    )
+    data = json.loads(out)
+    assert code == 0 and plot.stat().st_size > 1000
+    for key in ("max_scale", "max_rate_per_s", "binding", "memory_elasticity"):
+        assert key in data
+    assert data["binding"] == ["memory"]
+
+
+def test_table_output_and_listings(capsys):
+    for argv in (
+        ["equilibrium"],
+        ["stability"],
+        ["workloads"],
+        ["profiles"],
+        ["symbolic", "--paper-linear"],
+        ["profile", "show", "toy"],
+    ):
+        code, out, _ = run(capsys, *argv)
+        assert code == 0 and out.strip()
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["equilibrium", "--rate", "-3"], "rate"),
+        (["equilibrium", "--rate", "nan"], "rate"),
+        (["equilibrium", "--workload", "nope"], "unknown preset"),
+        (["equilibrium", "--profile", "nope"], "unknown preset"),
+        (["equilibrium", "--capacity-tokens", "100"], "kv_capacity_tokens"),
+        (["stability", "--plot", "x.png"], "2-class"),
+    ],
+)
+def test_bad_input_is_one_clear_line(capsys, argv, needle, tmp_path):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and needle in err and "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+def test_malformed_files_on_the_command_line(capsys, tmp_path):
+    bad = tmp_path / "w.toml"
+    bad.write_text("[[classes]\n")
+    code, _, err = run(capsys, "equilibrium", "--workload", str(bad))
+    assert code == 2 and "w.toml" in err
+    csv = tmp_path / "t.csv"
+    csv.write_text("num_prefill_tokens,num_decode_tokens\n5,abc\n")
+    code, _, err = run(capsys, "equilibrium", "--workload", str(csv), "--rate", "1")
+    assert code == 2 and "t.csv:2" in err
+
+
+def test_failed_plot_leaves_nothing(capsys, tmp_path):
+    target = tmp_path / "region.unknownformat"
+    with pytest.raises(ValueError):
+        main(["stability", "-w", "mix-p512d20-p512d50", "--plot", str(target), "--directions", "3"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_profile_fit_cli(capsys, tmp_path, shared_data):
+    out_file = tmp_path / "fit.toml"
+    csv = shared_data / "profiles" / "vidur" / "a100" / "Llama-2-7b-hf" / "mlp.csv"
+    code, out, _ = run(
+        capsys,
+        "profile",
+        "fit",
+        str(csv),
+        "--gpu",
+        "a100-80gb",
+        "--model",
+        "llama-2-7b",
+        "--out",
+        str(out_file),
+        "--json",
+    )
+    data = json.loads(out)
+    assert code == 0 and data["mape"] < 0.06 and data["r2"] > 0.99
+    code, out, _ = run(capsys, "equilibrium", "--profile", str(out_file), "--json")
+    assert code == 0 and json.loads(out)["stable"]
+
+
+def test_console_script_and_module_entry_points():
+    module = subprocess.run([sys.executable, "-m", "fluidopt", "--version"], capture_output=True, text=True)
+    assert module.returncode == 0 and "fluidopt" in module.stdout
+    script = subprocess.run(
+        ["fluidopt", "equilibrium", "-w", "toy", "-p", "toy", "--json"], capture_output=True, text=True
+    )
+    assert script.returncode == 0 and json.loads(script.stdout)["stable"]
+    bad = subprocess.run(["fluidopt", "equilibrium", "--rate", "-1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "rate" in bad.stderr
+
+
+def test_report_main_job(capsys, tmp_path):
+    code, out, _ = run(capsys, "report", "--out", str(tmp_path), "--json")
+    data = json.loads(out)
+    assert code == 0 and len(data["stability"]) == 8
+    assert all((tmp_path / p.split("/")[-1]).exists() for p in data["figures"])
