@@ -4,14 +4,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import general_profiles, linear_profiles, workloads
 
 from fluidopt.errors import InputError
 from fluidopt.fluid import Constraints, equilibrium, equilibrium_closed_form, equilibrium_lp
 from fluidopt.fluid.symbolic import derive_equilibrium
 from fluidopt.profile import AffinePiece, GPUProfile, linear_profile, preset_profile
 from fluidopt.workload import RequestClass, Workload, preset_workload
-
-from strategies import general_profiles, linear_profiles, workloads
 
 SYMBOLIC = {m: derive_equilibrium(m) for m in (1, 2, 3)}
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from fluidopt.errors import InputError
-from fluidopt.fitting import fit_piecewise, fit_vidur_profile, read_vidur_mlp_csv, Measurements
-from fluidopt.hardware import GPUS, MODELS, kv_capacity_tokens, model_shape, gpu_spec
+from fluidopt.fitting import Measurements, fit_piecewise, fit_vidur_profile, read_vidur_mlp_csv
+from fluidopt.hardware import GPUS, MODELS, gpu_spec, kv_capacity_tokens, model_shape
 from fluidopt.profile import AffinePiece, GPUProfile, load_profile, preset_profile, profile_presets
 from fluidopt.tomlio import dumps_toml
 

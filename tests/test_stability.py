@@ -4,14 +4,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import general_profiles, linear_profiles, workloads
 
 from fluidopt.errors import InputError
 from fluidopt.fluid import Constraints, equilibrium, max_stable_scale, peer_max_scales, stability_boundary
 from fluidopt.fluid.symbolic import derive_equilibrium
 from fluidopt.profile import AffinePiece, GPUProfile, linear_profile, preset_profile
 from fluidopt.workload import RequestClass, Workload, preset_workload
-
-from strategies import general_profiles, linear_profiles, workloads
 
 
 def test_linear_theta_star_formula():

@@ -1,0 +1,428 @@
+"""Driver of the stochastic simulator: state arrays, arrival chunks, results.
+
+The compiled kernel (:mod:`fluidopt.sim.kernel`) runs the event loop; this module allocates its
+state, feeds it arrivals chunk by chunk (so memory grows with requests in the system, not with
+requests simulated), grows the state when more requests are in the system, and turns the
+counters into a :class:`~fluidopt.sim.results.SimulationResult`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
+from fluidopt.fluid.constraints import check_fits
+from fluidopt.profile import GPUProfile
+from fluidopt.sim import layout as L
+from fluidopt.sim.arrivals import ArrivalProcess, PoissonArrivals, TraceArrivals
+from fluidopt.sim.kernel import run_kernel
+from fluidopt.sim.policies import NestedWaitPolicy, Policy, WaitPolicy
+from fluidopt.sim.results import QUANTILES, SimulationResult, histogram_quantile
+from fluidopt.workload import Workload
+
+INITIAL_SLOTS = 1024
+SERIES_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class InitialRequests:
+    """Requests resident at time 0: ``count`` requests of class ``class_index`` at ``stage``."""
+
+    class_index: int
+    stage: int
+    count: int
+
+
+class _State:
+    """The kernel's arrays, growable."""
+
+    def __init__(self, slots: int, queues: int, classes: int, max_stage: int) -> None:
+        self.slot_i = np.zeros((L.N_INT_FIELDS, slots), dtype=np.int64)
+        self.slot_f = np.zeros((L.N_FLOAT_FIELDS, slots), dtype=np.float64)
+        self.res = np.zeros(slots, dtype=np.int64)
+        self.queues = np.zeros((queues, slots), dtype=np.int64)
+        self.qhead = np.zeros(queues, dtype=np.int64)
+        self.qlen = np.zeros(queues, dtype=np.int64)
+        self.free = np.arange(slots - 1, -1, -1, dtype=np.int64)
+        self.scal_i = np.zeros(L.N_INT_SCALARS, dtype=np.int64)
+        self.scal_f = np.zeros(L.N_FLOAT_SCALARS, dtype=np.float64)
+        self.scal_i[L.S_NFREE] = slots
+        self.cnt = np.zeros((max(classes, 1), max_stage + 2), dtype=np.int64)
+        self.bsel = np.zeros(slots, dtype=np.int64)
+        self.bchunk = np.zeros(slots, dtype=np.int64)
+        self.hist = np.zeros((3, L.HIST_BINS), dtype=np.float64)
+
+    @property
+    def slots(self) -> int:
+        return self.res.size
+
+    def ensure_free(self, needed: int) -> None:
+        """Grow every per-slot array so that at least ``needed`` slots are free."""
+        free = int(self.scal_i[L.S_NFREE])
+        if free >= needed:
+            return
+        old = self.slots
+        new = max(2 * old, old + needed - free)
+        extra = new - old
+        self.slot_i = np.concatenate([self.slot_i, np.zeros((L.N_INT_FIELDS, extra), np.int64)], axis=1)
+        self.slot_f = np.concatenate([self.slot_f, np.zeros((L.N_FLOAT_FIELDS, extra))], axis=1)
+        self.res = np.concatenate([self.res, np.zeros(extra, np.int64)])
+        queues = np.zeros((self.queues.shape[0], new), dtype=np.int64)
+        for q in range(self.queues.shape[0]):
+            length = int(self.qlen[q])
+            order = (self.qhead[q] + np.arange(length)) % old
+            queues[q, :length] = self.queues[q, order]
+        self.queues = queues
+        self.qhead[:] = 0
+        free_stack = np.concatenate([np.arange(new - 1, old - 1, -1, dtype=np.int64), self.free[:free]])
+        self.free = np.concatenate([free_stack, np.zeros(new - free_stack.size, np.int64)])
+        self.scal_i[L.S_NFREE] = free + extra
+        self.bsel = np.zeros(new, np.int64)
+        self.bchunk = np.zeros(new, np.int64)
+
+
+def _policy_arrays(
+    policy: Policy, workload: Workload, max_stage: int
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
+    config = policy.config()
+    thresholds = config.get("thresholds", np.zeros(1, dtype=np.int64))
+    seg_of_stage = np.zeros(max_stage + 2, dtype=np.int64)
+    seg_entry = np.zeros(1, dtype=np.int64)
+    if isinstance(policy, WaitPolicy):
+        require(
+            thresholds.size == workload.num_classes,
+            "thresholds",
+            list(policy.thresholds),
+            f"needs one threshold per class ({workload.num_classes})",
+        )
+    if isinstance(policy, NestedWaitPolicy):
+        boundaries = config["boundaries"]
+        require(
+            boundaries[-1] >= max_stage,
+            "boundaries",
+            list(policy.boundaries),
+            f"the last segment must reach the longest decode length ({max_stage})",
+        )
+        previous = 0
+        seg_entry = np.zeros(boundaries.size, dtype=np.int64)
+        for k, end in enumerate(boundaries):
+            seg_entry[k] = 0 if k == 0 else previous + 1
+            low = 0 if k == 0 else previous + 1
+            seg_of_stage[low : end + 1] = k
+            previous = int(end)
+        seg_of_stage[boundaries[-1] + 1 :] = boundaries.size - 1
+    return config, thresholds.astype(np.int64), seg_of_stage, seg_entry
+
+
+def simulate(
+    workload: Workload,
+    profile: GPUProfile,
+    policy: Policy,
+    *,
+    requests: int | None = None,
+    horizon_s: float | None = None,
+    warmup_s: float | None = None,
+    rng: int | np.random.Generator | None = 0,
+    arrivals: ArrivalProcess | None = None,
+    eviction: str = "restart",
+    drain: bool = False,
+    record_requests: bool = False,
+    record_series: bool = False,
+    initial: Sequence[InitialRequests] = (),
+) -> SimulationResult:
+    """Simulate ``policy`` serving ``workload`` on ``profile``.
+
+    Parameters
+    ----------
+    workload, profile : Workload, GPUProfile
+        Request classes (with Poisson rates) and the GPU.
+    policy : Policy
+        A policy from :mod:`fluidopt.sim.policies`.
+    requests, horizon_s : int or float
+        Stop after this many arrivals, or at this time (exactly one of them).
+    warmup_s : float, optional
+        Statistics ignore requests arriving before this time (default: 10% of the expected span).
+    rng : int, numpy.random.Generator or None
+        Seed (or generator) of the arrival stream; the same seed gives every policy the same
+        arrivals and lengths.
+    arrivals : ArrivalProcess, optional
+        Poisson (default), deterministic, MMPP or trace replay.
+    eviction : {"restart", "recompute"}
+        What an evicted request loses (see :mod:`fluidopt.sim.kernel`).
+    drain : bool
+        Keep serving after the last arrival until every request completes.
+    record_requests, record_series : bool
+        Return per-request records / per-iteration time series as numpy arrays.
+    initial : sequence of InitialRequests
+        Requests resident at time 0 (for example the FCFS counterexample's start).
+
+    Returns
+    -------
+    SimulationResult
+        Zero rate gives an empty result, not an error.
+
+    """
+    started = time.perf_counter()
+    if (requests is None) == (horizon_s is None):
+        raise InputError("requests/horizon_s", (requests, horizon_s), "give exactly one of requests and horizon_s")
+    if requests is not None:
+        requests = require_whole_number(requests, "requests", 0)
+    if horizon_s is not None:
+        horizon_s = require_finite_number(horizon_s, "horizon_s")
+        require(horizon_s > 0, "horizon_s", horizon_s, "must be > 0")
+    if eviction not in L.EVICTION_IDS:
+        raise InputError("eviction", eviction, f"must be one of {', '.join(L.EVICTION_IDS)}")
+    check_fits(workload, profile)
+    arrivals = arrivals or PoissonArrivals()
+    max_stage = int(workload.decode.max())
+    if isinstance(arrivals, TraceArrivals):
+        max_stage = max(max_stage, int(arrivals.trace.decode_tokens.max()))
+        peak = int((arrivals.trace.prefill_tokens + arrivals.trace.decode_tokens).max())
+        require(
+            peak <= profile.kv_capacity_tokens,
+            "kv_capacity_tokens",
+            profile.kv_capacity_tokens,
+            f"is smaller than the largest request of the trace ({peak} tokens)",
+        )
+    seed = rng if isinstance(rng, (int, np.integer)) else None
+    generator = np.random.default_rng(rng)
+
+    if warmup_s is None:
+        span = (
+            horizon_s
+            if horizon_s is not None
+            else (requests / workload.total_rate_per_s if workload.total_rate_per_s > 0 else 0.0)
+        )
+        warmup_s = 0.1 * span
+    warmup_s = require_finite_number(warmup_s, "warmup_s")
+    require(warmup_s >= 0, "warmup_s", warmup_s, "must be >= 0")
+
+    config, thresholds, seg_of_stage, seg_entry = _policy_arrays(policy, workload, max_stage)
+    policy_id = L.POLICY_IDS[policy.name]
+    queues = workload.num_classes if policy_id in (0, 1) else 1
+    state = _State(INITIAL_SLOTS, queues, workload.num_classes, max_stage)
+    cfg_i = np.zeros(L.N_CFG_INT, dtype=np.int64)
+    cfg_f = np.zeros(L.N_CFG_FLOAT, dtype=np.float64)
+    cfg_i[L.C_POLICY] = policy_id
+    cfg_i[L.C_BLOCK] = config.get("block_size", 1)
+    cfg_i[L.C_MAX_BATCH] = config.get("max_batch", 0)
+    cfg_i[L.C_MAX_TOKENS] = config.get("max_tokens", 0)
+    cfg_i[L.C_TOKEN_BUDGET] = config.get("token_budget", 0)
+    cfg_i[L.C_EVICTION] = L.EVICTION_IDS[eviction]
+    cfg_i[L.C_REPAIR] = int(config.get("repair", False))
+    cfg_i[L.C_NUM_SEGMENTS] = thresholds.size
+    cfg_i[L.C_DRAIN] = int(drain)
+    cfg_i[L.C_RECORD] = int(record_requests)
+    cfg_i[L.C_SERIES] = int(record_series)
+    cfg_i[L.C_CAPACITY] = profile.kv_capacity_tokens
+    cfg_f[L.CF_WATERMARK] = config.get("watermark", 0.0)
+    cfg_f[L.CF_WARMUP] = warmup_s
+    cfg_f[L.CF_WINDOW_END] = horizon_s if horizon_s is not None else math.inf
+    coef = np.ascontiguousarray(profile.coefficient_matrix())
+
+    _load_initial(state, workload, initial, cfg_i, cfg_f)
+    logs: list[np.ndarray] = []
+    series_logs: list[np.ndarray] = []
+    series = np.zeros((SERIES_ROWS if record_series else 1, 7))
+    stream = arrivals.stream(workload, generator, requests=requests, horizon_s=horizon_s)
+    chunk = next(stream)
+    position = 0
+    last_arrival = 0.0
+    while True:
+        if chunk.final and horizon_s is None:
+            last_arrival = float(chunk.times[-1]) if chunk.times.size else last_arrival
+            cfg_f[L.CF_WINDOW_END] = max(last_arrival, warmup_s)
+        remaining = chunk.times.size - position
+        state.ensure_free(remaining + 1)
+        comp_log = np.zeros((state.slots if record_requests else 1, 6))
+        state.scal_i[L.S_LOG_COUNT] = 0
+        state.scal_i[L.S_SERIES_COUNT] = 0
+        rc = run_kernel(
+            state.slot_i,
+            state.slot_f,
+            state.res,
+            state.queues,
+            state.qhead,
+            state.qlen,
+            state.free,
+            state.scal_i,
+            state.scal_f,
+            cfg_i,
+            cfg_f,
+            thresholds,
+            seg_of_stage,
+            seg_entry,
+            coef,
+            chunk.times[position:],
+            chunk.classes[position:],
+            chunk.prefill[position:],
+            chunk.decode[position:],
+            chunk.ids[position:],
+            chunk.final,
+            state.cnt,
+            state.bsel,
+            state.bchunk,
+            state.hist,
+            comp_log,
+            series,
+        )
+        position += int(state.scal_i[L.S_CONSUMED])
+        if record_requests:
+            logs.append(comp_log[: state.scal_i[L.S_LOG_COUNT]].copy())
+        if record_series:
+            series_logs.append(series[: state.scal_i[L.S_SERIES_COUNT]].copy())
+        if chunk.times.size and not chunk.final:
+            last_arrival = float(chunk.times[-1])
+        if rc == L.RC_DONE:
+            break
+        if rc == L.RC_NEED_ARRIVALS:
+            chunk = next(stream)
+            position = 0
+    return _result(
+        state,
+        policy,
+        eviction,
+        seed,
+        workload,
+        profile,
+        cfg_f,
+        arrivals,
+        logs,
+        series_logs,
+        time.perf_counter() - started,
+        {"requests": requests, "horizon_s": horizon_s, "warmup_s": warmup_s, "drain": drain},
+    )
+
+
+def _load_initial(state: _State, workload: Workload, initial: Sequence[InitialRequests], cfg_i, cfg_f) -> None:
+    total = sum(item.count for item in initial)
+    if total == 0:
+        return
+    state.ensure_free(total)
+    block = int(cfg_i[L.C_BLOCK])
+    request_id = -total
+    for item in initial:
+        j = require_whole_number(item.class_index, "initial.class_index", 0)
+        require(j < workload.num_classes, "initial.class_index", j, "no such class")
+        request_class = workload.classes[j]
+        stage = require_whole_number(item.stage, "initial.stage", 0)
+        require(stage <= request_class.decode_tokens, "initial.stage", stage, "beyond the class's last stage")
+        for _ in range(require_whole_number(item.count, "initial.count", 0)):
+            s = state.scal_i[L.S_NFREE] - 1
+            slot = state.free[s]
+            state.scal_i[L.S_NFREE] = s
+            fields = state.slot_i[:, slot]
+            fields[:] = 0
+            fields[L.I_CLASS] = j
+            fields[L.I_PREFILL] = request_class.prefill_tokens
+            fields[L.I_DECODE] = request_class.decode_tokens
+            fields[L.I_STAGE] = stage
+            fields[L.I_TARGET] = request_class.prefill_tokens
+            fields[L.I_RESUME] = 1
+            fields[L.I_STATUS] = L.STATUS_RESIDENT
+            fields[L.I_ADMIT] = state.scal_i[L.S_ADMIT_COUNTER]
+            fields[L.I_REQUEST] = request_id
+            charge = -(-(request_class.prefill_tokens + stage) // block) * block
+            fields[L.I_CHARGE] = charge
+            state.slot_f[:, slot] = (0.0, 0.0 if stage > 0 else math.nan, 0.0 if stage > 0 else math.nan)
+            state.scal_i[L.S_ADMIT_COUNTER] += 1
+            state.scal_i[L.S_MEMORY] += charge
+            state.res[state.scal_i[L.S_NRES]] = slot
+            state.scal_i[L.S_NRES] += 1
+            state.scal_i[L.S_IN_SYSTEM] += 1
+            state.scal_i[L.S_ARRIVED] += 1
+            if cfg_f[L.CF_WARMUP] <= 0:
+                state.scal_i[L.S_ARRIVED_MEASURED] += 1
+            request_id += 1
+
+
+def _result(state, policy, eviction, seed, workload, profile, cfg_f, arrivals, logs, series_logs, wall, settings):
+    si, sf = state.scal_i, state.scal_f
+    start, end = float(cfg_f[L.CF_WARMUP]), float(cfg_f[L.CF_WINDOW_END])
+    now = float(sf[L.T_NOW])
+    if not math.isfinite(end):
+        end = now
+    window = max(end - start, 0.0)
+    measured = int(si[L.S_COMPLETED_MEASURED])
+
+    def per_window(value: float) -> float:
+        return value / window if window > 0 else math.nan
+
+    def mean(total: float, count: float) -> float:
+        return total / count if count > 0 else math.nan
+
+    def quantiles(row: int) -> dict[str, float]:
+        return {f"p{round(100 * q)}": histogram_quantile(state.hist[row], q) for q in QUANTILES}
+
+    requests = None
+    if logs:
+        table = np.concatenate(logs) if logs else np.zeros((0, 6))
+        requests = {
+            "id": table[:, 0].astype(np.int64),
+            "class": table[:, 1].astype(np.int64),
+            "arrival_s": table[:, 2],
+            "first_token_s": table[:, 3],
+            "completion_s": table[:, 4],
+            "evictions": table[:, 5].astype(np.int64),
+        }
+    series = None
+    if series_logs:
+        table = np.concatenate(series_logs)
+        names = ("start_s", "end_s", "memory_tokens", "waiting", "batch_size", "completions", "prefill_tokens")
+        series = {name: table[:, k] for k, name in enumerate(names)}
+    settings = {
+        **settings,
+        **policy.to_dict(),
+        "eviction": eviction,
+        "arrivals": arrivals.describe(),
+        "workload": workload.to_dict(),
+        "profile": profile.name,
+        "kv_capacity_tokens": profile.kv_capacity_tokens,
+    }
+    return SimulationResult(
+        policy=policy.name,
+        eviction=eviction,
+        seed=int(seed) if seed is not None else None,
+        settings=settings,
+        arrived_requests=int(si[L.S_ARRIVED]),
+        completed_requests=int(si[L.S_COMPLETED]),
+        unfinished_requests=int(si[L.S_IN_SYSTEM]),
+        unfinished_waiting=int(si[L.S_WAITING]),
+        unfinished_resident=int(si[L.S_NRES]),
+        measured_arrivals=int(si[L.S_ARRIVED_MEASURED]),
+        measured_completions=measured,
+        window_start_s=start,
+        window_end_s=end,
+        simulated_time_s=now,
+        iterations=int(si[L.S_ITERATIONS]),
+        prefill_iterations=int(si[L.S_PREFILL_ITERATIONS]),
+        evictions=int(si[L.S_EVICTIONS]),
+        wasted_tokens=int(si[L.S_WASTED_TOKENS]),
+        recomputed_tokens=int(si[L.S_RECOMPUTED_TOKENS]),
+        overflow_iterations=int(si[L.S_OVERFLOW_ITERATIONS]),
+        throughput_tokens_per_s=per_window(float(si[L.S_TOKENS_WINDOW])),
+        completed_per_s=per_window(float(si[L.S_COMPLETED_WINDOW])),
+        mean_latency_s=mean(sf[L.T_LATENCY_SUM], measured),
+        max_latency_s=float(sf[L.T_LATENCY_MAX]) if measured else math.nan,
+        latency_quantiles_s=quantiles(L.H_LATENCY),
+        mean_ttft_s=mean(sf[L.T_TTFT_SUM], measured),
+        ttft_quantiles_s=quantiles(L.H_TTFT),
+        mean_tbt_s=mean(sf[L.T_TBT_SUM], sf[L.T_TBT_COUNT]),
+        tbt_quantiles_s=quantiles(L.H_TBT),
+        mean_waiting=per_window(float(sf[L.T_WAITING_AREA])),
+        max_waiting=int(si[L.S_MAX_WAITING]),
+        mean_resident=per_window(float(sf[L.T_RESIDENT_AREA])),
+        mean_memory_tokens=per_window(float(sf[L.T_MEMORY_AREA])),
+        peak_memory_tokens=int(si[L.S_PEAK_MEMORY]),
+        kv_capacity_tokens=profile.kv_capacity_tokens,
+        busy_fraction=per_window(float(sf[L.T_BUSY])),
+        wall_time_s=wall,
+        requests=requests,
+        series=series,
+    )

@@ -1,0 +1,109 @@
+"""Indices into the simulator's state arrays, shared by the kernel and the Python driver.
+
+The simulator keeps its state in a few flat numpy arrays so that the hot loop compiles with
+numba; these constants name the rows and entries.  They are module globals, which numba treats
+as compile-time constants.
+"""
+
+# Per-slot integer fields (rows of ``slot_i``).
+I_CLASS = 0  # class index
+I_PREFILL = 1  # prompt length l
+I_DECODE = 2  # output length l'
+I_STAGE = 3  # next stage to run: 0 = prefill, s >= 1 = decode step s
+I_PREFILL_DONE = 4  # prompt tokens (re)computed so far in the current prefill
+I_TARGET = 5  # tokens to (re)prefill: l, or l + generated tokens for a recompute victim
+I_RESUME = 6  # stage to continue with once the prefill is done
+I_ADMIT = 7  # admission sequence number (for last-in-first-out eviction)
+I_STATUS = 8  # 0 free, 1 waiting (not resident), 2 resident
+I_CHARGE = 9  # KV tokens charged to the slot (0 when not resident)
+I_REQUEST = 10  # global request id (arrival order)
+I_EVICTIONS = 11  # times this request was evicted
+N_INT_FIELDS = 12
+
+# Per-slot float fields (rows of ``slot_f``).
+F_ARRIVAL = 0
+F_FIRST_TOKEN = 1  # end of the first prefill iteration (NaN before)
+F_LAST_TOKEN = 2  # time of the latest token (for time between tokens)
+N_FLOAT_FIELDS = 3
+
+STATUS_FREE = 0
+STATUS_WAITING = 1
+STATUS_RESIDENT = 2
+
+# Integer scalars (entries of ``scal_i``).
+S_NFREE = 0
+S_NRES = 1
+S_ADMIT_COUNTER = 2
+S_ARRIVED = 3  # arrivals processed (all)
+S_ARRIVED_MEASURED = 4  # arrivals at or after the warm-up
+S_COMPLETED = 5
+S_COMPLETED_MEASURED = 6  # completions of measured requests
+S_COMPLETED_WINDOW = 7  # completions inside the measurement window
+S_TOKENS_WINDOW = 8  # decode tokens of completions inside the window
+S_ITERATIONS = 9
+S_EVICTIONS = 10
+S_WASTED_TOKENS = 11  # decode tokens lost to restarts
+S_RECOMPUTED_TOKENS = 12  # tokens re-prefilled after recompute evictions
+S_OVERFLOW_ITERATIONS = 13  # batches run with resident memory above C
+S_PEAK_MEMORY = 14
+S_MEMORY = 15  # resident memory now (tokens, block-rounded)
+S_IN_SYSTEM = 16
+S_WAITING = 17
+S_LOG_COUNT = 18  # entries written to the completion log this call
+S_SERIES_COUNT = 19  # entries written to the time-series log this call
+S_MAX_WAITING = 20
+S_ARRIVALS_DONE = 21  # 1 once the final chunk of arrivals is consumed
+S_PREFILL_ITERATIONS = 22
+S_CONSUMED = 23  # arrivals of the current chunk consumed by the last kernel call
+N_INT_SCALARS = 24
+
+# Float scalars (entries of ``scal_f``).
+T_NOW = 0
+T_LAST = 1  # last time the areas were integrated
+T_MEMORY_AREA = 2
+T_WAITING_AREA = 3
+T_UNUSED = 4
+T_BUSY = 5
+T_LATENCY_SUM = 6
+T_TTFT_SUM = 7
+T_TBT_SUM = 8
+T_TBT_COUNT = 9
+T_LATENCY_MAX = 10
+T_RESIDENT_AREA = 11
+N_FLOAT_SCALARS = 12
+
+# Policy configuration (entries of ``cfg_i`` / ``cfg_f``).
+C_POLICY = 0
+C_BLOCK = 1  # KV block size in tokens
+C_MAX_BATCH = 2  # sequences per iteration (0 = no cap)
+C_MAX_TOKENS = 3  # vLLM padded prefill-token limit
+C_TOKEN_BUDGET = 4  # Sarathi tokens per iteration
+C_EVICTION = 5  # 0 restart, 1 recompute
+C_REPAIR = 6  # Nested WAIT memory repair on/off
+C_NUM_SEGMENTS = 7
+C_DRAIN = 8  # keep serving after the last arrival until empty
+C_RECORD = 9  # write the completion log
+C_SERIES = 10  # write the time-series log
+C_CAPACITY = 11  # KV capacity C in tokens
+N_CFG_INT = 12
+
+CF_WATERMARK = 0  # fraction of blocks kept free at admission (vLLM, Sarathi)
+CF_WARMUP = 1  # measurement starts here (s)
+CF_WINDOW_END = 2  # measurement window end (s)
+N_CFG_FLOAT = 3
+
+POLICY_IDS = {"wait": 0, "wait-nowait": 1, "nested-wait": 2, "fcfs": 3, "vllm": 4, "sarathi": 5}
+EVICTION_IDS = {"restart": 0, "recompute": 1}
+
+# Latency histograms: log10-spaced bins from 1e-6 s to 1e6 s.
+HIST_MIN_LOG10 = -6.0
+HIST_BINS_PER_DECADE = 200
+HIST_BINS = 12 * HIST_BINS_PER_DECADE
+H_LATENCY = 0
+H_TTFT = 1
+H_TBT = 2
+
+# Kernel return codes.
+RC_DONE = 0
+RC_NEED_ARRIVALS = 1
+RC_SERIES_FULL = 2
