@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+import fluidopt.sim.layout as layout
 from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
 from fluidopt.fluid.constraints import check_fits
 from fluidopt.profile import GPUProfile
-from fluidopt.sim import layout as L
 from fluidopt.sim.arrivals import ArrivalProcess, PoissonArrivals, TraceArrivals
 from fluidopt.sim.kernel import run_kernel
 from fluidopt.sim.policies import NestedWaitPolicy, Policy, WaitPolicy
@@ -43,20 +43,20 @@ class _State:
     """The kernel's arrays, growable."""
 
     def __init__(self, slots: int, queues: int, classes: int, max_stage: int) -> None:
-        self.slot_i = np.zeros((L.N_INT_FIELDS, slots), dtype=np.int64)
-        self.slot_f = np.zeros((L.N_FLOAT_FIELDS, slots), dtype=np.float64)
+        self.slot_i = np.zeros((layout.N_INT_FIELDS, slots), dtype=np.int64)
+        self.slot_f = np.zeros((layout.N_FLOAT_FIELDS, slots), dtype=np.float64)
         self.res = np.zeros(slots, dtype=np.int64)
         self.queues = np.zeros((queues, slots), dtype=np.int64)
         self.qhead = np.zeros(queues, dtype=np.int64)
         self.qlen = np.zeros(queues, dtype=np.int64)
         self.free = np.arange(slots - 1, -1, -1, dtype=np.int64)
-        self.scal_i = np.zeros(L.N_INT_SCALARS, dtype=np.int64)
-        self.scal_f = np.zeros(L.N_FLOAT_SCALARS, dtype=np.float64)
-        self.scal_i[L.S_NFREE] = slots
+        self.scal_i = np.zeros(layout.N_INT_SCALARS, dtype=np.int64)
+        self.scal_f = np.zeros(layout.N_FLOAT_SCALARS, dtype=np.float64)
+        self.scal_i[layout.S_NFREE] = slots
         self.cnt = np.zeros((max(classes, 1), max_stage + 2), dtype=np.int64)
         self.bsel = np.zeros(slots, dtype=np.int64)
         self.bchunk = np.zeros(slots, dtype=np.int64)
-        self.hist = np.zeros((3, L.HIST_BINS), dtype=np.float64)
+        self.hist = np.zeros((3, layout.HIST_BINS), dtype=np.float64)
 
     @property
     def slots(self) -> int:
@@ -64,14 +64,14 @@ class _State:
 
     def ensure_free(self, needed: int) -> None:
         """Grow every per-slot array so that at least ``needed`` slots are free."""
-        free = int(self.scal_i[L.S_NFREE])
+        free = int(self.scal_i[layout.S_NFREE])
         if free >= needed:
             return
         old = self.slots
         new = max(2 * old, old + needed - free)
         extra = new - old
-        self.slot_i = np.concatenate([self.slot_i, np.zeros((L.N_INT_FIELDS, extra), np.int64)], axis=1)
-        self.slot_f = np.concatenate([self.slot_f, np.zeros((L.N_FLOAT_FIELDS, extra))], axis=1)
+        self.slot_i = np.concatenate([self.slot_i, np.zeros((layout.N_INT_FIELDS, extra), np.int64)], axis=1)
+        self.slot_f = np.concatenate([self.slot_f, np.zeros((layout.N_FLOAT_FIELDS, extra))], axis=1)
         self.res = np.concatenate([self.res, np.zeros(extra, np.int64)])
         queues = np.zeros((self.queues.shape[0], new), dtype=np.int64)
         for q in range(self.queues.shape[0]):
@@ -82,7 +82,7 @@ class _State:
         self.qhead[:] = 0
         free_stack = np.concatenate([np.arange(new - 1, old - 1, -1, dtype=np.int64), self.free[:free]])
         self.free = np.concatenate([free_stack, np.zeros(new - free_stack.size, np.int64)])
-        self.scal_i[L.S_NFREE] = free + extra
+        self.scal_i[layout.S_NFREE] = free + extra
         self.bsel = np.zeros(new, np.int64)
         self.bchunk = np.zeros(new, np.int64)
 
@@ -132,9 +132,11 @@ def simulate(
     arrivals: ArrivalProcess | None = None,
     eviction: str = "restart",
     drain: bool = False,
+    drain_timeout_s: float | None = None,
     record_requests: bool = False,
     record_series: bool = False,
     initial: Sequence[InitialRequests] = (),
+    compiled: bool = True,
 ) -> SimulationResult:
     """Simulate ``policy`` serving ``workload`` on ``profile``.
 
@@ -157,10 +159,16 @@ def simulate(
         What an evicted request loses (see :mod:`fluidopt.sim.kernel`).
     drain : bool
         Keep serving after the last arrival until every request completes.
+    drain_timeout_s : float, optional
+        Stop draining this long after the last arrival (default ten times the arrival span plus
+        60 s): a policy that thrashes (evicts and readmits forever) still ends, with the
+        requests it could not finish reported as unfinished.
     record_requests, record_series : bool
         Return per-request records / per-iteration time series as numpy arrays.
     initial : sequence of InitialRequests
         Requests resident at time 0 (for example the FCFS counterexample's start).
+    compiled : bool
+        Run the numba-compiled kernel (default) or its plain-Python source (for debugging).
 
     Returns
     -------
@@ -176,8 +184,8 @@ def simulate(
     if horizon_s is not None:
         horizon_s = require_finite_number(horizon_s, "horizon_s")
         require(horizon_s > 0, "horizon_s", horizon_s, "must be > 0")
-    if eviction not in L.EVICTION_IDS:
-        raise InputError("eviction", eviction, f"must be one of {', '.join(L.EVICTION_IDS)}")
+    if eviction not in layout.EVICTION_IDS:
+        raise InputError("eviction", eviction, f"must be one of {', '.join(layout.EVICTION_IDS)}")
     check_fits(workload, profile)
     arrivals = arrivals or PoissonArrivals()
     max_stage = int(workload.decode.max())
@@ -204,26 +212,37 @@ def simulate(
     require(warmup_s >= 0, "warmup_s", warmup_s, "must be >= 0")
 
     config, thresholds, seg_of_stage, seg_entry = _policy_arrays(policy, workload, max_stage)
-    policy_id = L.POLICY_IDS[policy.name]
+    policy_id = layout.POLICY_IDS[policy.name]
     queues = workload.num_classes if policy_id in (0, 1) else 1
     state = _State(INITIAL_SLOTS, queues, workload.num_classes, max_stage)
-    cfg_i = np.zeros(L.N_CFG_INT, dtype=np.int64)
-    cfg_f = np.zeros(L.N_CFG_FLOAT, dtype=np.float64)
-    cfg_i[L.C_POLICY] = policy_id
-    cfg_i[L.C_BLOCK] = config.get("block_size", 1)
-    cfg_i[L.C_MAX_BATCH] = config.get("max_batch", 0)
-    cfg_i[L.C_MAX_TOKENS] = config.get("max_tokens", 0)
-    cfg_i[L.C_TOKEN_BUDGET] = config.get("token_budget", 0)
-    cfg_i[L.C_EVICTION] = L.EVICTION_IDS[eviction]
-    cfg_i[L.C_REPAIR] = int(config.get("repair", False))
-    cfg_i[L.C_NUM_SEGMENTS] = thresholds.size
-    cfg_i[L.C_DRAIN] = int(drain)
-    cfg_i[L.C_RECORD] = int(record_requests)
-    cfg_i[L.C_SERIES] = int(record_series)
-    cfg_i[L.C_CAPACITY] = profile.kv_capacity_tokens
-    cfg_f[L.CF_WATERMARK] = config.get("watermark", 0.0)
-    cfg_f[L.CF_WARMUP] = warmup_s
-    cfg_f[L.CF_WINDOW_END] = horizon_s if horizon_s is not None else math.inf
+    state.scal_i[layout.S_STAGE_EXCESS] = -(10**9)
+    cfg_i = np.zeros(layout.N_CFG_INT, dtype=np.int64)
+    cfg_f = np.zeros(layout.N_CFG_FLOAT, dtype=np.float64)
+    cfg_i[layout.C_POLICY] = policy_id
+    cfg_i[layout.C_BLOCK] = config.get("block_size", 1)
+    cfg_i[layout.C_MAX_BATCH] = config.get("max_batch", 0)
+    cfg_i[layout.C_MAX_TOKENS] = config.get("max_tokens", 0)
+    cfg_i[layout.C_TOKEN_BUDGET] = config.get("token_budget", 0)
+    cfg_i[layout.C_EVICTION] = layout.EVICTION_IDS[eviction]
+    cfg_i[layout.C_REPAIR] = int(config.get("repair", False))
+    cfg_i[layout.C_NUM_SEGMENTS] = thresholds.size
+    cfg_i[layout.C_DRAIN] = int(drain)
+    cfg_i[layout.C_RECORD] = int(record_requests)
+    cfg_i[layout.C_SERIES] = int(record_series)
+    cfg_i[layout.C_CAPACITY] = profile.kv_capacity_tokens
+    cfg_f[layout.CF_WATERMARK] = config.get("watermark", 0.0)
+    cfg_f[layout.CF_WARMUP] = warmup_s
+    cfg_f[layout.CF_WINDOW_END] = horizon_s if horizon_s is not None else math.inf
+    if drain_timeout_s is None:
+        span = (
+            horizon_s
+            if horizon_s is not None
+            else (requests / workload.total_rate_per_s if workload.total_rate_per_s > 0 else 0.0)
+        )
+        drain_timeout_s = 10 * span + 60.0
+    drain_timeout_s = require_finite_number(drain_timeout_s, "drain_timeout_s")
+    require(drain_timeout_s >= 0, "drain_timeout_s", drain_timeout_s, "must be >= 0")
+    cfg_f[layout.CF_DRAIN_TIMEOUT] = drain_timeout_s
     coef = np.ascontiguousarray(profile.coefficient_matrix())
 
     _load_initial(state, workload, initial, cfg_i, cfg_f)
@@ -237,13 +256,20 @@ def simulate(
     while True:
         if chunk.final and horizon_s is None:
             last_arrival = float(chunk.times[-1]) if chunk.times.size else last_arrival
-            cfg_f[L.CF_WINDOW_END] = max(last_arrival, warmup_s)
-        remaining = chunk.times.size - position
-        state.ensure_free(remaining + 1)
-        comp_log = np.zeros((state.slots if record_requests else 1, 6))
-        state.scal_i[L.S_LOG_COUNT] = 0
-        state.scal_i[L.S_SERIES_COUNT] = 0
-        rc = run_kernel(
+            cfg_f[layout.CF_WINDOW_END] = max(last_arrival, warmup_s)
+        if chunk.classes.size and int(chunk.classes.max()) >= workload.num_classes:
+            raise InputError(
+                "arrivals",
+                int(chunk.classes.max()),
+                f"class index beyond the workload's {workload.num_classes} classes",
+            )
+        # Completions in one call are at most the requests in the system plus this chunk's arrivals.
+        log_rows = int(state.scal_i[layout.S_IN_SYSTEM]) + chunk.times.size - position + 1
+        comp_log = np.zeros((log_rows if record_requests else 1, 6))
+        state.scal_i[layout.S_LOG_COUNT] = 0
+        state.scal_i[layout.S_SERIES_COUNT] = 0
+        kernel = run_kernel if compiled else run_kernel.py_func
+        rc = kernel(
             state.slot_i,
             state.slot_f,
             state.res,
@@ -272,18 +298,20 @@ def simulate(
             comp_log,
             series,
         )
-        position += int(state.scal_i[L.S_CONSUMED])
+        position += int(state.scal_i[layout.S_CONSUMED])
         if record_requests:
-            logs.append(comp_log[: state.scal_i[L.S_LOG_COUNT]].copy())
+            logs.append(comp_log[: state.scal_i[layout.S_LOG_COUNT]].copy())
         if record_series:
-            series_logs.append(series[: state.scal_i[L.S_SERIES_COUNT]].copy())
+            series_logs.append(series[: state.scal_i[layout.S_SERIES_COUNT]].copy())
         if chunk.times.size and not chunk.final:
             last_arrival = float(chunk.times[-1])
-        if rc == L.RC_DONE:
+        if rc == layout.RC_DONE:
             break
-        if rc == L.RC_NEED_ARRIVALS:
+        if rc == layout.RC_NEED_ARRIVALS:
             chunk = next(stream)
             position = 0
+        elif rc == layout.RC_NEED_SLOTS:
+            state.ensure_free(state.slots)
     return _result(
         state,
         policy,
@@ -305,7 +333,7 @@ def _load_initial(state: _State, workload: Workload, initial: Sequence[InitialRe
     if total == 0:
         return
     state.ensure_free(total)
-    block = int(cfg_i[L.C_BLOCK])
+    block = int(cfg_i[layout.C_BLOCK])
     request_id = -total
     for item in initial:
         j = require_whole_number(item.class_index, "initial.class_index", 0)
@@ -314,42 +342,42 @@ def _load_initial(state: _State, workload: Workload, initial: Sequence[InitialRe
         stage = require_whole_number(item.stage, "initial.stage", 0)
         require(stage <= request_class.decode_tokens, "initial.stage", stage, "beyond the class's last stage")
         for _ in range(require_whole_number(item.count, "initial.count", 0)):
-            s = state.scal_i[L.S_NFREE] - 1
+            s = state.scal_i[layout.S_NFREE] - 1
             slot = state.free[s]
-            state.scal_i[L.S_NFREE] = s
+            state.scal_i[layout.S_NFREE] = s
             fields = state.slot_i[:, slot]
             fields[:] = 0
-            fields[L.I_CLASS] = j
-            fields[L.I_PREFILL] = request_class.prefill_tokens
-            fields[L.I_DECODE] = request_class.decode_tokens
-            fields[L.I_STAGE] = stage
-            fields[L.I_TARGET] = request_class.prefill_tokens
-            fields[L.I_RESUME] = 1
-            fields[L.I_STATUS] = L.STATUS_RESIDENT
-            fields[L.I_ADMIT] = state.scal_i[L.S_ADMIT_COUNTER]
-            fields[L.I_REQUEST] = request_id
+            fields[layout.I_CLASS] = j
+            fields[layout.I_PREFILL] = request_class.prefill_tokens
+            fields[layout.I_DECODE] = request_class.decode_tokens
+            fields[layout.I_STAGE] = stage
+            fields[layout.I_TARGET] = request_class.prefill_tokens
+            fields[layout.I_RESUME] = 1
+            fields[layout.I_STATUS] = layout.STATUS_RESIDENT
+            fields[layout.I_ADMIT] = state.scal_i[layout.S_ADMIT_COUNTER]
+            fields[layout.I_REQUEST] = request_id
             charge = -(-(request_class.prefill_tokens + stage) // block) * block
-            fields[L.I_CHARGE] = charge
+            fields[layout.I_CHARGE] = charge
             state.slot_f[:, slot] = (0.0, 0.0 if stage > 0 else math.nan, 0.0 if stage > 0 else math.nan)
-            state.scal_i[L.S_ADMIT_COUNTER] += 1
-            state.scal_i[L.S_MEMORY] += charge
-            state.res[state.scal_i[L.S_NRES]] = slot
-            state.scal_i[L.S_NRES] += 1
-            state.scal_i[L.S_IN_SYSTEM] += 1
-            state.scal_i[L.S_ARRIVED] += 1
-            if cfg_f[L.CF_WARMUP] <= 0:
-                state.scal_i[L.S_ARRIVED_MEASURED] += 1
+            state.scal_i[layout.S_ADMIT_COUNTER] += 1
+            state.scal_i[layout.S_MEMORY] += charge
+            state.res[state.scal_i[layout.S_NRES]] = slot
+            state.scal_i[layout.S_NRES] += 1
+            state.scal_i[layout.S_IN_SYSTEM] += 1
+            state.scal_i[layout.S_ARRIVED] += 1
+            if cfg_f[layout.CF_WARMUP] <= 0:
+                state.scal_i[layout.S_ARRIVED_MEASURED] += 1
             request_id += 1
 
 
 def _result(state, policy, eviction, seed, workload, profile, cfg_f, arrivals, logs, series_logs, wall, settings):
     si, sf = state.scal_i, state.scal_f
-    start, end = float(cfg_f[L.CF_WARMUP]), float(cfg_f[L.CF_WINDOW_END])
-    now = float(sf[L.T_NOW])
+    start, end = float(cfg_f[layout.CF_WARMUP]), float(cfg_f[layout.CF_WINDOW_END])
+    now = float(sf[layout.T_NOW])
     if not math.isfinite(end):
         end = now
     window = max(end - start, 0.0)
-    measured = int(si[L.S_COMPLETED_MEASURED])
+    measured = int(si[layout.S_COMPLETED_MEASURED])
 
     def per_window(value: float) -> float:
         return value / window if window > 0 else math.nan
@@ -390,38 +418,40 @@ def _result(state, policy, eviction, seed, workload, profile, cfg_f, arrivals, l
         eviction=eviction,
         seed=int(seed) if seed is not None else None,
         settings=settings,
-        arrived_requests=int(si[L.S_ARRIVED]),
-        completed_requests=int(si[L.S_COMPLETED]),
-        unfinished_requests=int(si[L.S_IN_SYSTEM]),
-        unfinished_waiting=int(si[L.S_WAITING]),
-        unfinished_resident=int(si[L.S_NRES]),
-        measured_arrivals=int(si[L.S_ARRIVED_MEASURED]),
+        arrived_requests=int(si[layout.S_ARRIVED]),
+        completed_requests=int(si[layout.S_COMPLETED]),
+        unfinished_requests=int(si[layout.S_IN_SYSTEM]),
+        unfinished_waiting=int(si[layout.S_WAITING]),
+        unfinished_resident=int(si[layout.S_NRES]),
+        measured_arrivals=int(si[layout.S_ARRIVED_MEASURED]),
         measured_completions=measured,
         window_start_s=start,
         window_end_s=end,
         simulated_time_s=now,
-        iterations=int(si[L.S_ITERATIONS]),
-        prefill_iterations=int(si[L.S_PREFILL_ITERATIONS]),
-        evictions=int(si[L.S_EVICTIONS]),
-        wasted_tokens=int(si[L.S_WASTED_TOKENS]),
-        recomputed_tokens=int(si[L.S_RECOMPUTED_TOKENS]),
-        overflow_iterations=int(si[L.S_OVERFLOW_ITERATIONS]),
-        throughput_tokens_per_s=per_window(float(si[L.S_TOKENS_WINDOW])),
-        completed_per_s=per_window(float(si[L.S_COMPLETED_WINDOW])),
-        mean_latency_s=mean(sf[L.T_LATENCY_SUM], measured),
-        max_latency_s=float(sf[L.T_LATENCY_MAX]) if measured else math.nan,
-        latency_quantiles_s=quantiles(L.H_LATENCY),
-        mean_ttft_s=mean(sf[L.T_TTFT_SUM], measured),
-        ttft_quantiles_s=quantiles(L.H_TTFT),
-        mean_tbt_s=mean(sf[L.T_TBT_SUM], sf[L.T_TBT_COUNT]),
-        tbt_quantiles_s=quantiles(L.H_TBT),
-        mean_waiting=per_window(float(sf[L.T_WAITING_AREA])),
-        max_waiting=int(si[L.S_MAX_WAITING]),
-        mean_resident=per_window(float(sf[L.T_RESIDENT_AREA])),
-        mean_memory_tokens=per_window(float(sf[L.T_MEMORY_AREA])),
-        peak_memory_tokens=int(si[L.S_PEAK_MEMORY]),
+        iterations=int(si[layout.S_ITERATIONS]),
+        prefill_iterations=int(si[layout.S_PREFILL_ITERATIONS]),
+        evictions=int(si[layout.S_EVICTIONS]),
+        wasted_tokens=int(si[layout.S_WASTED_TOKENS]),
+        recomputed_tokens=int(si[layout.S_RECOMPUTED_TOKENS]),
+        overflow_iterations=int(si[layout.S_OVERFLOW_ITERATIONS]),
+        throughput_tokens_per_s=per_window(float(si[layout.S_TOKENS_WINDOW])),
+        completed_per_s=per_window(float(si[layout.S_COMPLETED_WINDOW])),
+        mean_latency_s=mean(sf[layout.T_LATENCY_SUM], measured),
+        max_latency_s=float(sf[layout.T_LATENCY_MAX]) if measured else math.nan,
+        latency_quantiles_s=quantiles(layout.H_LATENCY),
+        mean_ttft_s=mean(sf[layout.T_TTFT_SUM], measured),
+        ttft_quantiles_s=quantiles(layout.H_TTFT),
+        mean_tbt_s=mean(sf[layout.T_TBT_SUM], sf[layout.T_TBT_COUNT]),
+        tbt_quantiles_s=quantiles(layout.H_TBT),
+        mean_waiting=per_window(float(sf[layout.T_WAITING_AREA])),
+        max_waiting=int(si[layout.S_MAX_WAITING]),
+        mean_resident=per_window(float(sf[layout.T_RESIDENT_AREA])),
+        mean_memory_tokens=per_window(float(sf[layout.T_MEMORY_AREA])),
+        peak_memory_tokens=int(si[layout.S_PEAK_MEMORY]),
         kv_capacity_tokens=profile.kv_capacity_tokens,
-        busy_fraction=per_window(float(sf[L.T_BUSY])),
+        busy_fraction=per_window(float(sf[layout.T_BUSY])),
+        max_stage_excess=int(si[layout.S_STAGE_EXCESS]) if policy.name in ("wait", "wait-nowait") else None,
+        state_slots=state.slots,
         wall_time_s=wall,
         requests=requests,
         series=series,

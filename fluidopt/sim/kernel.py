@@ -42,6 +42,7 @@ from fluidopt.sim.layout import (
     C_REPAIR,
     C_SERIES,
     C_TOKEN_BUDGET,
+    CF_DRAIN_TIMEOUT,
     CF_WARMUP,
     CF_WATERMARK,
     CF_WINDOW_END,
@@ -68,6 +69,7 @@ from fluidopt.sim.layout import (
     I_TARGET,
     RC_DONE,
     RC_NEED_ARRIVALS,
+    RC_NEED_SLOTS,
     RC_SERIES_FULL,
     S_ADMIT_COUNTER,
     S_ARRIVALS_DONE,
@@ -90,6 +92,7 @@ from fluidopt.sim.layout import (
     S_PREFILL_ITERATIONS,
     S_RECOMPUTED_TOKENS,
     S_SERIES_COUNT,
+    S_STAGE_EXCESS,
     S_TOKENS_WINDOW,
     S_WAITING,
     S_WASTED_TOKENS,
@@ -210,9 +213,11 @@ def _evict(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, position):
     slot_i[I_EVICTIONS, slot] += 1
     scal_i[S_EVICTIONS] += 1
     stage = slot_i[I_STAGE, slot]
-    if cfg_i[C_EVICTION] == 0:  # restart: cache and progress lost
-        if stage > 1:
-            scal_i[S_WASTED_TOKENS] += stage - 1
+    if cfg_i[C_EVICTION] == 0:  # restart: cache and progress lost (prompt work and decode tokens)
+        if stage >= 1:
+            scal_i[S_WASTED_TOKENS] += slot_i[I_PREFILL, slot] + stage - 1
+        else:
+            scal_i[S_WASTED_TOKENS] += slot_i[I_PREFILL_DONE, slot]
         slot_i[I_STAGE, slot] = 0
         slot_i[I_TARGET, slot] = slot_i[I_PREFILL, slot]
         slot_i[I_RESUME, slot] = 1
@@ -466,6 +471,24 @@ def _select(
 
 
 @njit(cache=True)
+def _track_stage_excess(slot_i, res, scal_i, thr, cnt):
+    """Record the largest excess of residents per (class, decode stage) over the WAIT cap ``n_j``."""
+    nres = scal_i[S_NRES]
+    for r in range(nres):
+        slot = res[r]
+        stage = slot_i[I_STAGE, slot]
+        if stage >= 1:
+            j = slot_i[I_CLASS, slot]
+            cnt[j, stage] += 1
+            excess = cnt[j, stage] - thr[j]
+            if excess > scal_i[S_STAGE_EXCESS]:
+                scal_i[S_STAGE_EXCESS] = excess
+    for r in range(nres):
+        slot = res[r]
+        cnt[slot_i[I_CLASS, slot], slot_i[I_STAGE, slot]] = 0
+
+
+@njit(cache=True)
 def _enqueue_arrival(slot_i, slot_f, queues, qhead, qlen, free, scal_i, scal_f, cfg_i, cfg_f, t, cls, pre, dec, rid):
     _integrate(scal_i, scal_f, cfg_f, t)
     scal_i[S_NFREE] -= 1
@@ -571,6 +594,9 @@ def run_kernel(
     while True:
         t = scal_f[T_NOW]
         while ai < n_arr and arr_t[ai] <= t:
+            if scal_i[S_NFREE] == 0:
+                scal_i[S_CONSUMED] = ai
+                return RC_NEED_SLOTS
             _enqueue_arrival(
                 slot_i,
                 slot_f,
@@ -596,6 +622,8 @@ def run_kernel(
         if done:
             scal_i[S_ARRIVALS_DONE] = 1
         if t >= window_end and not drain:
+            break
+        if drain and t >= window_end + cfg_f[CF_DRAIN_TIMEOUT]:
             break
         nb = _select(
             done and drain,
@@ -649,7 +677,7 @@ def run_kernel(
         if memory > capacity:
             scal_i[S_OVERFLOW_ITERATIONS] += 1
         t_end = t + tau
-        while ai < n_arr and arr_t[ai] <= t_end:
+        while ai < n_arr and arr_t[ai] <= t_end and scal_i[S_NFREE] > 0:
             _enqueue_arrival(
                 slot_i,
                 slot_f,

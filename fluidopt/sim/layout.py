@@ -55,7 +55,8 @@ S_MAX_WAITING = 20
 S_ARRIVALS_DONE = 21  # 1 once the final chunk of arrivals is consumed
 S_PREFILL_ITERATIONS = 22
 S_CONSUMED = 23  # arrivals of the current chunk consumed by the last kernel call
-N_INT_SCALARS = 24
+S_STAGE_EXCESS = 24  # WAIT: max over time of (residents of class j at a decode stage) - n_j
+N_INT_SCALARS = 25
 
 # Float scalars (entries of ``scal_f``).
 T_NOW = 0
@@ -90,7 +91,8 @@ N_CFG_INT = 12
 CF_WATERMARK = 0  # fraction of blocks kept free at admission (vLLM, Sarathi)
 CF_WARMUP = 1  # measurement starts here (s)
 CF_WINDOW_END = 2  # measurement window end (s)
-N_CFG_FLOAT = 3
+CF_DRAIN_TIMEOUT = 3  # draining stops this long after the window end (thrashing guard)
+N_CFG_FLOAT = 4
 
 POLICY_IDS = {"wait": 0, "wait-nowait": 1, "nested-wait": 2, "fcfs": 3, "vllm": 4, "sarathi": 5}
 EVICTION_IDS = {"restart": 0, "recompute": 1}
@@ -107,3 +109,4 @@ H_TBT = 2
 RC_DONE = 0
 RC_NEED_ARRIVALS = 1
 RC_SERIES_FULL = 2
+RC_NEED_SLOTS = 3

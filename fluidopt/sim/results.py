@@ -34,6 +34,10 @@ class SimulationResult:
 
     Attributes
     ----------
+    wasted_tokens : int
+        Work lost to ``restart`` evictions: the victims' prompt tokens and decode tokens.
+    recomputed_tokens : int
+        Tokens re-prefilled after ``recompute`` evictions.
     requests : dict of numpy.ndarray or None
         With ``record_requests=True``: per completed request ``id``, ``class``, ``arrival_s``,
         ``first_token_s``, ``completion_s``, ``evictions``.
@@ -80,6 +84,8 @@ class SimulationResult:
     kv_capacity_tokens: int
     busy_fraction: float
     wall_time_s: float
+    max_stage_excess: int | None = None
+    state_slots: int = 0
     requests: dict[str, np.ndarray] | None = field(default=None, repr=False)
     series: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
@@ -143,6 +149,8 @@ class SimulationResult:
             "kv_capacity_tokens": self.kv_capacity_tokens,
             "busy_fraction": self.busy_fraction,
             "wall_time_s": self.wall_time_s,
+            "max_stage_excess": self.max_stage_excess,
+            "state_slots": self.state_slots,
             "settings": self.settings,
         }
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}

@@ -1,0 +1,255 @@
+"""CLI commands for simulation and thresholds: simulate, thresholds."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+from fluidopt.cli.common import (
+    add_json_option,
+    add_profile_options,
+    add_workload_options,
+    format_table,
+    print_json,
+    profile_from_args,
+    workload_from_args,
+)
+from fluidopt.errors import InputError
+from fluidopt.policies.conditions import ThresholdConditionWarning
+from fluidopt.policies.io import (
+    check_policy_conditions,
+    default_policy,
+    read_thresholds,
+    thresholds_document,
+    write_thresholds,
+)
+from fluidopt.policies.nested import nested_wait_thresholds
+from fluidopt.policies.wait import wait_thresholds
+from fluidopt.sim import POLICY_NAMES, MMPPArrivals, TraceArrivals, arrival_process, simulate
+from fluidopt.sim.policies import WaitPolicy, wait_thresholds_from_kappa
+from fluidopt.trace import read_trace
+
+
+def _floats(text: str, name: str, count: int) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(name, text, f"must be {count} comma-separated numbers") from None
+    if len(values) != count:
+        raise InputError(name, text, f"must be {count} comma-separated numbers")
+    return values
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``simulate`` and ``thresholds``."""
+    p = subparsers.add_parser("simulate", help="simulate a scheduling policy on a GPU profile")
+    add_workload_options(p)
+    add_profile_options(p)
+    p.add_argument("--policy", required=True, choices=POLICY_NAMES, help="scheduling policy")
+    horizon = p.add_mutually_exclusive_group()
+    horizon.add_argument("--requests", type=int, help="number of arrivals (default 10000)")
+    horizon.add_argument("--horizon-s", type=float, help="simulated time horizon (s)")
+    p.add_argument("--warmup-s", type=float, help="ignore requests arriving earlier (default 10%% of the span)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the arrival stream (same seed, same arrivals)")
+    thresholds = p.add_mutually_exclusive_group()
+    thresholds.add_argument("--kappa", type=float, help="WAIT thresholds n_j = ceil(kappa lambda_j)")
+    thresholds.add_argument("--thresholds", help="thresholds file (TOML or JSON) from `fluidopt thresholds --out`")
+    p.add_argument("--segments", type=int, help="nested-wait default thresholds: number of segments")
+    p.add_argument("--repair", action="store_true", help="nested-wait: evict boundary requests on overflow")
+    p.add_argument("--eviction", choices=("restart", "recompute"), default="restart")
+    p.add_argument(
+        "--arrivals",
+        choices=("poisson", "deterministic", "mmpp", "trace"),
+        default="poisson",
+        help="arrival process (trace: replay the --workload CSV's arrival times and lengths)",
+    )
+    p.add_argument("--mmpp-multipliers", default="1.5,0.5", help="mmpp: rate multipliers of the two states")
+    p.add_argument("--mmpp-switch-rates", default="0.1,0.1", help="mmpp: switching rates 0->1, 1->0 (per s)")
+    p.add_argument("--drain", action="store_true", help="serve until empty after the last arrival")
+    p.add_argument("--strict", action="store_true", help="thresholds violating their conditions are an error")
+    p.add_argument("--max-batch", type=int, help="baselines: sequences per iteration")
+    p.add_argument("--token-budget", type=int, help="sarathi: tokens per iteration")
+    p.add_argument("--block-size", type=int, help="vllm/sarathi: KV block size")
+    p.add_argument("--watermark", type=float, help="vllm/sarathi: fraction of blocks kept free")
+    add_json_option(p)
+    p.set_defaults(handler=cmd_simulate)
+
+    p = subparsers.add_parser("thresholds", help="WAIT / Nested WAIT thresholds from the fluid model")
+    add_workload_options(p)
+    add_profile_options(p)
+    p.add_argument("--policy", required=True, choices=("wait", "nested-wait"))
+    p.add_argument("--kappa", type=float, help="wait: use this kappa")
+    p.add_argument("--case", choices=("slack", "boundary"), default="slack", help="wait: kappa at dT* or above")
+    p.add_argument("--segments", type=int, help="nested-wait: number of segments L (default: one per length)")
+    p.add_argument("--method", choices=("equal-width", "equal-mass", "optimal"), default="equal-mass")
+    p.add_argument("--eta", type=float, default=0.05, help="nested-wait: ratio margin")
+    p.add_argument("--delta", type=float, default=0.01, help="nested-wait: failure probability of the buffer")
+    p.add_argument("--horizon-s", type=float, default=600.0, help="nested-wait: horizon T of the buffer")
+    p.add_argument("--zeta", type=float, default=1.0, help="nested-wait: scale of the buffer")
+    p.add_argument("--out", help="write a thresholds file (TOML, or JSON for .json)")
+    add_json_option(p)
+    p.set_defaults(handler=cmd_thresholds)
+
+
+def _policy_from_args(args: argparse.Namespace, workload, profile):
+    options = {
+        key: getattr(args, attr)
+        for key, attr in (
+            ("max_batch", "max_batch"),
+            ("token_budget", "token_budget"),
+            ("block_size", "block_size"),
+            ("watermark", "watermark"),
+        )
+        if getattr(args, attr) is not None
+    }
+    if args.thresholds:
+        if args.policy not in ("wait", "wait-nowait", "nested-wait"):
+            raise InputError("--thresholds", args.thresholds, f"applies to wait and nested-wait, not {args.policy}")
+        return read_thresholds(args.thresholds, workload)
+    if args.kappa is not None:
+        if args.policy not in ("wait", "wait-nowait"):
+            raise InputError("--kappa", args.kappa, f"applies to wait and wait-nowait, not {args.policy}")
+        return WaitPolicy(wait_thresholds_from_kappa(workload, args.kappa), gate=args.policy == "wait")
+    if args.policy in ("fcfs",):
+        options = {k: v for k, v in options.items() if k == "max_batch"}
+    if args.policy == "vllm":
+        options.pop("token_budget", None)
+    return default_policy(args.policy, workload, profile, segments=args.segments, repair=args.repair, **options)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run one simulation and print its summary."""
+    workload, profile = workload_from_args(args), profile_from_args(args)
+    if args.arrivals == "trace":
+        if not str(args.workload).endswith(".csv"):
+            raise InputError("--arrivals", "trace", "needs --workload to be a trace CSV")
+        arrivals = TraceArrivals(
+            read_trace(args.workload), bins=int(args.bins) if args.bins.isdigit() else 8, rate_per_s=args.rate
+        )
+    elif args.arrivals == "mmpp":
+        arrivals = MMPPArrivals(
+            _floats(args.mmpp_multipliers, "--mmpp-multipliers", 2),
+            _floats(args.mmpp_switch_rates, "--mmpp-switch-rates", 2),
+        )
+    else:
+        arrivals = arrival_process(args.arrivals)
+    policy = _policy_from_args(args, workload, profile)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ThresholdConditionWarning)
+        check_policy_conditions(policy, workload, profile, strict=args.strict)
+    for warning in caught:
+        print(f"fluidopt: warning: {warning.message}", file=__import__("sys").stderr)
+    requests = args.requests if args.requests is not None or args.horizon_s is not None else 10_000
+    result = simulate(
+        workload,
+        profile,
+        policy,
+        requests=requests,
+        horizon_s=args.horizon_s,
+        warmup_s=args.warmup_s,
+        rng=args.seed,
+        arrivals=arrivals,
+        eviction=args.eviction,
+        drain=args.drain,
+    )
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    print(
+        f"{policy.name} on {profile.name}, workload {workload.name} at {workload.total_rate_per_s:.4g} requests/s "
+        f"(seed {args.seed}, eviction {args.eviction})"
+    )
+    rows = [
+        (
+            "arrived / completed / unfinished",
+            f"{result.arrived_requests} / {result.completed_requests} / {result.unfinished_requests}",
+        ),
+        (
+            "throughput (decode tokens/s)",
+            f"{result.throughput_tokens_per_s:.6g} (benchmark {workload.decode_token_rate:.6g})",
+        ),
+        ("completed per s", f"{result.completed_per_s:.6g}"),
+        (
+            "latency mean / p50 / p99 (s)",
+            f"{result.mean_latency_s:.4g} / {result.latency_quantiles_s['p50']:.4g} / "
+            f"{result.latency_quantiles_s['p99']:.4g}",
+        ),
+        ("TTFT mean / p99 (s)", f"{result.mean_ttft_s:.4g} / {result.ttft_quantiles_s['p99']:.4g}"),
+        ("time between tokens mean / p99 (s)", f"{result.mean_tbt_s:.4g} / {result.tbt_quantiles_s['p99']:.4g}"),
+        (
+            "memory mean / peak / C (tokens)",
+            f"{result.mean_memory_tokens:.6g} / {result.peak_memory_tokens} / {result.kv_capacity_tokens}",
+        ),
+        ("evictions (wasted tokens)", f"{result.evictions} ({result.wasted_tokens})"),
+        ("iterations (overflowing)", f"{result.iterations} ({result.overflow_iterations})"),
+        ("simulation speed", f"{result.simulated_requests_per_wall_s:,.0f} requests/s"),
+    ]
+    print(format_table(["metric", "value"], rows))
+    return 0
+
+
+def cmd_thresholds(args: argparse.Namespace) -> int:
+    """Compute thresholds from the fluid model; report conditions and memory."""
+    workload, profile = workload_from_args(args), profile_from_args(args)
+    if args.policy == "wait":
+        design = wait_thresholds(workload, profile, kappa=args.kappa, case=args.case)
+    else:
+        design = nested_wait_thresholds(
+            workload,
+            profile,
+            segments=args.segments,
+            method=args.method,
+            eta=args.eta,
+            delta=args.delta,
+            horizon_s=args.horizon_s,
+            zeta=args.zeta,
+        )
+    document = thresholds_document(design, workload, profile)
+    if args.out:
+        write_thresholds(args.out, document)
+    if args.json:
+        print_json(
+            {
+                **design.to_dict(),
+                "workload": workload.name,
+                "profile": profile.name,
+                **({"written": args.out} if args.out else {}),
+            }
+        )
+        return 0
+    details = design.to_dict()
+    print(
+        f"{args.policy} thresholds for {workload.name} at {workload.total_rate_per_s:.4g} requests/s on {profile.name}"
+    )
+    if args.policy == "wait":
+        print(format_table(["class", "n_j"], list(zip(workload.class_names, design.thresholds))))
+        print(f"kappa {design.kappa:.6g} in [{design.interval.low:.6g}, {design.interval.high:.6g}] ({design.case})")
+    else:
+        rows = [
+            (k + 1, r, lam, n, p, th)
+            for k, (r, lam, n, p, th) in enumerate(
+                zip(
+                    design.segments.boundaries,
+                    design.segments.rates,
+                    design.thresholds,
+                    (float("nan"), *design.segments.continuation),
+                    (float("nan"), *design.theta),
+                )
+            )
+        ]
+        print(format_table(["segment", "last stage", "Lambda_k", "n_k", "p_k", "theta_k"], rows))
+        print(
+            f"memory: base {design.memory_base_tokens:.6g} + carry-over {design.memory_carry_over_tokens:.6g} + "
+            f"buffer {design.memory_buffer_tokens:.6g} = required {design.memory_required_tokens:.6g} tokens "
+            f"(C = {profile.kv_capacity_tokens})"
+        )
+    print(f"M^pi = {details['memory_base_tokens']:.6g} tokens, dT(n) = {details['iteration_time_s']:.6g} s")
+    print(
+        format_table(
+            ["condition", "lhs", "rhs", "holds"],
+            [(c.name, c.lhs, c.rhs, "yes" if c.holds else "NO") for c in design.conditions.conditions],
+        )
+    )
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,22 @@
+"""Helpers shared by the simulator tests."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from fluidopt.sim import simulate
+
+
+def replicate(workload, profile, policy, seeds: int, root: int = 2504, **kwargs):
+    """Independent replicates with seeds spawned from one root."""
+    children = np.random.SeedSequence(root).spawn(seeds)
+    return [simulate(workload, profile, policy, rng=np.random.default_rng(child), **kwargs) for child in children]
+
+
+def confidence_interval(values, level: float = 0.999) -> tuple[float, float]:
+    """Student-t confidence interval of the mean."""
+    values = np.asarray(values, dtype=float)
+    mean = values.mean()
+    half = stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
+    return mean - half, mean + half
