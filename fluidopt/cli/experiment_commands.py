@@ -1,0 +1,166 @@
+"""CLI commands for tuning and capacity."""
+
+from __future__ import annotations
+
+import argparse
+
+from fluidopt.cli.common import (
+    add_json_option,
+    add_profile_options,
+    add_workload_options,
+    format_table,
+    print_json,
+    profile_from_args,
+    workload_from_args,
+)
+from fluidopt.experiments.capacity import CAPACITY_POLICIES, capacity
+from fluidopt.experiments.evaluate import Targets
+from fluidopt.experiments.sweep import make_executor
+from fluidopt.experiments.tune import tune
+from fluidopt.policies.io import write_thresholds
+from fluidopt.sim.policies import NestedWaitPolicy
+
+
+def _add_run_options(p: argparse.ArgumentParser, replicates: int) -> None:
+    p.add_argument("--p99-latency-s", type=float, help="target on the p99 end-to-end latency")
+    p.add_argument("--p99-ttft-s", type=float, help="target on the p99 time to first token")
+    p.add_argument("--replicates", type=int, default=replicates, help="replicates per configuration")
+    p.add_argument("--requests", type=int, default=20_000, help="requests per replicate")
+    p.add_argument("--seed", type=int, default=0, help="root seed (replicate seeds are spawned from it)")
+    p.add_argument("--executor", choices=("serial", "processes", "dask"), default="processes")
+    p.add_argument("--scheduler", help="Dask scheduler address (implies --executor dask)")
+    p.add_argument("--cache", help="folder caching finished simulation points (resumable)")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``tune`` and ``capacity``."""
+    p = subparsers.add_parser("tune", help="tune WAIT / Nested WAIT thresholds by simulation")
+    add_workload_options(p)
+    add_profile_options(p)
+    p.add_argument("--policy", choices=("auto", "wait", "nested-wait"), default="auto")
+    p.add_argument("--objective", choices=("mean-latency", "max-rate"), default="mean-latency")
+    _add_run_options(p, replicates=4)
+    p.add_argument("--out", help="write the chosen thresholds file (TOML or .json)")
+    add_json_option(p)
+    p.set_defaults(handler=cmd_tune)
+
+    p = subparsers.add_parser("capacity", help="largest rate each policy sustains under a target")
+    add_workload_options(p)
+    add_profile_options(p)
+    p.add_argument("--policies", default=",".join(CAPACITY_POLICIES), help="comma-separated policies")
+    p.add_argument("--steps", type=int, default=8, help="bisection steps on the rate")
+    _add_run_options(p, replicates=3)
+    add_json_option(p)
+    p.set_defaults(handler=cmd_capacity)
+
+
+def _targets(args: argparse.Namespace) -> Targets:
+    return Targets(p99_latency_s=args.p99_latency_s, p99_ttft_s=args.p99_ttft_s)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Tune thresholds and print the chosen configuration."""
+    workload, profile = workload_from_args(args), profile_from_args(args)
+    result = tune(
+        workload,
+        profile,
+        family=args.policy,
+        objective=args.objective,
+        targets=_targets(args),
+        replicates=args.replicates,
+        requests=args.requests,
+        seed=args.seed,
+        executor=make_executor(args.executor, scheduler=args.scheduler),
+        cache_dir=args.cache,
+        progress=args.progress,
+    )
+    if args.out and result.chosen is not None:
+        policy = result.chosen.policy
+        document = {
+            "policy": policy.name,
+            "workload": workload.name,
+            "profile": profile.name,
+            "rate_per_s": result.rate_per_s,
+            "thresholds": list(policy.thresholds),
+            "design": result.chosen.description,
+            "tuning": result.chosen.to_dict(),
+        }
+        if isinstance(policy, NestedWaitPolicy):
+            document["boundaries"] = list(policy.boundaries)
+        else:
+            document["classes"] = list(workload.class_names)
+        write_thresholds(args.out, document)
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    print(f"tuning for {workload.name} on {profile.name}: {result.message}")
+    rows = []
+    for tag, evaluation in [("chosen", result.chosen), *(("runner-up", e) for e in result.runners_up)]:
+        if evaluation is None:
+            continue
+        low, high = evaluation.interval("mean_latency_s")
+        rows.append(
+            (
+                tag,
+                evaluation.policy.name,
+                str(list(evaluation.policy.thresholds)),
+                f"{evaluation.mean('mean_latency_s'):.4g} [{low:.4g}, {high:.4g}]",
+                evaluation.mean("p99_latency_s"),
+                "yes" if evaluation.meets else "no",
+            )
+        )
+    if result.chosen is None and result.best_found is not None:
+        e = result.best_found
+        rows.append(
+            (
+                "best found",
+                e.policy.name,
+                str(list(e.policy.thresholds)),
+                f"{e.mean('mean_latency_s'):.4g}",
+                e.mean("p99_latency_s"),
+                "no",
+            )
+        )
+    print(format_table(["", "policy", "thresholds", "mean latency s [95% CI]", "p99 latency s", "meets"], rows))
+    if args.out and result.chosen is not None:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    """Print the capacity table."""
+    workload, profile = workload_from_args(args), profile_from_args(args)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    result = capacity(
+        workload,
+        profile,
+        policies=policies,
+        targets=_targets(args),
+        replicates=args.replicates,
+        requests=args.requests,
+        seed=args.seed,
+        steps=args.steps,
+        executor=make_executor(args.executor, scheduler=args.scheduler),
+        cache_dir=args.cache,
+        progress=args.progress,
+    )
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    print(
+        f"capacity of {workload.name} (shares kept) on {profile.name} under {result.targets.describe()}; "
+        f"fluid limit {result.fluid_max_rate_per_s:.4g} requests/s"
+    )
+    rows = [
+        (
+            name,
+            c.max_rate_per_s,
+            c.to_dict().get("mean_latency_s", float("nan")),
+            c.to_dict().get("p99_latency_s", float("nan")),
+            str(c.to_dict().get("configuration", "-")),
+        )
+        for name, c in result.policies.items()
+    ]
+    print(format_table(["policy", "max rate/s", "mean latency s", "p99 latency s", "configuration"], rows))
+    return 0

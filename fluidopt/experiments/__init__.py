@@ -1,0 +1,1 @@
+"""Experiments on top of the fluid model and the simulator: sweeps, tuning, capacity, asymptotics."""

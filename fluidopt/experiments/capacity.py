@@ -1,0 +1,166 @@
+"""Capacity: the largest rate each policy sustains under a target, by bisection on the rate.
+
+A rate is sustained when some configuration of the policy (its knobs, tuned fairly: batch-size
+cap for vLLM, token budget for Sarathi, thresholds from the fluid model for WAIT and Nested
+WAIT) keeps a stable queue in every replicate and meets the targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fluidopt.errors import InputError, require
+from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate
+from fluidopt.experiments.sweep import Executor
+from fluidopt.fluid.stability import max_stable_scale
+from fluidopt.policies.nested import nested_wait_thresholds
+from fluidopt.policies.wait import wait_thresholds
+from fluidopt.profile import GPUProfile
+from fluidopt.sim.policies import FCFSPolicy, NestedWaitPolicy, Policy, SarathiPolicy, VLLMPolicy, WaitPolicy
+from fluidopt.workload import Workload
+
+CAPACITY_POLICIES = ("wait", "nested-wait", "vllm", "sarathi", "fcfs")
+VLLM_BATCH_CAPS = (64, 128, 256)
+SARATHI_BUDGETS = (256, 512, 1024, 2048)
+WAIT_SLACKS = (0.2, 1.0)
+
+
+def configurations(name: str, workload: Workload, profile: GPUProfile) -> list[tuple[Policy, dict[str, Any]]]:
+    """The configurations tried for policy ``name`` at the workload's rate."""
+    if name == "wait":
+        out, seen = [], set()
+        for slack in WAIT_SLACKS:
+            design = wait_thresholds(workload, profile, slack=slack)
+            if design.thresholds not in seen:
+                seen.add(design.thresholds)
+                out.append((WaitPolicy(design.thresholds), {"slack": slack, "thresholds": list(design.thresholds)}))
+        return out
+    if name == "nested-wait":
+        try:
+            design = nested_wait_thresholds(workload, profile)
+        except InputError:
+            return []
+        return [
+            (
+                NestedWaitPolicy(design.segments.boundaries, design.thresholds),
+                {"boundaries": list(design.segments.boundaries), "thresholds": list(design.thresholds)},
+            )
+        ]
+    if name == "vllm":
+        return [(VLLMPolicy(max_batch=cap), {"max_batch": cap}) for cap in VLLM_BATCH_CAPS]
+    if name == "sarathi":
+        return [(SarathiPolicy(token_budget=budget), {"token_budget": budget}) for budget in SARATHI_BUDGETS]
+    if name == "fcfs":
+        return [(FCFSPolicy(), {})]
+    raise InputError("policy", name, f"unknown policy; choose from {', '.join(CAPACITY_POLICIES)}")
+
+
+@dataclass(frozen=True)
+class PolicyCapacity:
+    """Largest sustained rate of one policy and the best configuration there."""
+
+    policy: str
+    max_rate_per_s: float
+    evaluation: Evaluation | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping."""
+        out: dict[str, Any] = {"max_rate_per_s": self.max_rate_per_s}
+        if self.evaluation is not None:
+            out.update(
+                mean_latency_s=self.evaluation.mean("mean_latency_s"),
+                p99_latency_s=self.evaluation.mean("p99_latency_s"),
+                configuration=self.evaluation.description,
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class CapacityResult:
+    """Capacity of every policy for one workload mix and profile."""
+
+    workload: str
+    profile: str
+    fluid_max_rate_per_s: float
+    targets: Targets
+    policies: dict[str, PolicyCapacity]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping: policy -> max rate and the latency at it."""
+        return {
+            "workload": self.workload,
+            "profile": self.profile,
+            "fluid_max_rate_per_s": self.fluid_max_rate_per_s,
+            "targets": {"p99_latency_s": self.targets.p99_latency_s, "p99_ttft_s": self.targets.p99_ttft_s},
+            "policies": {name: c.to_dict() for name, c in self.policies.items()},
+        }
+
+
+def max_sustained_rate(
+    name: str,
+    workload: Workload,
+    profile: GPUProfile,
+    *,
+    low: float,
+    high: float,
+    steps: int,
+    run: dict[str, Any],
+    configs: Callable[[str, Workload, GPUProfile], list[tuple[Policy, dict[str, Any]]]] = configurations,
+) -> PolicyCapacity:
+    """Bisection on the total rate between ``low`` and ``high``."""
+    best: Evaluation | None = None
+    best_rate = 0.0
+    for _ in range(steps):
+        rate = (low + high) / 2
+        scaled = workload.with_total_rate(rate)
+        candidates = configs(name, scaled, profile)
+        evaluations = evaluate(scaled, profile, candidates, **run) if candidates else []
+        passing = [e for e in evaluations if e.meets]
+        if passing:
+            best = min(passing, key=lambda e: e.mean("mean_latency_s"))
+            best_rate, low = rate, rate
+        else:
+            high = rate
+    return PolicyCapacity(name, best_rate, best)
+
+
+def capacity(
+    workload: Workload,
+    profile: GPUProfile,
+    *,
+    policies: Sequence[str] = CAPACITY_POLICIES,
+    targets: Targets | None = None,
+    replicates: int = 3,
+    requests: int = 20_000,
+    seed: int = 0,
+    steps: int = 8,
+    executor: Executor | None = None,
+    cache_dir: str | None = None,
+    progress: bool = False,
+) -> CapacityResult:
+    """Largest rate of the workload's mix each policy sustains (stable queue and targets met).
+
+    The search runs on ``[0, 1.25 x fluid limit]``: no policy can be stable beyond the fluid
+    limit, so the extra quarter only checks that the bisection sees failures.
+    """
+    targets = targets or Targets()
+    require(workload.total_rate_per_s > 0, "rate", workload.total_rate_per_s, "the mix needs a positive rate")
+    for name in policies:
+        require(name in CAPACITY_POLICIES, "policy", name, f"choose from {', '.join(CAPACITY_POLICIES)}")
+    fluid = max_stable_scale(workload, profile).max_rate_per_s
+    run = {
+        "targets": targets,
+        "replicates": replicates,
+        "requests": requests,
+        "seed": seed,
+        "executor": executor,
+        "cache_dir": cache_dir,
+        "progress": progress,
+    }
+    results = {
+        name: max_sustained_rate(name, workload, profile, low=0.0, high=1.25 * fluid, steps=steps, run=run)
+        for name in policies
+    }
+    return CapacityResult(workload.name, profile.name, fluid, targets, results)

@@ -1,0 +1,134 @@
+"""Evaluating policy configurations by simulation with replicates and common random numbers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from fluidopt.experiments.sweep import Executor, SerialExecutor, run_sweep
+from fluidopt.experiments.tasks import SimulationTask, run_simulation_task, spawn_seeds
+from fluidopt.profile import GPUProfile
+from fluidopt.sim.policies import Policy
+from fluidopt.workload import Workload
+
+UNFINISHED_FRACTION = 0.02
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Service-level targets; None means no target."""
+
+    p99_latency_s: float | None = None
+    p99_ttft_s: float | None = None
+
+    def describe(self) -> str:
+        """Human-readable list of the targets."""
+        parts = []
+        if self.p99_latency_s is not None:
+            parts.append(f"p99 latency <= {self.p99_latency_s:g} s")
+        if self.p99_ttft_s is not None:
+            parts.append(f"p99 TTFT <= {self.p99_ttft_s:g} s")
+        return " and ".join(parts) or "a stable queue"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Replicated simulation of one configuration.
+
+    ``stable`` requires every replicate to finish all but ``UNFINISHED_FRACTION`` of its
+    requests (an overloaded queue leaves a growing backlog); ``meets`` adds the targets on the
+    replicate mean of the p99 statistics.
+    """
+
+    policy: Policy
+    description: dict[str, Any]
+    rate_per_s: float
+    runs: list[dict[str, Any]] = field(repr=False)
+    targets: Targets
+
+    def _values(self, key: str) -> np.ndarray:
+        return np.array([r[key] if r[key] is not None else math.inf for r in self.runs], dtype=float)
+
+    def mean(self, key: str) -> float:
+        """Replicate mean of a result field."""
+        return float(self._values(key).mean())
+
+    def interval(self, key: str, level: float = 0.95) -> tuple[float, float]:
+        """Student-t confidence interval of the replicate mean."""
+        values = self._values(key)
+        if values.size < 2 or not np.all(np.isfinite(values)):
+            return (float(values.mean()), float(values.mean()))
+        half = stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
+        return (float(values.mean() - half), float(values.mean() + half))
+
+    @property
+    def stable(self) -> bool:
+        """Every replicate finished all but a small fraction of its requests."""
+        return all(r["unfinished_requests"] <= UNFINISHED_FRACTION * r["arrived_requests"] + 20 for r in self.runs)
+
+    @property
+    def meets(self) -> bool:
+        """Stable and within the targets."""
+        if not self.stable:
+            return False
+        if self.targets.p99_latency_s is not None and self.mean("p99_latency_s") > self.targets.p99_latency_s:
+            return False
+        if self.targets.p99_ttft_s is not None and self.mean("p99_ttft_s") > self.targets.p99_ttft_s:
+            return False
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary with 95% confidence intervals."""
+        return {
+            "policy": self.policy.to_dict(),
+            "description": self.description,
+            "rate_per_s": self.rate_per_s,
+            "replicates": len(self.runs),
+            "stable": self.stable,
+            "meets_targets": self.meets,
+            "mean_latency_s": self.mean("mean_latency_s"),
+            "mean_latency_ci_s": list(self.interval("mean_latency_s")),
+            "p99_latency_s": self.mean("p99_latency_s"),
+            "p99_latency_ci_s": list(self.interval("p99_latency_s")),
+            "mean_ttft_s": self.mean("mean_ttft_s"),
+            "p99_ttft_s": self.mean("p99_ttft_s"),
+            "throughput_tokens_per_s": self.mean("throughput_tokens_per_s"),
+            "evictions": self.mean("evictions"),
+            "peak_memory_tokens": max(r["peak_memory_tokens"] for r in self.runs),
+        }
+
+
+def evaluate(
+    workload: Workload,
+    profile: GPUProfile,
+    configurations: list[tuple[Policy, dict[str, Any]]],
+    *,
+    targets: Targets,
+    replicates: int,
+    requests: int,
+    seed: int,
+    executor: Executor | None = None,
+    cache_dir: str | None = None,
+    progress: bool = False,
+    options: dict[str, Any] | None = None,
+) -> list[Evaluation]:
+    """Simulate every configuration on the same replicate seeds (common random numbers)."""
+    seeds = spawn_seeds(seed, replicates)
+    sim_options = tuple(sorted({"requests": requests, **(options or {})}.items()))
+    tasks = [
+        SimulationTask(workload, profile, policy, s, sim_options, {"configuration": index})
+        for index, (policy, _) in enumerate(configurations)
+        for s in seeds
+    ]
+    sweep = run_sweep(
+        run_simulation_task, tasks, executor=executor or SerialExecutor(), cache_dir=cache_dir, progress=progress
+    )
+    out = []
+    for index, (policy, description) in enumerate(configurations):
+        runs = sweep.values[index * replicates : (index + 1) * replicates]
+        out.append(Evaluation(policy, description, workload.total_rate_per_s, runs, targets))
+    return out

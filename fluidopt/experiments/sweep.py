@@ -1,0 +1,164 @@
+"""Sweeps: one executor interface for serial runs, local processes and Dask.
+
+A sweep maps a top-level function over tasks.  Every task has a content key (a hash of its
+configuration and seed); with a cache folder, each finished point is written atomically as
+``<key>.json`` and found again on the next run, so an interrupted sweep resumes without
+recomputing and a half-written result is never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+from fluidopt.errors import InputError
+from fluidopt.tomlio import write_text_atomic
+
+
+class Task(Protocol):
+    """Anything with a stable content key."""
+
+    def key(self) -> str:
+        """A string that identifies the task's configuration and seed."""
+
+
+def content_key(data: Any) -> str:
+    """SHA-256 of the canonical JSON of ``data``."""
+    text = json.dumps(data, sort_keys=True, default=_jsonable, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return str(value)
+
+
+class Executor(Protocol):
+    """Maps a function over items, in order."""
+
+    name: str
+
+    def map(self, func: Callable[[Any], Any], items: Sequence[Any], progress: bool) -> list[Any]:
+        """Results of ``func(item)`` for every item, in the items' order."""
+
+
+@dataclass
+class SerialExecutor:
+    """Run in this process."""
+
+    name: str = "serial"
+
+    def map(self, func: Callable[[Any], Any], items: Sequence[Any], progress: bool = False) -> list[Any]:
+        """Apply ``func`` to each item in turn."""
+        return [func(item) for item in tqdm(items, disable=not progress, desc="sweep")]
+
+
+@dataclass
+class ProcessExecutor:
+    """Run on local worker processes (default: all cores)."""
+
+    workers: int | None = None
+    name: str = "processes"
+
+    def map(self, func: Callable[[Any], Any], items: Sequence[Any], progress: bool = False) -> list[Any]:
+        """Apply ``func`` on a process pool, keeping the order."""
+        if len(items) <= 1:
+            return [func(item) for item in items]
+        workers = min(self.workers or os.cpu_count() or 1, len(items))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            return list(tqdm(pool.map(func, items), total=len(items), disable=not progress, desc="sweep"))
+
+
+@dataclass
+class DaskExecutor:
+    """Run on a Dask distributed cluster: an existing scheduler address, or a client you pass."""
+
+    address: str | None = None
+    client: Any = None
+    name: str = "dask"
+    _owned: Any = field(default=None, repr=False)
+
+    def map(self, func: Callable[[Any], Any], items: Sequence[Any], progress: bool = False) -> list[Any]:
+        """Submit every item and gather the results in order."""
+        from dask.distributed import Client, as_completed
+
+        client = self.client
+        if client is None:
+            client = Client(self.address) if self.address else Client(processes=False)
+            self._owned = client
+        try:
+            futures = client.map(func, list(items), pure=False)
+            with tqdm(total=len(futures), disable=not progress, desc="sweep") as bar:
+                for _ in as_completed(futures):
+                    bar.update()
+            return client.gather(futures)
+        finally:
+            if self._owned is not None:
+                self._owned.close()
+                self._owned = None
+
+
+def make_executor(kind: str = "processes", *, scheduler: str | None = None, workers: int | None = None) -> Executor:
+    """``serial``, ``processes`` (default) or ``dask`` (with ``scheduler`` address)."""
+    if scheduler:
+        return DaskExecutor(address=scheduler)
+    if kind == "serial":
+        return SerialExecutor()
+    if kind == "processes":
+        return ProcessExecutor(workers)
+    if kind == "dask":
+        return DaskExecutor()
+    raise InputError("executor", kind, "must be serial, processes or dask")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Results in task order, and which keys were computed or read from the cache."""
+
+    values: list[Any]
+    computed: tuple[str, ...]
+    cached: tuple[str, ...]
+
+
+def run_sweep(
+    func: Callable[[Any], Any],
+    tasks: Iterable[Task],
+    *,
+    executor: Executor | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> SweepResult:
+    """Map ``func`` over ``tasks`` with ``executor``, caching JSON-serialisable results per task key."""
+    tasks = list(tasks)
+    executor = executor or SerialExecutor()
+    keys = [task.key() for task in tasks]
+    values: dict[str, Any] = {}
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        for key in keys:
+            path = cache / f"{key}.json"
+            if path.exists():
+                values[key] = json.loads(path.read_text(encoding="utf-8"))
+    cached = tuple(k for k in dict.fromkeys(keys) if k in values)
+    todo = [task for task, key in zip(tasks, keys) if key not in values]
+    unique: dict[str, Task] = {}
+    for task in todo:
+        unique.setdefault(task.key(), task)
+    results = executor.map(func, list(unique.values()), progress)
+    for key, value in zip(unique, results):
+        values[key] = value
+        if cache is not None:
+            write_text_atomic(cache / f"{key}.json", json.dumps(value, default=_jsonable))
+    return SweepResult([values[k] for k in keys], tuple(unique), cached)

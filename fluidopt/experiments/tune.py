@@ -1,0 +1,267 @@
+"""Threshold tuning for a GPU profile and workload, verified by simulation.
+
+Candidates come from the fluid model (WAIT: kappa from ``dT*`` upward; Nested WAIT: number of
+segments and margin eta); each is simulated with replicates on common random numbers, in
+parallel, and the best one by the objective is returned with confidence intervals and the
+runners-up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fluidopt.errors import InputError, require
+from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate
+from fluidopt.experiments.sweep import Executor
+from fluidopt.fluid.stability import max_stable_scale
+from fluidopt.policies.nested import nested_wait_thresholds
+from fluidopt.policies.wait import kappa_interval, wait_thresholds
+from fluidopt.profile import GPUProfile
+from fluidopt.sim.policies import NestedWaitPolicy, Policy, WaitPolicy
+from fluidopt.workload import Workload
+
+WAIT_SLACKS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+NESTED_ETAS = (0.02, 0.05, 0.1)
+
+
+def wait_candidates(workload: Workload, profile: GPUProfile) -> list[tuple[Policy, dict[str, Any]]]:
+    """WAIT thresholds for kappa = dT* (1 + slack) over :data:`WAIT_SLACKS` (distinct thresholds only)."""
+    interval = kappa_interval(workload, profile)
+    seen, out = set(), []
+    if not math.isfinite(interval.low):
+        return out
+    for slack in WAIT_SLACKS:
+        kappa = interval.low * (1 + slack)
+        if slack > 0 and kappa > max(interval.high, interval.low):
+            break
+        design = wait_thresholds(
+            workload,
+            profile,
+            kappa=kappa if slack > 0 else None,
+            case="boundary" if slack == 0 else "slack",
+            slack=slack,
+        )
+        if design.thresholds in seen:
+            continue
+        seen.add(design.thresholds)
+        out.append(
+            (
+                WaitPolicy(design.thresholds),
+                {
+                    "family": "wait",
+                    "kappa": design.kappa,
+                    "slack": slack,
+                    "memory_base_tokens": design.memory_base_tokens,
+                    "conditions_hold": design.conditions.all_hold,
+                },
+            )
+        )
+    return out
+
+
+def nested_candidates(workload: Workload, profile: GPUProfile) -> list[tuple[Policy, dict[str, Any]]]:
+    """Nested WAIT designs over the number of segments and :data:`NESTED_ETAS`."""
+    lengths = sorted({c.decode_tokens for c in workload.classes})
+    seen, out = set(), []
+    for count in range(1, len(lengths) + 1):
+        for eta in NESTED_ETAS:
+            try:
+                design = nested_wait_thresholds(workload, profile, segments=count, eta=eta)
+            except InputError:
+                continue
+            key = (design.segments.boundaries, design.thresholds)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(
+                (
+                    NestedWaitPolicy(design.segments.boundaries, design.thresholds),
+                    {
+                        "family": "nested-wait",
+                        "segments": count,
+                        "eta": eta,
+                        "memory_required_tokens": design.memory_required_tokens,
+                        "conditions_hold": design.conditions.all_hold,
+                    },
+                )
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """Outcome of :func:`tune`.
+
+    ``status`` is ``"ok"`` or ``"no-configuration"`` (then ``message`` says which target could
+    not be met and ``best_found`` is the closest configuration).
+    """
+
+    status: str
+    message: str
+    objective: str
+    targets: Targets
+    rate_per_s: float
+    chosen: Evaluation | None
+    best_found: Evaluation | None
+    runners_up: tuple[Evaluation, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping."""
+        return {
+            "status": self.status,
+            "message": self.message,
+            "objective": self.objective,
+            "targets": {"p99_latency_s": self.targets.p99_latency_s, "p99_ttft_s": self.targets.p99_ttft_s},
+            "rate_per_s": self.rate_per_s,
+            "chosen": self.chosen.to_dict() if self.chosen else None,
+            "best_found": self.best_found.to_dict() if self.best_found else None,
+            "runners_up": [e.to_dict() for e in self.runners_up],
+        }
+
+
+def _candidates(workload: Workload, profile: GPUProfile, family: str) -> list[tuple[Policy, dict[str, Any]]]:
+    if family == "wait":
+        return wait_candidates(workload, profile)
+    if family == "nested-wait":
+        return nested_candidates(workload, profile)
+    return wait_candidates(workload, profile) + nested_candidates(workload, profile)
+
+
+def tune(
+    workload: Workload,
+    profile: GPUProfile,
+    *,
+    family: Literal["auto", "wait", "nested-wait"] = "auto",
+    objective: Literal["mean-latency", "max-rate"] = "mean-latency",
+    targets: Targets | None = None,
+    replicates: int = 4,
+    requests: int = 20_000,
+    seed: int = 0,
+    executor: Executor | None = None,
+    cache_dir: str | None = None,
+    progress: bool = False,
+    rate_steps: int = 7,
+) -> TuneResult:
+    """Choose WAIT / Nested WAIT thresholds by simulation.
+
+    Parameters
+    ----------
+    workload, profile : Workload, GPUProfile
+        Traffic at the rate to tune for (``mean-latency``) or the mix to scale (``max-rate``).
+    family : {"auto", "wait", "nested-wait"}
+        Which policy family to tune (auto: both).
+    objective : {"mean-latency", "max-rate"}
+        Least mean latency at the workload's rate among configurations meeting the targets, or
+        the largest rate at which some configuration meets them (bisection, ``rate_steps`` steps).
+    targets : Targets, optional
+        p99 latency / TTFT targets.
+    replicates, requests, seed : int
+        Replicates per configuration (common random numbers), requests per replicate, root seed.
+    executor, cache_dir, progress
+        How to run the simulations (see :mod:`fluidopt.experiments.sweep`).
+
+    """
+    targets = targets or Targets()
+    require(family in ("auto", "wait", "nested-wait"), "policy", family, "must be auto, wait or nested-wait")
+    require(objective in ("mean-latency", "max-rate"), "objective", objective, "must be mean-latency or max-rate")
+    run = {
+        "targets": targets,
+        "replicates": replicates,
+        "requests": requests,
+        "seed": seed,
+        "executor": executor,
+        "cache_dir": cache_dir,
+        "progress": progress,
+    }
+    if objective == "mean-latency":
+        return _tune_at_rate(workload, profile, family, run)
+    limit = max_stable_scale(workload, profile).max_rate_per_s
+    low, high = 0.0, limit
+    best: TuneResult | None = None
+    closest: TuneResult | None = None
+    for _ in range(rate_steps):
+        middle = (low + high) / 2 if best is not None or low > 0 else high * 0.5
+        outcome = _tune_at_rate(workload.with_total_rate(middle), profile, family, run)
+        closest = outcome
+        if outcome.status == "ok":
+            best, low = outcome, middle
+        else:
+            high = middle
+    if best is None:
+        assert closest is not None
+        return TuneResult(
+            "no-configuration",
+            f"no configuration meets {targets.describe()} at any tested rate (down to {high:.4g} requests/s)",
+            objective,
+            targets,
+            high,
+            None,
+            closest.best_found,
+            (),
+        )
+    return TuneResult(
+        "ok",
+        f"largest rate meeting {targets.describe()}: {best.rate_per_s:.4g} requests/s",
+        objective,
+        targets,
+        best.rate_per_s,
+        best.chosen,
+        best.chosen,
+        best.runners_up,
+    )
+
+
+def _tune_at_rate(workload: Workload, profile: GPUProfile, family: str, run: dict[str, Any]) -> TuneResult:
+    targets = run["targets"]
+    candidates = _candidates(workload, profile, family)
+    if not candidates:
+        return TuneResult(
+            "no-configuration",
+            f"no {family} thresholds satisfy the fluid conditions at {workload.total_rate_per_s:.4g} requests/s",
+            "mean-latency",
+            targets,
+            workload.total_rate_per_s,
+            None,
+            None,
+            (),
+        )
+    evaluations = evaluate(
+        workload,
+        profile,
+        candidates,
+        targets=targets,
+        replicates=run["replicates"],
+        requests=run["requests"],
+        seed=run["seed"],
+        executor=run["executor"],
+        cache_dir=run["cache_dir"],
+        progress=run["progress"],
+    )
+    ranked = sorted(evaluations, key=lambda e: (not e.meets, not e.stable, e.mean("mean_latency_s")))
+    best = ranked[0]
+    if not best.meets:
+        closest = min(evaluations, key=lambda e: (not e.stable, e.mean("p99_latency_s")))
+        return TuneResult(
+            "no-configuration",
+            f"no configuration meets {targets.describe()} at "
+            f"{workload.total_rate_per_s:.4g} requests/s; best found has p99 latency "
+            f"{closest.mean('p99_latency_s'):.4g} s",
+            "mean-latency",
+            targets,
+            workload.total_rate_per_s,
+            None,
+            closest,
+            tuple(ranked[1:4]),
+        )
+    return TuneResult(
+        "ok",
+        f"least mean latency meeting {targets.describe()}",
+        "mean-latency",
+        targets,
+        workload.total_rate_per_s,
+        best,
+        best,
+        tuple(ranked[1:4]),
+    )
