@@ -18,8 +18,11 @@ A100 = preset_profile("a100-80gb-llama-2-7b")
 
 def _tasks(count=4):
     seeds = spawn_seeds(7, count)
-    return [SimulationTask(P512.with_total_rate(18), A100, policy, seed, (("requests", 1500),))
-            for policy in (WaitPolicy((1,)), SarathiPolicy()) for seed in seeds]
+    return [
+        SimulationTask(P512.with_total_rate(18), A100, policy, seed, (("requests", 1500),))
+        for policy in (WaitPolicy((1,)), SarathiPolicy())
+        for seed in seeds
+    ]
 
 
 def test_sweep_identical_serial_processes_and_dask():
@@ -64,15 +67,17 @@ def test_tune_picks_a_configuration_with_confidence_intervals():
 
 
 def test_unreachable_target_is_reported_with_best_found():
-    result = tune(P512.with_total_rate(20), A100, family="wait", targets=Targets(p99_latency_s=1e-3), replicates=2,
-                  requests=2000)
+    result = tune(
+        P512.with_total_rate(20), A100, family="wait", targets=Targets(p99_latency_s=1e-3), replicates=2, requests=2000
+    )
     assert result.status == "no-configuration" and "no configuration meets p99 latency" in result.message
     assert result.best_found is not None and result.chosen is None
 
 
 def test_capacity_respects_the_fluid_limit_and_orders_policies():
-    result = capacity(P512, A100, policies=("wait", "fcfs"), targets=Targets(p99_latency_s=2.0), replicates=2,
-                      requests=6000, steps=6)
+    result = capacity(
+        P512, A100, policies=("wait", "fcfs"), targets=Targets(p99_latency_s=2.0), replicates=2, requests=6000, steps=6
+    )
     fluid = result.fluid_max_rate_per_s
     for entry in result.policies.values():
         assert 0 < entry.max_rate_per_s <= fluid * 1.01
@@ -81,15 +86,43 @@ def test_capacity_respects_the_fluid_limit_and_orders_policies():
 
 def test_tune_and_capacity_cli(capsys, tmp_path):
     out = tmp_path / "tuned.toml"
-    code = main(["tune", "--rate", "20", "--replicates", "2", "--requests", "2000", "--executor", "serial",
-                 "--out", str(out), "--json"])
+    code = main(
+        [
+            "tune",
+            "--rate",
+            "20",
+            "--replicates",
+            "2",
+            "--requests",
+            "2000",
+            "--executor",
+            "serial",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["status"] == "ok" and out.exists()
     code = main(["simulate", "--policy", "wait", "--rate", "20", "--thresholds", str(out), "--requests", "500"])
     assert code == 0
     capsys.readouterr()
-    code = main(["capacity", "--policies", "vllm,sarathi", "--replicates", "1", "--requests", "2000", "--steps", "3",
-                 "--executor", "serial", "--json"])
+    code = main(
+        [
+            "capacity",
+            "--policies",
+            "vllm,sarathi",
+            "--replicates",
+            "1",
+            "--requests",
+            "2000",
+            "--steps",
+            "3",
+            "--executor",
+            "serial",
+            "--json",
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and set(data["policies"]) == {"vllm", "sarathi"}
     assert all("max_rate_per_s" in v for v in data["policies"].values())

@@ -16,7 +16,7 @@ from fluidopt.errors import InputError
 def build_parser() -> argparse.ArgumentParser:
     """The top-level argument parser with every sub-command registered."""
     from fluidopt import __version__
-    from fluidopt.cli import experiment_commands, fluid_commands, report_command, sim_commands
+    from fluidopt.cli import dynamics_commands, experiment_commands, fluid_commands, report_command, sim_commands
 
     parser = argparse.ArgumentParser(
         prog="fluidopt",
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     fluid_commands.register(subparsers)
     sim_commands.register(subparsers)
     experiment_commands.register(subparsers)
+    dynamics_commands.register(subparsers)
     return parser
 
 

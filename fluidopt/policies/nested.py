@@ -237,7 +237,7 @@ class NestedWaitThresholds:
 
     @property
     def memory_required_tokens(self) -> float:
-        """``M_req = M^pi + sum_k (l + r_{k-1}) (n_k + ln(L (1 + zeta T / d0) / delta) / theta_k)``."""
+        """``M_req = M^pi + sum_k (l + r_{k-1} + 1) (n_k + ln(L (1 + zeta T / d0) / delta) / theta_k)``."""
         return self.memory_base_tokens + self.memory_carry_over_tokens + self.memory_buffer_tokens
 
     def to_dict(self) -> dict[str, Any]:
@@ -358,7 +358,9 @@ def nested_wait_thresholds(
     thetas, bounds = [], []
     for k in range(1, segs.count):
         p = segs.continuation[k - 1]
-        held = segs.prefill[k] + segs.boundaries[k - 1]
+        # A request waiting at the boundary is about to run stage r_{k-1} + 1; fluidopt charges
+        # it l + r_{k-1} + 1 tokens (the paper writes l + l'_{k-1}, without the next token's slot).
+        held = segs.prefill[k] + segs.boundaries[k - 1] + 1
         try:
             theta = cramer_lundberg_theta(thresholds[k - 1], thresholds[k], p)
         except InputError:

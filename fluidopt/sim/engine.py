@@ -367,6 +367,7 @@ def _load_initial(state: _State, workload: Workload, initial: Sequence[InitialRe
             state.scal_i[layout.S_ARRIVED] += 1
             if cfg_f[layout.CF_WARMUP] <= 0:
                 state.scal_i[layout.S_ARRIVED_MEASURED] += 1
+                state.scal_i[layout.S_ARRIVED_TOKENS] += request_class.decode_tokens
             request_id += 1
 
 
@@ -425,6 +426,8 @@ def _result(state, policy, eviction, seed, workload, profile, cfg_f, arrivals, l
         unfinished_resident=int(si[layout.S_NRES]),
         measured_arrivals=int(si[layout.S_ARRIVED_MEASURED]),
         measured_completions=measured,
+        arrived_decode_tokens=int(si[layout.S_ARRIVED_TOKENS]),
+        completed_decode_tokens=int(si[layout.S_TOKENS_WINDOW]),
         window_start_s=start,
         window_end_s=end,
         simulated_time_s=now,

@@ -75,6 +75,7 @@ from fluidopt.sim.layout import (
     S_ARRIVALS_DONE,
     S_ARRIVED,
     S_ARRIVED_MEASURED,
+    S_ARRIVED_TOKENS,
     S_COMPLETED,
     S_COMPLETED_MEASURED,
     S_COMPLETED_WINDOW,
@@ -512,6 +513,8 @@ def _enqueue_arrival(slot_i, slot_f, queues, qhead, qlen, free, scal_i, scal_f, 
     scal_i[S_ARRIVED] += 1
     if t >= cfg_f[CF_WARMUP]:
         scal_i[S_ARRIVED_MEASURED] += 1
+        if t <= cfg_f[CF_WINDOW_END]:
+            scal_i[S_ARRIVED_TOKENS] += dec
     if scal_i[S_WAITING] > scal_i[S_MAX_WAITING]:
         scal_i[S_MAX_WAITING] = scal_i[S_WAITING]
     _queue_push_back(queues, qhead, qlen, _queue_id(slot_i, cfg_i, slot), slot)

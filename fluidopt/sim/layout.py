@@ -56,7 +56,8 @@ S_ARRIVALS_DONE = 21  # 1 once the final chunk of arrivals is consumed
 S_PREFILL_ITERATIONS = 22
 S_CONSUMED = 23  # arrivals of the current chunk consumed by the last kernel call
 S_STAGE_EXCESS = 24  # WAIT: max over time of (residents of class j at a decode stage) - n_j
-N_INT_SCALARS = 25
+S_ARRIVED_TOKENS = 25  # decode tokens of the arrivals inside the measurement window
+N_INT_SCALARS = 26
 
 # Float scalars (entries of ``scal_f``).
 T_NOW = 0

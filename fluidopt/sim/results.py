@@ -58,6 +58,8 @@ class SimulationResult:
     unfinished_resident: int
     measured_arrivals: int
     measured_completions: int
+    arrived_decode_tokens: int
+    completed_decode_tokens: int
     window_start_s: float
     window_end_s: float
     simulated_time_s: float
@@ -95,6 +97,17 @@ class SimulationResult:
         return self.latency_quantiles_s["p99"]
 
     @property
+    def throughput_gap(self) -> float:
+        """``1 - (decode tokens completed) / (decode tokens arrived)`` inside the window.
+
+        The gap to the benchmark ``sum lambda_j l'_j`` measured against the realised arrivals, so
+        that arrival noise does not enter (MODEL.md section 5).
+        """
+        if self.arrived_decode_tokens == 0:
+            return math.nan
+        return 1.0 - self.completed_decode_tokens / self.arrived_decode_tokens
+
+    @property
     def mean_in_system(self) -> float:
         """Time-average number of requests in the system over the window (waiting + resident)."""
         return self.mean_waiting + self.mean_resident
@@ -117,6 +130,9 @@ class SimulationResult:
             "unfinished_resident": self.unfinished_resident,
             "measured_arrivals": self.measured_arrivals,
             "measured_completions": self.measured_completions,
+            "arrived_decode_tokens": self.arrived_decode_tokens,
+            "completed_decode_tokens": self.completed_decode_tokens,
+            "throughput_gap": self.throughput_gap,
             "window_start_s": self.window_start_s,
             "window_end_s": self.window_end_s,
             "simulated_time_s": self.simulated_time_s,
