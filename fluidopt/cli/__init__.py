@@ -16,7 +16,14 @@ from fluidopt.errors import InputError
 def build_parser() -> argparse.ArgumentParser:
     """The top-level argument parser with every sub-command registered."""
     from fluidopt import __version__
-    from fluidopt.cli import dynamics_commands, experiment_commands, fluid_commands, report_command, sim_commands
+    from fluidopt.cli import (
+        dynamics_commands,
+        experiment_commands,
+        figures_command,
+        fluid_commands,
+        report_command,
+        sim_commands,
+    )
 
     parser = argparse.ArgumentParser(
         prog="fluidopt",
@@ -29,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_commands.register(subparsers)
     experiment_commands.register(subparsers)
     dynamics_commands.register(subparsers)
+    figures_command.register(subparsers)
     return parser
 
 

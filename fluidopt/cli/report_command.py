@@ -1,27 +1,41 @@
-"""``fluidopt report``: the main job on the built-in defaults."""
+"""``fluidopt report``: the main job on the built-in defaults.
+
+Prints the fluid stability summary, the tuned thresholds and the policy comparison for the A100
+Llama-3-8B profile (the one behind the paper's figures) and the A100 Llama-2-7B profile on the
+paper's workloads, and writes the figures.
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
-from fluidopt.cli.common import add_json_option, format_table, print_json, save_figure_atomic
+from fluidopt.cli.common import add_json_option, format_table, print_json
+from fluidopt.cli.figures_command import DEFAULT_SHARED_DATA
+from fluidopt.experiments.figures import make_figures
+from fluidopt.experiments.rate_sweep import rate_sweep
+from fluidopt.experiments.sweep import make_executor
+from fluidopt.experiments.tune import tune
 from fluidopt.fluid.equilibrium import equilibrium
-from fluidopt.fluid.stability import max_stable_scale, peer_max_scales, stability_boundary
+from fluidopt.fluid.stability import max_stable_scale, peer_max_scales
 from fluidopt.profile import preset_profile
 from fluidopt.workload import preset_workload
 
 REPORT_PROFILES = ("a100-80gb-llama-3-8b", "a100-80gb-llama-2-7b")
 REPORT_WORKLOADS = ("p512d20", "mix-p512d20-p512d50", "p512d1000", "lmsys-like")
+COMPARED = ("wait", "wait-nohold", "nested-wait", "vllm", "sarathi", "fcfs")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``report`` command."""
-    p = subparsers.add_parser("report", help="main job: stability summary for the default GPUs and workloads")
+    p = subparsers.add_parser("report", help="main job: stability, tuned thresholds, policy comparison, figures")
     p.add_argument("--out", default="figures", help="folder for the figures (default: figures)")
     p.add_argument("--profile", action="append", help="profile preset(s) (default: A100 Llama-3-8B and Llama-2-7B)")
+    p.add_argument("--full", action="store_true", help="figures at the paper's sizes (slower)")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    p.add_argument("--requests", type=int, default=20_000, help="requests per simulation in the comparison")
+    p.add_argument("--executor", choices=("serial", "processes", "dask"), default="processes")
     add_json_option(p)
     p.set_defaults(handler=cmd_report)
 
@@ -56,45 +70,128 @@ def stability_summary(profiles: tuple[str, ...], workloads: tuple[str, ...]) -> 
     return rows
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    """Print the stability summary and write the 2-class region figure."""
-    profiles = tuple(args.profile or REPORT_PROFILES)
-    rows = stability_summary(profiles, REPORT_WORKLOADS)
-    out = Path(args.out)
-    written = []
-    mix = preset_workload("mix-p512d20-p512d50")
-    for profile_name in profiles:
-        boundary = stability_boundary(mix, preset_profile(profile_name), directions=91)
-        from fluidopt.plotting import plot_stability_region
-
-        figure = plot_stability_region(boundary, title=f"{mix.name} on {profile_name}")
-        written.append(str(save_figure_atomic(figure, out / f"stability-region-{profile_name}.png")))
-        plt.close(figure)
-    if args.json:
-        print_json({"stability": rows, "figures": written})
-        return 0
-    print("Fluid stability summary (arXiv:2504.11320; fluidopt GPU profiles)\n")
-    table = [
-        (
-            r["profile"],
-            r["workload"],
-            r["rate_per_s"],
-            "yes" if r["stable"] else "no",
-            r["iteration_time_s"] * 1e3,
-            r["memory_tokens"],
-            r["max_rate_per_s"],
-            r["regime"],
-            r["memory_elasticity"],
+def tuned_thresholds(profile_name: str, executor, requests: int) -> list[dict]:
+    """Tuned WAIT / Nested WAIT thresholds for the paper's two workloads at their preset rates."""
+    profile = preset_profile(profile_name)
+    rows = []
+    for workload_name, family in (("p512d20", "wait"), ("mix-p512d20-p512d50", "nested-wait")):
+        workload = preset_workload(workload_name)
+        result = tune(workload, profile, family=family, replicates=2, requests=min(requests, 10_000), executor=executor)
+        chosen = result.chosen or result.best_found
+        rows.append(
+            {
+                "profile": profile_name,
+                "workload": workload_name,
+                "rate_per_s": workload.total_rate_per_s,
+                "policy": chosen.policy.name if chosen else family,
+                "thresholds": list(chosen.policy.thresholds) if chosen else None,
+                "mean_latency_s": chosen.mean("mean_latency_s") if chosen else None,
+                "status": result.status,
+            }
         )
-        for r in rows
-    ]
+    return rows
+
+
+def policy_comparison(profile_name: str, executor, requests: int) -> list[dict]:
+    """Every policy at the preset rate of each workload."""
+    profile = preset_profile(profile_name)
+    rows = []
+    for workload_name in REPORT_WORKLOADS:
+        workload = preset_workload(workload_name)
+        for row in rate_sweep(
+            workload, profile, COMPARED, [workload.total_rate_per_s], replicates=2, requests=requests, executor=executor
+        ):
+            rows.append({"profile": profile_name, "workload": workload_name, **row})
+    return rows
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print the three tables and write the figures."""
+    start = time.perf_counter()
+    profiles = tuple(args.profile or REPORT_PROFILES)
+    executor = make_executor(args.executor)
+    stability = stability_summary(profiles, REPORT_WORKLOADS)
+    tuned = [row for name in profiles for row in tuned_thresholds(name, executor, args.requests)]
+    comparison = [row for name in profiles for row in policy_comparison(name, executor, args.requests)]
+    written: dict[str, list[Path]] = {}
+    if not args.no_figures:
+        written = make_figures(
+            args.out, quick=not args.full, profile=profiles[0], executor=executor, shared_data=DEFAULT_SHARED_DATA
+        )
+    elapsed = time.perf_counter() - start
+    if args.json:
+        print_json(
+            {
+                "stability": stability,
+                "tuned_thresholds": tuned,
+                "policy_comparison": comparison,
+                "figures": {k: [str(p) for p in v] for k, v in written.items()},
+                "wall_time_s": elapsed,
+            }
+        )
+        return 0
+    print("1. Fluid stability (arXiv:2504.11320; fluidopt GPU profiles)\n")
     print(
         format_table(
             ["profile", "workload", "rate/s", "stable", "dT* ms", "M* tokens", "max rate/s", "regime", "mem. elast."],
-            table,
+            [
+                (
+                    r["profile"],
+                    r["workload"],
+                    r["rate_per_s"],
+                    "yes" if r["stable"] else "no",
+                    r["iteration_time_s"] * 1e3,
+                    r["memory_tokens"],
+                    r["max_rate_per_s"],
+                    r["regime"],
+                    r["memory_elasticity"],
+                )
+                for r in stability
+            ],
         )
     )
-    print()
-    for path in written:
-        print(f"wrote {path}")
+    print("\n2. Tuned thresholds (simulation-verified, least mean latency)\n")
+    print(
+        format_table(
+            ["profile", "workload", "rate/s", "policy", "thresholds", "mean latency s", "status"],
+            [
+                (
+                    r["profile"],
+                    r["workload"],
+                    r["rate_per_s"],
+                    r["policy"],
+                    str(r["thresholds"]),
+                    r["mean_latency_s"] if r["mean_latency_s"] is not None else float("nan"),
+                    r["status"],
+                )
+                for r in tuned
+            ],
+        )
+    )
+    print("\n3. Policy comparison at the preset rates (2 replicates)\n")
+    print(
+        format_table(
+            ["profile", "workload", "rate/s", "policy", "mean lat. s", "p99 lat. s", "TTFT s", "done/s", "restarts %"],
+            [
+                (
+                    r["profile"],
+                    r["workload"],
+                    r["rate_per_s"],
+                    r["policy"],
+                    r["mean_latency_s"],
+                    r["p99_latency_s"],
+                    r["mean_ttft_s"],
+                    r["completed_per_s"],
+                    100 * r["restart_fraction"],
+                )
+                for r in comparison
+            ],
+        )
+    )
+    if written:
+        print(
+            f"\n4. Figures ({'paper sizes' if args.full else 'quick sizes; --full for the paper sizes'}) in "
+            f"{args.out}/: " + ", ".join(written)
+        )
+    print(f"\nreport finished in {elapsed:.1f} s")
     return 0

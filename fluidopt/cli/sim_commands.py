@@ -56,6 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     thresholds.add_argument("--thresholds", help="thresholds file (TOML or JSON) from `fluidopt thresholds --out`")
     p.add_argument("--segments", type=int, help="nested-wait default thresholds: number of segments")
     p.add_argument("--repair", action="store_true", help="nested-wait: evict boundary requests on overflow")
+    p.add_argument(
+        "--no-hold",
+        action="store_true",
+        help="wait: residents of ineligible classes keep decoding (MODEL.md holds them)",
+    )
     p.add_argument("--eviction", choices=("restart", "recompute"), default="restart")
     p.add_argument(
         "--arrivals",
@@ -134,6 +139,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     else:
         arrivals = arrival_process(args.arrivals)
     policy = _policy_from_args(args, workload, profile)
+    if args.no_hold:
+        if not isinstance(policy, WaitPolicy):
+            raise InputError("--no-hold", True, f"applies to wait, not {policy.name}")
+        policy = WaitPolicy(policy.thresholds, gate=policy.gate, hold=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ThresholdConditionWarning)
         check_policy_conditions(policy, workload, profile, strict=args.strict)

@@ -230,6 +230,7 @@ def simulate(
     cfg_i[layout.C_RECORD] = int(record_requests)
     cfg_i[layout.C_SERIES] = int(record_series)
     cfg_i[layout.C_CAPACITY] = profile.kv_capacity_tokens
+    cfg_i[layout.C_HOLD] = int(config.get("hold", True))
     cfg_f[layout.CF_WATERMARK] = config.get("watermark", 0.0)
     cfg_f[layout.CF_WARMUP] = warmup_s
     cfg_f[layout.CF_WINDOW_END] = horizon_s if horizon_s is not None else math.inf
@@ -428,6 +429,7 @@ def _result(state, policy, eviction, seed, workload, profile, cfg_f, arrivals, l
         measured_completions=measured,
         arrived_decode_tokens=int(si[layout.S_ARRIVED_TOKENS]),
         completed_decode_tokens=int(si[layout.S_TOKENS_WINDOW]),
+        completed_in_window=int(si[layout.S_COMPLETED_WINDOW]),
         window_start_s=start,
         window_end_s=end,
         simulated_time_s=now,

@@ -34,6 +34,7 @@ from fluidopt.sim.layout import (
     C_CAPACITY,
     C_DRAIN,
     C_EVICTION,
+    C_HOLD,
     C_MAX_BATCH,
     C_MAX_TOKENS,
     C_NUM_SEGMENTS,
@@ -267,11 +268,12 @@ def _select_wait(gate, flush, slot_i, res, queues, qhead, qlen, scal_i, cfg_i, t
             eligible[j] = qlen[j] >= thr[j]
         else:
             eligible[j] = qlen[j] >= 1 or resident_count[j] > 0
+    hold = cfg_i[C_HOLD] == 1
     nb = 0
     for r in range(nres):
         slot = res[r]
         j = slot_i[I_CLASS, slot]
-        if eligible[j]:
+        if eligible[j] or (not hold and slot_i[I_STAGE, slot] >= 1):
             stage = slot_i[I_STAGE, slot]
             if cnt[j, stage] < thr[j]:
                 cnt[j, stage] += 1

@@ -87,7 +87,8 @@ C_DRAIN = 8  # keep serving after the last arrival until empty
 C_RECORD = 9  # write the completion log
 C_SERIES = 10  # write the time-series log
 C_CAPACITY = 11  # KV capacity C in tokens
-N_CFG_INT = 12
+C_HOLD = 12  # WAIT: residents of ineligible classes wait (1, MODEL.md) or keep decoding (0)
+N_CFG_INT = 13
 
 CF_WATERMARK = 0  # fraction of blocks kept free at admission (vLLM, Sarathi)
 CF_WARMUP = 1  # measurement starts here (s)

@@ -37,10 +37,15 @@ class WaitPolicy:
     """WAIT (arXiv:2504.11320, Algorithm 1): per-class thresholds ``n_j``, entry gate and per-stage cap.
 
     ``gate=False`` is the no-wait ablation (same caps, classes run whenever they have work).
+    ``hold=True`` is MODEL.md section 4 exactly: residents of a class that is not eligible wait
+    with their cache kept.  ``hold=False`` lets them keep decoding (still at most ``n_j`` per
+    stage; only admissions wait for the gate), which avoids stalls when ``lambda_j dT`` is far
+    below one request per iteration.
     """
 
     thresholds: tuple[int, ...]
     gate: bool = True
+    hold: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "thresholds", _whole_tuple(self.thresholds, "thresholds", 1))
@@ -52,11 +57,11 @@ class WaitPolicy:
 
     def config(self) -> dict[str, Any]:
         """Knobs for the kernel."""
-        return {"block_size": 1, "thresholds": np.array(self.thresholds, dtype=np.int64)}
+        return {"block_size": 1, "thresholds": np.array(self.thresholds, dtype=np.int64), "hold": self.hold}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""
-        return {"policy": self.name, "thresholds": list(self.thresholds)}
+        return {"policy": self.name, "thresholds": list(self.thresholds), "hold": self.hold}
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ class SimulationResult:
     measured_completions: int
     arrived_decode_tokens: int
     completed_decode_tokens: int
+    completed_in_window: int
     window_start_s: float
     window_end_s: float
     simulated_time_s: float
@@ -133,6 +134,7 @@ class SimulationResult:
             "arrived_decode_tokens": self.arrived_decode_tokens,
             "completed_decode_tokens": self.completed_decode_tokens,
             "throughput_gap": self.throughput_gap,
+            "completed_in_window": self.completed_in_window,
             "window_start_s": self.window_start_s,
             "window_end_s": self.window_end_s,
             "simulated_time_s": self.simulated_time_s,

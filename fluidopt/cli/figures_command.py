@@ -1,0 +1,48 @@
+"""``fluidopt figures``: regenerate every figure with its data and config."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from fluidopt.experiments.figures import FIGURES, PAPER_PROFILE, make_figures
+from fluidopt.experiments.sweep import make_executor
+
+DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``figures`` command."""
+    p = subparsers.add_parser("figures", help="regenerate the figures (PNG + CSV data + JSON config)")
+    p.add_argument("--quick", action="store_true", help="small sizes: every figure in seconds")
+    p.add_argument("--only", action="append", choices=sorted(FIGURES), help="only this figure (repeatable)")
+    p.add_argument("--out", default="figures", help="output folder (default: figures)")
+    p.add_argument("--profile", default=PAPER_PROFILE, help="GPU profile of the paper's experiment figures")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--executor", choices=("serial", "processes", "dask"), default="processes")
+    p.add_argument("--scheduler", help="Dask scheduler address")
+    p.add_argument(
+        "--shared-data",
+        default=str(DEFAULT_SHARED_DATA),
+        help="folder with the public measurements and traces (used when present)",
+    )
+    p.set_defaults(handler=cmd_figures)
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    """Regenerate the figures and list the files written."""
+    start = time.perf_counter()
+    written = make_figures(
+        args.out,
+        quick=args.quick,
+        only=args.only,
+        profile=args.profile,
+        seed=args.seed,
+        executor=make_executor(args.executor, scheduler=args.scheduler),
+        shared_data=args.shared_data,
+    )
+    for name, paths in written.items():
+        print(f"{name}: " + ", ".join(str(p) for p in paths))
+    print(f"{len(written)} figures in {time.perf_counter() - start:.1f} s")
+    return 0

@@ -1,0 +1,112 @@
+"""Policy comparisons over arrival rates (the paper's latency-against-rate figures)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from fluidopt.errors import InputError
+from fluidopt.experiments.sweep import Executor, SerialExecutor, run_sweep
+from fluidopt.experiments.tasks import SimulationTask, run_simulation_task, spawn_seeds
+from fluidopt.policies.nested import nested_wait_thresholds
+from fluidopt.policies.wait import wait_thresholds
+from fluidopt.profile import GPUProfile
+from fluidopt.sim.policies import FCFSPolicy, NestedWaitPolicy, Policy, SarathiPolicy, VLLMPolicy, WaitPolicy
+from fluidopt.workload import Workload
+
+PolicyFactory = Callable[[Workload, GPUProfile], Policy]
+
+
+def _wait(workload: Workload, profile: GPUProfile) -> Policy:
+    return WaitPolicy(wait_thresholds(workload, profile).thresholds)
+
+
+def _wait_nohold(workload: Workload, profile: GPUProfile) -> Policy:
+    return WaitPolicy(wait_thresholds(workload, profile).thresholds, hold=False)
+
+
+def _wait_nowait(workload: Workload, profile: GPUProfile) -> Policy:
+    return WaitPolicy(wait_thresholds(workload, profile).thresholds, gate=False)
+
+
+def _nested(workload: Workload, profile: GPUProfile) -> Policy:
+    design = nested_wait_thresholds(workload, profile)
+    return NestedWaitPolicy(design.segments.boundaries, design.thresholds)
+
+
+FACTORIES: dict[str, PolicyFactory] = {
+    "wait": _wait,
+    "wait-nohold": _wait_nohold,
+    "wait-nowait": _wait_nowait,
+    "nested-wait": _nested,
+    "vllm": lambda w, p: VLLMPolicy(),
+    "sarathi": lambda w, p: SarathiPolicy(),
+    "fcfs": lambda w, p: FCFSPolicy(),
+}
+
+
+def rate_sweep(
+    workload: Workload,
+    profile: GPUProfile,
+    policies: Sequence[str],
+    rates: Sequence[float],
+    *,
+    replicates: int,
+    requests: int,
+    seed: int = 0,
+    executor: Executor | None = None,
+    options: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Simulate each policy at each total rate (same seeds everywhere); one row per (policy, rate).
+
+    Rows carry replicate means of latency, TTFT, completion rate and throughput, the restart
+    fraction (evictions per arrival) and a 95% interval half-width of the mean latency.
+    """
+    seeds = spawn_seeds(seed, replicates)
+    tasks, keys = [], []
+    sim_options = tuple(sorted({"requests": requests, **(options or {})}.items()))
+    for name in policies:
+        if name not in FACTORIES:
+            raise InputError("policy", name, f"choose from {', '.join(FACTORIES)}")
+        for rate in rates:
+            scaled = workload.with_total_rate(rate)
+            try:
+                policy = FACTORIES[name](scaled, profile)
+            except InputError:
+                continue  # e.g. no Nested WAIT thresholds at this rate
+            keys.append((name, rate))  # rows are labelled with the factory name (e.g. wait-nohold)
+            tasks += [
+                SimulationTask(scaled, profile, policy, s, sim_options, {"policy": name, "rate": rate}) for s in seeds
+            ]
+    values = run_sweep(run_simulation_task, tasks, executor=executor or SerialExecutor(), progress=progress).values
+    rows = []
+    for index, (name, rate) in enumerate(keys):
+        runs = values[index * replicates : (index + 1) * replicates]
+
+        def mean(key: str, runs: list[dict[str, Any]] = runs) -> float:
+            data = np.array([np.nan if r[key] is None else r[key] for r in runs], dtype=float)
+            return float(np.nanmean(data)) if np.isfinite(data).any() else float("nan")
+
+        latencies = np.array([np.nan if r["mean_latency_s"] is None else r["mean_latency_s"] for r in runs])
+        half = 1.96 * np.nanstd(latencies, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else 0.0
+        rows.append(
+            {
+                "policy": name,
+                "rate_per_s": rate,
+                "mean_latency_s": mean("mean_latency_s"),
+                "mean_latency_ci95_s": float(half),
+                "p99_latency_s": mean("p99_latency_s"),
+                "mean_ttft_s": mean("mean_ttft_s"),
+                "completed_per_s": mean("completed_per_s"),
+                "throughput_tokens_per_s": mean("throughput_tokens_per_s"),
+                "restart_fraction": float(np.mean([r["evictions"] / max(r["arrived_requests"], 1) for r in runs])),
+                "unfinished_fraction": float(
+                    np.mean([r["unfinished_requests"] / max(r["arrived_requests"], 1) for r in runs])
+                ),
+                "peak_memory_tokens": max(r["peak_memory_tokens"] for r in runs),
+            }
+        )
+    return rows
