@@ -1,5 +1,6 @@
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -156,7 +157,10 @@ def test_console_script_and_module_entry_points():
 
 
 def test_report_main_job(capsys, tmp_path):
-    code, out, _ = run(capsys, "report", "--out", str(tmp_path), "--json")
+    code, out, _ = run(capsys, "report", "--out", str(tmp_path), "--json", "--requests", "3000")
     data = json.loads(out)
     assert code == 0 and len(data["stability"]) == 8
-    assert all((tmp_path / p.split("/")[-1]).exists() for p in data["figures"])
+    assert {r["workload"] for r in data["tuned_thresholds"]} == {"p512d20", "mix-p512d20-p512d50"}
+    assert {r["policy"] for r in data["policy_comparison"]} >= {"wait", "nested-wait", "vllm", "sarathi", "fcfs"}
+    for paths in data["figures"].values():
+        assert all(Path(p).exists() for p in paths)

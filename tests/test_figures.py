@@ -5,12 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from fluidopt.cli import main
 from fluidopt.experiments.figures import FIGURES, make_figures
 from fluidopt.experiments.sweep import ProcessExecutor
-
-from conftest import SHARED_DATA
 
 
 @pytest.fixture(scope="module")
