@@ -35,8 +35,9 @@ print(toy.per_stage, toy.memory_tokens, toy.iteration_time_s, toy.binding)
 profile = fo.preset_profile("a100-80gb-llama-3-8b")
 for name in ("p512d20", "mix-p512d20-p512d50", "p512d1000", "lmsys-like"):
     limit = fo.max_stable_scale(fo.preset_workload(name), profile)
-    print(f"{name:22s} max rate {limit.max_rate_per_s:7.2f}/s  elasticity {limit.memory_elasticity:.3f}  "
-          f"{limit.regime}")
+    print(
+        f"{name:22s} max rate {limit.max_rate_per_s:7.2f}/s  elasticity {limit.memory_elasticity:.3f}  {limit.regime}"
+    )
 
 # %% [markdown]
 # A limit on the time between tokens changes what binds:
@@ -50,8 +51,7 @@ print(tight.max_rate_per_s, tight.binding)
 # The fluid boundary, and the closed forms of Li-Dai-Peng and Nie-Si-Zhou on the same axes.
 
 # %%
-boundary = fo.stability_boundary(fo.preset_workload("mix-p512d20-p512d50"), profile,
-                                 directions=31 if QUICK else 91)
+boundary = fo.stability_boundary(fo.preset_workload("mix-p512d20-p512d50"), profile, directions=31 if QUICK else 91)
 figure = plot_stability_region(boundary, title="0.7 p512d20 + 0.3 p512d50")
 plt.show()
 

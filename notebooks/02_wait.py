@@ -30,8 +30,15 @@ for condition in design.conditions.conditions:
 # ## The toy: exactly four completions per iteration
 
 # %%
-toy = simulate(fo.preset_workload("toy"), fo.preset_profile("toy"), WaitPolicy((4,)), requests=200,
-               arrivals=DeterministicArrivals(), record_series=True, warmup_s=0)
+toy = simulate(
+    fo.preset_workload("toy"),
+    fo.preset_profile("toy"),
+    WaitPolicy((4,)),
+    requests=200,
+    arrivals=DeterministicArrivals(),
+    record_series=True,
+    warmup_s=0,
+)
 print(toy.series["completions"][:12])
 
 # %% [markdown]
@@ -40,10 +47,25 @@ print(toy.series["completions"][:12])
 # about 3 requests per iteration instead of 4.
 
 # %%
-fcfs = simulate(fo.preset_workload("toy"), fo.preset_profile("toy"), FCFSPolicy(), horizon_s=60, rng=0,
-                record_series=True, warmup_s=0, initial=[InitialRequests(0, 0, 6), InitialRequests(0, 1, 3)])
-wait = simulate(fo.preset_workload("toy"), fo.preset_profile("toy"), WaitPolicy((4,)), horizon_s=60, rng=0,
-                record_series=True, warmup_s=0)
+fcfs = simulate(
+    fo.preset_workload("toy"),
+    fo.preset_profile("toy"),
+    FCFSPolicy(),
+    horizon_s=60,
+    rng=0,
+    record_series=True,
+    warmup_s=0,
+    initial=[InitialRequests(0, 0, 6), InitialRequests(0, 1, 3)],
+)
+wait = simulate(
+    fo.preset_workload("toy"),
+    fo.preset_profile("toy"),
+    WaitPolicy((4,)),
+    horizon_s=60,
+    rng=0,
+    record_series=True,
+    warmup_s=0,
+)
 for result in (fcfs, wait):
     plt.step(result.series["start_s"], result.series["memory_tokens"], where="post", label=result.policy)
 plt.axhline(12, color="k", ls="--")

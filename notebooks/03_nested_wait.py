@@ -22,8 +22,10 @@ mix, profile = fo.preset_workload("mix-p512d20-p512d50"), fo.preset_profile("a10
 design = nested_wait_thresholds(mix, profile, horizon_s=600, delta=0.01)
 print("segments end at", design.segments.boundaries, "thresholds", design.thresholds)
 print("p_k", design.segments.continuation, "theta_k", design.theta, ">= bound", design.theta_lower_bounds)
-print(f"memory: base {design.memory_base_tokens:.0f} + carry-over {design.memory_carry_over_tokens:.0f} "
-      f"+ buffer {design.memory_buffer_tokens:.0f} = {design.memory_required_tokens:.0f} tokens")
+print(
+    f"memory: base {design.memory_base_tokens:.0f} + carry-over {design.memory_carry_over_tokens:.0f} "
+    f"+ buffer {design.memory_buffer_tokens:.0f} = {design.memory_required_tokens:.0f} tokens"
+)
 
 # %% [markdown]
 # `theta_k` depends only on `n_k / n_{k-1}` and `p_k`:
@@ -48,7 +50,18 @@ print("best L", best)
 # ## Simulation: no overflow with `C >= M_req`
 
 # %%
-result = simulate(mix, profile, NestedWaitPolicy(design.segments.boundaries, design.thresholds),
-                  requests=3000 if QUICK else 50_000, rng=2)
-print("overflowing iterations", result.overflow_iterations, "peak memory", result.peak_memory_tokens,
-      "mean latency", result.mean_latency_s)
+result = simulate(
+    mix,
+    profile,
+    NestedWaitPolicy(design.segments.boundaries, design.thresholds),
+    requests=3000 if QUICK else 50_000,
+    rng=2,
+)
+print(
+    "overflowing iterations",
+    result.overflow_iterations,
+    "peak memory",
+    result.peak_memory_tokens,
+    "mean latency",
+    result.mean_latency_s,
+)

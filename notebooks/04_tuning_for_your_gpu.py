@@ -36,8 +36,14 @@ print(result.chosen.to_dict())
 # ## Capacity under a p99 latency target of 2 seconds
 
 # %%
-table = capacity(fo.preset_workload("p512d20"), profile, policies=("wait", "vllm", "sarathi"),
-                 targets=Targets(p99_latency_s=2.0), replicates=1 if QUICK else 3,
-                 requests=2000 if QUICK else 20_000, steps=4 if QUICK else 8)
+table = capacity(
+    fo.preset_workload("p512d20"),
+    profile,
+    policies=("wait", "vllm", "sarathi"),
+    targets=Targets(p99_latency_s=2.0),
+    replicates=1 if QUICK else 3,
+    requests=2000 if QUICK else 20_000,
+    steps=4 if QUICK else 8,
+)
 for name, entry in table.policies.items():
     print(f"{name:8s} {entry.max_rate_per_s:6.2f} requests/s")

@@ -90,6 +90,5 @@ def test_memory_cascade_fcfs_evicts_and_wait_stays_within_capacity(figures):
 
 
 def test_figures_cli_only(tmp_path, capsys):
-    assert main(["figures", "--quick", "--only", "memory-cascade", "--out", str(tmp_path), "--executor",
-                 "serial"]) == 0
+    assert main(["figures", "--quick", "--only", "memory-cascade", "--out", str(tmp_path), "--executor", "serial"]) == 0
     assert (tmp_path / "memory-cascade.png").exists() and not (tmp_path / "p512d20.png").exists()

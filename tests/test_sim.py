@@ -289,3 +289,17 @@ def test_wait_without_hold_keeps_decoding_when_the_gate_is_closed():
     # Held residents advance only when an arrival opens the gate: ~1000 stages x 0.5 s apart.
     assert held.completed_requests < 0.5 * flowing.completed_requests
     assert flowing.max_stage_excess <= 0 and flowing.evictions == 0
+
+
+def test_nested_wait_at_fluid_memory_overflows_or_loses_throughput():
+    # MODEL section 5/6: with C = M* a policy blind to output lengths cannot keep up.
+    pair = preset_workload("fcfs-counterexample")
+    at_m_star = preset_profile("fcfs-counterexample")  # C = M* = 9
+    policy = NestedWaitPolicy((1, 2), (3, 2))
+    plain = simulate(pair, at_m_star, policy, horizon_s=2000, rng=3)
+    assert plain.overflow_iterations > 0
+    repaired = simulate(pair, at_m_star, NestedWaitPolicy((1, 2), (3, 2), repair=True), horizon_s=2000, rng=3)
+    assert repaired.peak_memory_tokens <= 9 or repaired.overflow_iterations > 0
+    assert repaired.evictions > 0 or repaired.throughput_gap > 0.05
+    roomy = simulate(pair, at_m_star.with_capacity(200), policy, horizon_s=2000, rng=3)
+    assert roomy.overflow_iterations == 0 and roomy.throughput_gap < 0.05
