@@ -93,3 +93,17 @@ def test_trajectory_cli(capsys):
     assert '"times_s"' in out
     assert main(["trajectory", "-w", "toy", "-p", "toy", "--method", "ode", "--horizon-s", "10"]) == 0
     assert main(["trajectory", "--start", "bogus"]) == 2
+
+
+def test_nested_map_fixed_point_is_the_equilibrium_and_ode_agrees():
+    w, p = preset_workload("mix-p512d20-p512d50"), preset_profile("paper-linear")
+    eq = equilibrium(w, p)
+    thresholds = (w.total_rate_per_s * eq.iteration_time_s, w.rates[1] * eq.iteration_time_s)
+    system = FluidSystem(w, p, "nested-wait", thresholds, (20, 50))
+    dt, _, memory = fixed_point_iteration(system, horizon_s=5)
+    assert math.isclose(dt, eq.iteration_time_s, rel_tol=1e-9)
+    assert math.isclose(memory, eq.memory_tokens, rel_tol=1e-9)
+    assert math.isclose(solve_ode(system, horizon_s=5).throughput_per_s(2), w.total_rate_per_s, rel_tol=1e-3)
+    with pytest.raises(InputError, match="boundaries"):
+        FluidSystem(w, p, "nested-wait", thresholds, (20, 40))
+    assert main(["trajectory", "-w", "mix-p512d20-p512d50", "--policy", "nested-wait", "--horizon-s", "5"]) == 0

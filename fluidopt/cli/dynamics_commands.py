@@ -19,6 +19,7 @@ from fluidopt.errors import InputError
 from fluidopt.experiments.asymptotics import run_asymptotics
 from fluidopt.experiments.sweep import make_executor
 from fluidopt.fluid.dynamics import FluidSystem, iterate_map, solve_ode
+from fluidopt.policies.nested import nested_wait_thresholds
 from fluidopt.policies.wait import wait_thresholds
 
 
@@ -27,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("trajectory", help="fluid trajectory (iteration map or ODE) from a start state")
     add_workload_options(p)
     add_profile_options(p)
-    p.add_argument("--policy", choices=("wait", "wait-nowait", "fcfs"), default="wait")
+    p.add_argument("--policy", choices=("wait", "wait-nowait", "nested-wait", "fcfs"), default="wait")
+    p.add_argument("--boundaries", help="nested-wait: comma-separated last stage of each segment")
     p.add_argument("--thresholds", help="comma-separated n_j (default: WAIT thresholds from the fluid model)")
     p.add_argument("--horizon-s", type=float, default=60.0)
     p.add_argument("--method", choices=("map", "ode"), default="map")
@@ -79,9 +81,21 @@ def cmd_trajectory(args: argparse.Namespace) -> int:
             raise InputError("--thresholds", args.thresholds, "must be comma-separated numbers") from None
     elif args.policy == "fcfs":
         thresholds = ()
+    elif args.policy == "nested-wait":
+        design = nested_wait_thresholds(workload, profile)
+        thresholds = tuple(float(v) for v in design.thresholds)
     else:
         thresholds = tuple(float(v) for v in wait_thresholds(workload, profile).thresholds)
-    system = FluidSystem(workload, profile, args.policy, thresholds)
+    boundaries: tuple[int, ...] = ()
+    if args.policy == "nested-wait":
+        if args.boundaries:
+            try:
+                boundaries = tuple(int(v) for v in args.boundaries.split(","))
+            except ValueError:
+                raise InputError("--boundaries", args.boundaries, "must be comma-separated stages") from None
+        else:
+            boundaries = nested_wait_thresholds(workload, profile).segments.boundaries
+    system = FluidSystem(workload, profile, args.policy, thresholds, boundaries)
     queue, stages = _start_state(args.start, system)
     if args.method == "map":
         trajectory = iterate_map(system, horizon_s=args.horizon_s, queue=queue, stages=stages)

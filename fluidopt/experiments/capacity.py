@@ -2,7 +2,8 @@
 
 A rate is sustained when some configuration of the policy (its knobs, tuned fairly: batch-size
 cap for vLLM, token budget for Sarathi, thresholds from the fluid model for WAIT and Nested
-WAIT) keeps a stable queue in every replicate and meets the targets.
+WAIT, and for WAIT whether residents of a closed class hold or keep decoding) keeps a stable
+queue in every replicate and meets the targets.
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ def configurations(name: str, workload: Workload, profile: GPUProfile) -> list[t
             design = wait_thresholds(workload, profile, slack=slack)
             if design.thresholds not in seen:
                 seen.add(design.thresholds)
-                out.append((WaitPolicy(design.thresholds), {"slack": slack, "thresholds": list(design.thresholds)}))
+                for hold in (True, False):
+                    out.append(
+                        (
+                            WaitPolicy(design.thresholds, hold=hold),
+                            {"slack": slack, "thresholds": list(design.thresholds), "hold": hold},
+                        )
+                    )
         return out
     if name == "nested-wait":
         try:

@@ -13,9 +13,10 @@ the served content (MODEL.md section 8).  Policies decide ``u``:
 - ``fcfs``: evict the newest mass (lowest stages) back to the queue while memory exceeds C,
   admit from the queues (proportionally, first-come-first-served in the fluid) while memory
   allows, and serve every resident mass.
-- ``nested-wait``: the classes' stages are merged (output lengths hidden); segment k serves
-  ``min(n_k, mass)`` per stage when the prefix rule admits it, and at each class's last stage
-  the class's share completes.
+- ``nested-wait`` (``boundaries`` = last stage of each segment): output lengths are hidden, so
+  segment k serves ``min(n_k, total mass)`` at each of its stages, shared among the classes in
+  proportion to their mass, when the prefix rule admits it; each class completes at its own
+  last stage, so the survivors of a boundary are the longer classes.
 
 The ODE ``dy/dt = (Phi(y) - y) / duration(y)`` interpolates the map in continuous time (same
 fixed points); :func:`solve_ode` integrates it with :func:`scipy.integrate.solve_ivp` and stops
@@ -34,7 +35,7 @@ from fluidopt.errors import InputError, require, require_finite_number
 from fluidopt.profile import GPUProfile
 from fluidopt.workload import Workload
 
-PolicyName = Literal["wait", "wait-nowait", "fcfs"]
+PolicyName = Literal["wait", "wait-nowait", "nested-wait", "fcfs"]
 QUEUE_EMPTY = 1e-6  # a queue below this mass counts as empty (fluid queues drain asymptotically)
 
 
@@ -46,12 +47,29 @@ class FluidSystem:
     profile: GPUProfile
     policy: PolicyName
     thresholds: tuple[float, ...] = ()
+    boundaries: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         require(
-            self.policy in ("wait", "wait-nowait", "fcfs"), "policy", self.policy, "must be wait, wait-nowait or fcfs"
+            self.policy in ("wait", "wait-nowait", "nested-wait", "fcfs"),
+            "policy",
+            self.policy,
+            "must be wait, wait-nowait, nested-wait or fcfs",
         )
-        if self.policy != "fcfs":
+        if self.policy == "nested-wait":
+            require(
+                len(self.boundaries) == len(self.thresholds) and len(self.boundaries) > 0,
+                "boundaries",
+                list(self.boundaries),
+                "needs one boundary per segment threshold",
+            )
+            require(
+                self.boundaries[-1] >= int(self.workload.decode.max()),
+                "boundaries",
+                list(self.boundaries),
+                "the last segment must reach the longest output length",
+            )
+        elif self.policy != "fcfs":
             require(
                 len(self.thresholds) == self.workload.num_classes,
                 "thresholds",
@@ -104,6 +122,41 @@ def _served_wait(system: FluidSystem, queue: np.ndarray, stages: np.ndarray) -> 
     return served, admitted
 
 
+def _segment_of_stage(system: FluidSystem) -> np.ndarray:
+    segment = np.zeros(system.stages, dtype=int)
+    previous = -1
+    for k, end in enumerate(system.boundaries):
+        segment[previous + 1 : end + 1] = k
+        previous = end
+    return segment
+
+
+def _served_nested(system: FluidSystem, queue: np.ndarray, stages: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Nested WAIT in the fluid: the prefix rule on aggregated entry masses, caps per stage.
+
+    Output lengths are hidden, so a stage's cap ``n_k`` applies to the mass summed over classes
+    and is shared among them in proportion to their mass.
+    """
+    n = np.asarray(system.thresholds, dtype=float)
+    segment = _segment_of_stage(system)
+    entries = [float(queue.sum())]
+    for k in range(1, len(system.boundaries)):
+        entries.append(float(stages[:, system.boundaries[k - 1] + 1].sum()))
+    top = 0
+    while top < len(entries) and entries[top] >= n[top] * (1 - 1e-12):
+        top += 1
+    if top == 0:
+        return None
+    totals = stages.sum(axis=0)
+    caps = np.where(segment < top, n[segment], 0.0)
+    fraction = np.divide(np.minimum(caps, totals), totals, out=np.zeros_like(totals), where=totals > 0)
+    served = stages * fraction[None, :] * system.valid()
+    waiting = float(queue.sum())
+    admitted = queue * (min(n[0], waiting) / waiting if waiting > 0 else 0.0)
+    served[:, 0] = admitted
+    return served, admitted
+
+
 def _evict_newest(system: FluidSystem, queue: np.ndarray, stages: np.ndarray) -> None:
     """Move mass from the lowest stages (the latest admitted) back to the queue until memory <= C."""
     kv = system.kv_per_stage()
@@ -151,6 +204,17 @@ def step(
         stages[:, 0] += admitted
         queue -= admitted
         served = stages * system.valid()
+    elif system.policy == "nested-wait":
+        chosen = _served_nested(system, queue, stages)
+        if chosen is None:
+            positive = rates > 0
+            if not positive.any() or queue.sum() >= system.thresholds[0]:
+                return queue, stages, np.inf, 0.0, system.memory(stages)
+            idle = float((system.thresholds[0] - queue.sum()) / rates.sum())
+            return queue + rates * idle, stages, idle, 0.0, system.memory(stages)
+        served, admitted = chosen
+        queue -= admitted
+        stages[:, 0] += admitted
     else:
         chosen = _served_wait(system, queue, stages)
         if chosen is None:
