@@ -185,20 +185,7 @@ def equilibrium_closed_form(
             utilisation,
         )
     binding = tuple(k for k, v in utilisation.items() if v >= 1 - TIGHT)
-    return EquilibriumResult(
-        status="stable",
-        message="stable: " + _summary(iteration_time, float(per_stage @ workload.kv_mass), profile),
-        method="closed-form",
-        class_names=workload.class_names,
-        iteration_time_s=iteration_time,
-        per_stage=per_stage,
-        memory_tokens=float(per_stage @ workload.kv_mass),
-        throughput_tokens_per_s=benchmark[0],
-        completions_per_s=benchmark[1],
-        binding=binding,
-        utilisation=utilisation,
-        active_piece=piece,
-    )
+    return _stable(workload, profile, "closed-form", iteration_time, per_stage, benchmark, binding, utilisation, piece)
 
 
 def equilibrium_lp(
@@ -256,20 +243,17 @@ def equilibrium_lp(
         )
     binding = tuple(k for k, v in utilisation.items() if v >= 1 - LP_TOLERANCE or duals.get(k, 0.0) > 1e-9)
     piece_times = bases + costs @ per_stage
-    return EquilibriumResult(
-        status="stable",
-        message="stable: " + _summary(iteration_time, float(per_stage @ workload.kv_mass), profile),
-        method="lp",
-        class_names=workload.class_names,
-        iteration_time_s=iteration_time,
-        per_stage=per_stage,
-        memory_tokens=float(per_stage @ workload.kv_mass),
-        throughput_tokens_per_s=benchmark[0],
-        completions_per_s=benchmark[1],
-        binding=binding,
-        utilisation=utilisation,
-        active_piece=int(np.argmax(piece_times)),
-        duals=duals,
+    return _stable(
+        workload,
+        profile,
+        "lp",
+        iteration_time,
+        per_stage,
+        benchmark,
+        binding,
+        utilisation,
+        int(np.argmax(piece_times)),
+        duals,
     )
 
 
@@ -283,6 +267,36 @@ def _utilisation(
     if constraints.tbt_max_s is not None:
         out["tbt"] = iteration_time / constraints.tbt_max_s
     return out
+
+
+def _stable(
+    workload: Workload,
+    profile: GPUProfile,
+    method: str,
+    iteration_time: float,
+    per_stage: np.ndarray,
+    benchmark: tuple[float, float],
+    binding: tuple[str, ...],
+    utilisation: dict[str, float],
+    piece: int,
+    duals: dict[str, float] | None = None,
+) -> EquilibriumResult:
+    memory = float(per_stage @ workload.kv_mass)
+    return EquilibriumResult(
+        status="stable",
+        message="stable: " + _summary(iteration_time, memory, profile),
+        method=method,
+        class_names=workload.class_names,
+        iteration_time_s=iteration_time,
+        per_stage=per_stage,
+        memory_tokens=memory,
+        throughput_tokens_per_s=benchmark[0],
+        completions_per_s=benchmark[1],
+        binding=binding,
+        utilisation=utilisation,
+        active_piece=piece,
+        duals=duals or {},
+    )
 
 
 def _summary(iteration_time: float, memory: float, profile: GPUProfile) -> str:

@@ -523,6 +523,49 @@ def _enqueue_arrival(slot_i, slot_f, queues, qhead, qlen, free, scal_i, scal_f, 
 
 
 @njit(cache=True)
+def _enqueue_until(
+    slot_i,
+    slot_f,
+    queues,
+    qhead,
+    qlen,
+    free,
+    scal_i,
+    scal_f,
+    cfg_i,
+    cfg_f,
+    arr_t,
+    arr_cls,
+    arr_pre,
+    arr_dec,
+    arr_id,
+    ai,
+    t_limit,
+):
+    """Enqueue the chunk's arrivals up to ``t_limit`` while slots are free; returns the next index."""
+    while ai < arr_t.size and arr_t[ai] <= t_limit and scal_i[S_NFREE] > 0:
+        _enqueue_arrival(
+            slot_i,
+            slot_f,
+            queues,
+            qhead,
+            qlen,
+            free,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            arr_t[ai],
+            arr_cls[ai],
+            arr_pre[ai],
+            arr_dec[ai],
+            arr_id[ai],
+        )
+        ai += 1
+    return ai
+
+
+@njit(cache=True)
 def _complete(slot_i, slot_f, free, scal_i, scal_f, cfg_i, cfg_f, hist, comp_log, slot, t):
     arrival = slot_f[F_ARRIVAL, slot]
     latency = t - arrival
@@ -598,28 +641,28 @@ def run_kernel(
     drain = cfg_i[C_DRAIN] == 1
     while True:
         t = scal_f[T_NOW]
-        while ai < n_arr and arr_t[ai] <= t:
-            if scal_i[S_NFREE] == 0:
-                scal_i[S_CONSUMED] = ai
-                return RC_NEED_SLOTS
-            _enqueue_arrival(
-                slot_i,
-                slot_f,
-                queues,
-                qhead,
-                qlen,
-                free,
-                scal_i,
-                scal_f,
-                cfg_i,
-                cfg_f,
-                arr_t[ai],
-                arr_cls[ai],
-                arr_pre[ai],
-                arr_dec[ai],
-                arr_id[ai],
-            )
-            ai += 1
+        ai = _enqueue_until(
+            slot_i,
+            slot_f,
+            queues,
+            qhead,
+            qlen,
+            free,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            arr_t,
+            arr_cls,
+            arr_pre,
+            arr_dec,
+            arr_id,
+            ai,
+            t,
+        )
+        if ai < n_arr and arr_t[ai] <= t:  # stopped for want of a free slot
+            scal_i[S_CONSUMED] = ai
+            return RC_NEED_SLOTS
         if ai == n_arr and not arrivals_final:
             scal_i[S_CONSUMED] = ai
             return RC_NEED_ARRIVALS
@@ -682,25 +725,25 @@ def run_kernel(
         if memory > capacity:
             scal_i[S_OVERFLOW_ITERATIONS] += 1
         t_end = t + tau
-        while ai < n_arr and arr_t[ai] <= t_end and scal_i[S_NFREE] > 0:
-            _enqueue_arrival(
-                slot_i,
-                slot_f,
-                queues,
-                qhead,
-                qlen,
-                free,
-                scal_i,
-                scal_f,
-                cfg_i,
-                cfg_f,
-                arr_t[ai],
-                arr_cls[ai],
-                arr_pre[ai],
-                arr_dec[ai],
-                arr_id[ai],
-            )
-            ai += 1
+        ai = _enqueue_until(
+            slot_i,
+            slot_f,
+            queues,
+            qhead,
+            qlen,
+            free,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            arr_t,
+            arr_cls,
+            arr_pre,
+            arr_dec,
+            arr_id,
+            ai,
+            t_end,
+        )
         _integrate(scal_i, scal_f, cfg_f, t_end)
         if t_end > cfg_f[CF_WARMUP] and t < window_end:
             scal_f[T_BUSY] += min(t_end, window_end) - max(t, cfg_f[CF_WARMUP])
