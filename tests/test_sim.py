@@ -303,3 +303,13 @@ def test_nested_wait_at_fluid_memory_overflows_or_loses_throughput():
     assert repaired.evictions > 0 or repaired.throughput_gap > 0.05
     roomy = simulate(pair, at_m_star.with_capacity(200), policy, horizon_s=2000, rng=3)
     assert roomy.overflow_iterations == 0 and roomy.throughput_gap < 0.05
+
+
+def test_nested_wait_without_hold_keeps_interior_stages_moving():
+    mix = preset_workload("mix-p512d20-p512d50").with_total_rate(14)
+    profile = preset_profile("a100-80gb-llama-3-8b")
+    held = simulate(mix, profile, NestedWaitPolicy((20, 50), (2, 1)), requests=4000, rng=5, drain=True)
+    flowing = simulate(mix, profile, NestedWaitPolicy((20, 50), (2, 1), hold=False), requests=4000, rng=5, drain=True)
+    for result in (held, flowing):
+        assert result.unfinished_requests == 0 and result.overflow_iterations == 0 and result.evictions == 0
+    assert flowing.mean_latency_s < 0.5 * held.mean_latency_s

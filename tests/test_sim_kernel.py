@@ -12,15 +12,16 @@ from fluidopt.workload import preset_workload
 
 workload = preset_workload("mix-p512d20-p512d50").with_total_rate(25)
 profile = preset_profile("a100-80gb-llama-2-7b").with_capacity(6000)
-policies = [WaitPolicy((2, 1)), WaitPolicy((2, 1), gate=False), NestedWaitPolicy((20, 50), (2, 1), repair=True),
+policies = [WaitPolicy((2, 1)), WaitPolicy((2, 1), gate=False), WaitPolicy((2, 1), hold=False),
+            NestedWaitPolicy((20, 50), (2, 1), repair=True), NestedWaitPolicy((20, 50), (2, 1), hold=False),
             FCFSPolicy(), VLLMPolicy(), SarathiPolicy()]
 out = {}
-for policy in policies:
+for index, policy in enumerate(policies):
     for eviction in ("restart", "recompute"):
         result = simulate(workload, profile, policy, requests=300, rng=3, eviction=eviction, drain=True)
         data = result.to_dict()
         data.pop("wall_time_s")
-        out[policy.name + "/" + eviction] = data
+        out[str(index) + policy.name + "/" + eviction] = data
 print(json.dumps(out))
 """
 

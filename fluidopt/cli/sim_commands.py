@@ -26,7 +26,7 @@ from fluidopt.policies.io import (
 from fluidopt.policies.nested import nested_wait_thresholds
 from fluidopt.policies.wait import wait_thresholds
 from fluidopt.sim import POLICY_NAMES, MMPPArrivals, TraceArrivals, arrival_process, simulate
-from fluidopt.sim.policies import WaitPolicy, wait_thresholds_from_kappa
+from fluidopt.sim.policies import NestedWaitPolicy, WaitPolicy, wait_thresholds_from_kappa
 from fluidopt.trace import read_trace
 
 
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-hold",
         action="store_true",
-        help="wait: residents of ineligible classes keep decoding (MODEL.md holds them)",
+        help="wait / nested-wait: residents of closed classes or segments keep decoding (MODEL.md holds them)",
     )
     p.add_argument("--eviction", choices=("restart", "recompute"), default="restart")
     p.add_argument(
@@ -140,9 +140,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         arrivals = arrival_process(args.arrivals)
     policy = _policy_from_args(args, workload, profile)
     if args.no_hold:
-        if not isinstance(policy, WaitPolicy):
-            raise InputError("--no-hold", True, f"applies to wait, not {policy.name}")
-        policy = WaitPolicy(policy.thresholds, gate=policy.gate, hold=False)
+        if isinstance(policy, WaitPolicy):
+            policy = WaitPolicy(policy.thresholds, gate=policy.gate, hold=False)
+        elif isinstance(policy, NestedWaitPolicy):
+            policy = NestedWaitPolicy(policy.boundaries, policy.thresholds, policy.repair, hold=False)
+        else:
+            raise InputError("--no-hold", True, f"applies to wait and nested-wait, not {policy.name}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ThresholdConditionWarning)
         check_policy_conditions(policy, workload, profile, strict=args.strict)

@@ -51,9 +51,10 @@ def configurations(name: str, workload: Workload, profile: GPUProfile) -> list[t
             return []
         return [
             (
-                NestedWaitPolicy(design.segments.boundaries, design.thresholds),
-                {"boundaries": list(design.segments.boundaries), "thresholds": list(design.thresholds)},
+                NestedWaitPolicy(design.segments.boundaries, design.thresholds, hold=hold),
+                {"boundaries": list(design.segments.boundaries), "thresholds": list(design.thresholds), "hold": hold},
             )
+            for hold in (True, False)
         ]
     if name == "vllm":
         return [(VLLMPolicy(max_batch=cap), {"max_batch": cap}) for cap in VLLM_BATCH_CAPS]

@@ -39,7 +39,7 @@ from fluidopt.trace import read_trace
 from fluidopt.workload import preset_workload, workload_from_trace
 
 PAPER_PROFILE = "a100-80gb-llama-3-8b"
-COMPARED = ("wait", "wait-nohold", "nested-wait", "vllm", "sarathi")
+COMPARED = ("wait", "wait-nohold", "nested-wait", "nested-wait-nohold", "vllm", "sarathi")
 
 
 @dataclass

@@ -36,11 +36,17 @@ def _nested(workload: Workload, profile: GPUProfile) -> Policy:
     return NestedWaitPolicy(design.segments.boundaries, design.thresholds)
 
 
+def _nested_nohold(workload: Workload, profile: GPUProfile) -> Policy:
+    design = nested_wait_thresholds(workload, profile)
+    return NestedWaitPolicy(design.segments.boundaries, design.thresholds, hold=False)
+
+
 FACTORIES: dict[str, PolicyFactory] = {
     "wait": _wait,
     "wait-nohold": _wait_nohold,
     "wait-nowait": _wait_nowait,
     "nested-wait": _nested,
+    "nested-wait-nohold": _nested_nohold,
     "vllm": lambda w, p: VLLMPolicy(),
     "sarathi": lambda w, p: SarathiPolicy(),
     "fcfs": lambda w, p: FCFSPolicy(),

@@ -326,18 +326,21 @@ def _select_nested(
     else:
         while top < segments and entry[top] >= thr[top]:
             top += 1
-    if top == 0:
+    hold = cfg_i[C_HOLD] == 1
+    if top == 0 and hold:
         return 0
     nb = 0
     for r in range(nres):
         slot = res[r]
         stage = slot_i[I_STAGE, slot]
         segment = seg_of_stage[stage]
-        if segment < top and cnt[0, stage] < thr[segment]:
+        # Without hold, interior stages of closed segments keep decoding; entry stages still wait.
+        interior = stage >= 1 and not (segment > 0 and stage == seg_entry[segment])
+        if (segment < top or (not hold and interior)) and cnt[0, stage] < thr[segment]:
             cnt[0, stage] += 1
             chunk = slot_i[I_TARGET, slot] - slot_i[I_PREFILL_DONE, slot] if stage == 0 else 0
             nb = _add(bsel, bchunk, nb, slot, chunk)
-    take = min(thr[0] - cnt[0, 0], qlen[0])
+    take = min(thr[0] - cnt[0, 0], qlen[0]) if top > 0 else 0
     for _ in range(take):
         slot = _queue_pop_front(queues, qhead, qlen, 0)
         _admit(slot_i, res, scal_i, cfg_i, slot)

@@ -71,12 +71,15 @@ class NestedWaitPolicy:
     Segment 1 covers stages ``0..boundaries[0]``; segment k covers
     ``boundaries[k-2]+1..boundaries[k-1]``.  ``thresholds[k]`` is segment k's entry threshold and
     per-stage cap.  ``repair`` evicts the most recently admitted boundary-queue requests when
-    memory would exceed C (the paper's latest version).
+    memory would exceed C (the paper's latest version).  ``hold=True`` is MODEL.md section 6: only
+    the segments admitted by the prefix rule run.  ``hold=False`` lets the interior stages of the
+    other segments keep decoding (entry stages still wait for their thresholds).
     """
 
     boundaries: tuple[int, ...]
     thresholds: tuple[int, ...]
     repair: bool = False
+    hold: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "boundaries", _whole_tuple(self.boundaries, "boundaries", 1))
@@ -103,6 +106,7 @@ class NestedWaitPolicy:
             "thresholds": np.array(self.thresholds, dtype=np.int64),
             "boundaries": np.array(self.boundaries, dtype=np.int64),
             "repair": self.repair,
+            "hold": self.hold,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +116,7 @@ class NestedWaitPolicy:
             "boundaries": list(self.boundaries),
             "thresholds": list(self.thresholds),
             "repair": self.repair,
+            "hold": self.hold,
         }
 
 
