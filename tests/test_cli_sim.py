@@ -181,3 +181,31 @@ def test_zero_rate_simulation_is_empty(capsys):
     code, out, _ = run(capsys, "simulate", "--policy", "sarathi", "--rate", "0", "--horizon-s", "10", "--json")
     data = json.loads(out)
     assert code == 0 and data["arrived_requests"] == 0 and data["mean_latency_s"] is None
+
+
+def test_thresholds_bad_input(capsys):
+    code, _, err = run(capsys, "thresholds", "--policy", "wait", "--kappa", "-1")
+    assert code == 2 and "kappa" in err
+    code, _, err = run(capsys, "thresholds", "--policy", "nested-wait", "--delta", "3")
+    assert code == 2 and "delta" in err
+
+
+def test_simulate_trace_replay(capsys, shared_data):
+    trace = shared_data / "traces" / "splitwise_code.csv"
+    code, out, _ = run(
+        capsys,
+        "simulate",
+        "-w",
+        str(trace),
+        "-p",
+        "h100-80gb-llama-3-8b",
+        "--policy",
+        "sarathi",
+        "--arrivals",
+        "trace",
+        "--requests",
+        "2000",
+        "--json",
+    )
+    data = json.loads(out)
+    assert code == 0 and data["arrived_requests"] == 2000 and data["settings"]["arrivals"]["process"] == "trace"
