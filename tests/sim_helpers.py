@@ -7,6 +7,23 @@ from scipy import stats
 
 from fluidopt.sim import simulate
 
+# The JSON keys the simulator issue requires of every summary.
+REQUIRED_SUMMARY_KEYS = (
+    "arrived_requests",
+    "completed_requests",
+    "unfinished_requests",
+    "evictions",
+    "throughput_tokens_per_s",
+    "completed_per_s",
+    "mean_latency_s",
+    "p99_latency_s",
+    "mean_ttft_s",
+    "peak_memory_tokens",
+    "iterations",
+    "seed",
+    "policy",
+)
+
 
 def replicate(workload, profile, policy, seeds: int, root: int = 2504, **kwargs):
     """Independent replicates with seeds spawned from one root."""

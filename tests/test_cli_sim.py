@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from sim_helpers import REQUIRED_SUMMARY_KEYS
 
 from fluidopt.cli import main
 
@@ -15,21 +16,7 @@ def test_simulate_json_keys(capsys):
     code, out, _ = run(capsys, "simulate", "--policy", "sarathi", "--requests", "2000", "--seed", "3", "--json")
     data = json.loads(out)
     assert code == 0
-    for key in (
-        "arrived_requests",
-        "completed_requests",
-        "unfinished_requests",
-        "evictions",
-        "throughput_tokens_per_s",
-        "completed_per_s",
-        "mean_latency_s",
-        "p99_latency_s",
-        "mean_ttft_s",
-        "peak_memory_tokens",
-        "iterations",
-        "seed",
-        "policy",
-    ):
+    for key in REQUIRED_SUMMARY_KEYS:
         assert key in data
     assert data["seed"] == 3 and data["policy"] == "sarathi" and data["arrived_requests"] == 2000
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sim_helpers import confidence_interval, replicate
+from sim_helpers import REQUIRED_SUMMARY_KEYS, confidence_interval, replicate
 
 from fluidopt.errors import InputError
 from fluidopt.policies import wait_thresholds
@@ -258,21 +258,7 @@ def test_state_grows_with_requests_in_system_not_simulated():
 
 def test_json_keys():
     data = simulate(P512, A100, VLLMPolicy(), requests=500).to_dict()
-    for key in (
-        "arrived_requests",
-        "completed_requests",
-        "unfinished_requests",
-        "evictions",
-        "throughput_tokens_per_s",
-        "completed_per_s",
-        "mean_latency_s",
-        "p99_latency_s",
-        "mean_ttft_s",
-        "peak_memory_tokens",
-        "iterations",
-        "seed",
-        "policy",
-    ):
+    for key in REQUIRED_SUMMARY_KEYS:
         assert key in data
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fluidopt.errors import InputError, require
-from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate
+from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate, run_settings
 from fluidopt.experiments.sweep import Executor
 from fluidopt.fluid.stability import max_stable_scale
 from fluidopt.policies.nested import nested_wait_thresholds
@@ -158,15 +158,15 @@ def capacity(
     for name in policies:
         require(name in CAPACITY_POLICIES, "policy", name, f"choose from {', '.join(CAPACITY_POLICIES)}")
     fluid = max_stable_scale(workload, profile).max_rate_per_s
-    run = {
-        "targets": targets,
-        "replicates": replicates,
-        "requests": requests,
-        "seed": seed,
-        "executor": executor,
-        "cache_dir": cache_dir,
-        "progress": progress,
-    }
+    run = run_settings(
+        targets,
+        replicates=replicates,
+        requests=requests,
+        seed=seed,
+        executor=executor,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
     results = {
         name: max_sustained_rate(name, workload, profile, low=0.0, high=1.25 * fluid, steps=steps, run=run)
         for name in policies

@@ -111,6 +111,28 @@ class Evaluation:
         }
 
 
+def run_settings(
+    targets: Targets,
+    *,
+    replicates: int,
+    requests: int,
+    seed: int,
+    executor: Executor | None = None,
+    cache_dir: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`evaluate` other than the workload, profile and configurations."""
+    return {
+        "targets": targets,
+        "replicates": replicates,
+        "requests": requests,
+        "seed": seed,
+        "executor": executor,
+        "cache_dir": cache_dir,
+        "progress": progress,
+    }
+
+
 def evaluate(
     workload: Workload,
     profile: GPUProfile,

@@ -25,7 +25,7 @@ from fluidopt import __version__
 from fluidopt.errors import InputError
 from fluidopt.experiments.asymptotics import run_asymptotics
 from fluidopt.experiments.capacity import max_sustained_rate
-from fluidopt.experiments.evaluate import Targets
+from fluidopt.experiments.evaluate import Targets, run_settings
 from fluidopt.experiments.rate_sweep import rate_sweep
 from fluidopt.experiments.sweep import Executor, SerialExecutor
 from fluidopt.fitting import fit_piecewise, read_vidur_mlp_csv
@@ -188,13 +188,13 @@ def fig_stability_region(ctx: FigureContext) -> FigureOutput:
     boundary = stability_boundary(mix, ctx.profile, directions=91)
     angles = np.linspace(0.15, np.pi / 2 - 0.15, 3 if ctx.quick else 5)
     policies = ("wait", "vllm") if ctx.quick else ("wait", "nested-wait", "vllm", "sarathi")
-    run = {
-        "targets": Targets(),
-        "replicates": 1 if ctx.quick else 2,
-        "requests": 2000 if ctx.quick else 10_000,
-        "seed": ctx.seed,
-        "executor": ctx.executor,
-    }
+    run = run_settings(
+        Targets(),
+        replicates=1 if ctx.quick else 2,
+        requests=2000 if ctx.quick else 10_000,
+        seed=ctx.seed,
+        executor=ctx.executor,
+    )
     measured: dict[str, list[np.ndarray]] = {p: [] for p in policies}
     rows: list[dict[str, Any]] = [
         {"series": "fluid", "angle": a, "rate_1": r[0], "rate_2": r[1]}
@@ -232,7 +232,7 @@ def fig_stability_region(ctx: FigureContext) -> FigureOutput:
             "workload": mix.name,
             "angles": angles.tolist(),
             "policies": list(policies),
-            **{k: v for k, v in run.items() if k != "executor"},
+            **{k: v for k, v in run.items() if k in ("replicates", "requests", "seed")},
         },
     )
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fluidopt.errors import InputError, require
-from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate
+from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate, run_settings
 from fluidopt.experiments.sweep import Executor
 from fluidopt.fluid.stability import max_stable_scale
 from fluidopt.policies.nested import nested_wait_thresholds
@@ -166,15 +166,15 @@ def tune(
     targets = targets or Targets()
     require(family in ("auto", "wait", "nested-wait"), "policy", family, "must be auto, wait or nested-wait")
     require(objective in ("mean-latency", "max-rate"), "objective", objective, "must be mean-latency or max-rate")
-    run = {
-        "targets": targets,
-        "replicates": replicates,
-        "requests": requests,
-        "seed": seed,
-        "executor": executor,
-        "cache_dir": cache_dir,
-        "progress": progress,
-    }
+    run = run_settings(
+        targets,
+        replicates=replicates,
+        requests=requests,
+        seed=seed,
+        executor=executor,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
     if objective == "mean-latency":
         return _tune_at_rate(workload, profile, family, run)
     limit = max_stable_scale(workload, profile).max_rate_per_s

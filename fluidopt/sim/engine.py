@@ -12,16 +12,19 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
+from numba.core.registry import CPUDispatcher as Dispatcher
 
 import fluidopt.sim.layout as layout
 from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
 from fluidopt.fluid.constraints import check_fits
 from fluidopt.profile import GPUProfile
+from fluidopt.sim import kernel as kernel_module
 from fluidopt.sim.arrivals import ArrivalProcess, PoissonArrivals, TraceArrivals
-from fluidopt.sim.kernel import run_kernel
+from fluidopt.sim.kernel import compiled_layout_fingerprint, run_kernel
 from fluidopt.sim.policies import NestedWaitPolicy, Policy, WaitPolicy
 from fluidopt.sim.results import QUANTILES, SimulationResult, histogram_quantile
 from fluidopt.workload import Workload
@@ -37,6 +40,16 @@ class InitialRequests:
     class_index: int
     stage: int
     count: int
+
+
+@cache
+def ensure_fresh_kernel() -> None:
+    """Recompile the kernel if its on-disk cache was built against another state layout."""
+    if compiled_layout_fingerprint() == layout.fingerprint():
+        return
+    for value in vars(kernel_module).values():
+        if isinstance(value, Dispatcher):
+            value.recompile()
 
 
 class _State:
@@ -177,6 +190,7 @@ def simulate(
 
     """
     started = time.perf_counter()
+    ensure_fresh_kernel()
     if (requests is None) == (horizon_s is None):
         raise InputError("requests/horizon_s", (requests, horizon_s), "give exactly one of requests and horizon_s")
     if requests is not None:

@@ -112,9 +112,21 @@ from fluidopt.sim.layout import (
     T_TBT_SUM,
     T_TTFT_SUM,
     T_WAITING_AREA,
+    fingerprint,
 )
 
 # ----------------------------------------------------------------- helpers
+
+# numba's on-disk cache is keyed on this file only, so a change to layout.py alone would leave
+# compiled code with stale indices; engine.ensure_fresh_kernel() compares this value, frozen at
+# compile time, with layout.fingerprint() and recompiles on a mismatch.
+LAYOUT_FINGERPRINT = fingerprint()
+
+
+@njit(cache=True)
+def compiled_layout_fingerprint():
+    """The layout fingerprint this module was compiled with."""
+    return LAYOUT_FINGERPRINT
 
 
 @njit(cache=True)
