@@ -35,6 +35,9 @@ class ModelShape:
     head_dim: int
     parameters: float
     bytes_per_value: int = 2
+    hidden: int = 0
+    ffn_hidden: int = 0
+    q_heads: int = 0
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -45,6 +48,19 @@ class ModelShape:
     def weight_bytes(self) -> float:
         """Bytes of weights at ``bytes_per_value`` per parameter."""
         return self.parameters * self.bytes_per_value
+
+    @property
+    def layer_parameters(self) -> float:
+        """Parameters of the transformer layers alone (Vidur's count: no embedding, no LM head).
+
+        Attention ``hidden x (q_heads + 2 kv_heads) x head_dim`` plus the output projection,
+        a gated MLP ``3 x hidden x ffn_hidden`` and two norms, times the layers.
+        """
+        require(self.hidden > 0 and self.ffn_hidden > 0, "model", self.name, "has no layer shape for Vidur's planner")
+        attention = self.hidden * (self.q_heads + 2 * self.kv_heads) * self.head_dim
+        attention += self.q_heads * self.head_dim * self.hidden
+        mlp = 3 * self.hidden * self.ffn_hidden
+        return float(self.layers * (attention + mlp + 2 * self.hidden))
 
 
 GPUS: dict[str, GPUSpec] = {
@@ -57,10 +73,10 @@ GPUS: dict[str, GPUSpec] = {
 }
 
 MODELS: dict[str, ModelShape] = {
-    "llama-2-7b": ModelShape("llama-2-7b", 32, 32, 128, 6.74e9),
-    "llama-3-8b": ModelShape("llama-3-8b", 32, 8, 128, 8.03e9),
-    "llama-2-70b": ModelShape("llama-2-70b", 80, 8, 128, 6.9e10),
-    "mistral-7b": ModelShape("mistral-7b", 32, 8, 128, 7.24e9),
+    "llama-2-7b": ModelShape("llama-2-7b", 32, 32, 128, 6.74e9, hidden=4096, ffn_hidden=11008, q_heads=32),
+    "llama-3-8b": ModelShape("llama-3-8b", 32, 8, 128, 8.03e9, hidden=4096, ffn_hidden=14336, q_heads=32),
+    "llama-2-70b": ModelShape("llama-2-70b", 80, 8, 128, 6.9e10, hidden=8192, ffn_hidden=28672, q_heads=64),
+    "mistral-7b": ModelShape("mistral-7b", 32, 8, 128, 7.24e9, hidden=4096, ffn_hidden=14336, q_heads=32),
 }
 
 
@@ -104,6 +120,34 @@ def kv_capacity_tokens(gpu: GPUSpec, model: ModelShape, memory_utilisation: floa
         f"leaves no KV memory: {model.name} weights do not fit on {gpu.name}",
     )
     return int(free_bytes // model.kv_bytes_per_token)
+
+
+def vidur_kv_capacity_tokens(
+    gpu: GPUSpec,
+    model: ModelShape,
+    *,
+    memory_margin: float = 0.1,
+    block_tokens: int = 16,
+    max_request_tokens: int = 4096,
+) -> int:
+    """KV capacity as Vidur plans it: whole maximum-length requests of whole blocks.
+
+    Vidur keeps ``1 - memory_margin`` of HBM, subtracts the layer weights (2 bytes per layer
+    parameter, :attr:`ModelShape.layer_parameters`), fits as many requests of
+    ``max_request_tokens`` KV tokens as the rest allows, and hands out their blocks.  For
+    Meta-Llama-3-8B on an 80 GB A100 this gives 117 requests x 256 blocks = 29,952 blocks of 16
+    tokens, the figure recorded in the paper authors' runs (shared/data/paper/README).
+    """
+    margin = require_finite_number(memory_margin, "memory_margin")
+    require(0 <= margin < 1, "memory_margin", memory_margin, "must be in [0, 1)")
+    require(block_tokens >= 1, "block_tokens", block_tokens, "must be >= 1")
+    require(max_request_tokens >= 1, "max_request_tokens", max_request_tokens, "must be >= 1")
+    free_bytes = gpu.hbm_gib * GIB * (1 - margin) - model.layer_parameters * model.bytes_per_value
+    per_request = max_request_tokens * model.kv_bytes_per_token
+    requests = int(free_bytes // per_request)
+    require(requests >= 1, "memory_margin", memory_margin, f"leaves no room for one {max_request_tokens}-token request")
+    blocks_per_request = -(-max_request_tokens // block_tokens)
+    return requests * blocks_per_request * block_tokens
 
 
 def decode_attention_s_per_token(gpu: GPUSpec, model: ModelShape, bandwidth_efficiency: float = 1.0) -> float:

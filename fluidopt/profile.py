@@ -21,9 +21,12 @@ from typing import Any
 import numpy as np
 
 from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
+from fluidopt.timing import MeasuredTiming, _reject_unknown, affine_surrogate
 from fluidopt.tomlio import parse_toml, read_toml
 
 PIECE_KEYS = ("base_s", "per_kv_token_s", "per_prefill_token_s", "per_sequence_s")
+TIMING_KINDS = ("affine", "measured")
+PROFILE_KEYS = ("name", "kv_capacity_tokens", "description", "iteration_time", "fit", "block_tokens", "schema_version")
 
 
 @dataclass(frozen=True)
@@ -71,19 +74,30 @@ class GPUProfile:
         Provenance: where the numbers come from.
     fit : dict
         Optional fit quality and sources (for example ``{"mape": 0.02, "r2": 0.999}``).
+    timing : MeasuredTiming, optional
+        A measured, attention-aware iteration-time model (:mod:`fluidopt.timing`).  When given,
+        the simulator and the fixed-point equilibrium use it, and ``pieces`` (computed from it
+        when left empty) is only its convex affine surrogate for the linear program's duals.
+    block_tokens : int
+        KV-cache block size the capacity was planned in (1 = token-exact; Vidur: 16).
 
     """
 
     name: str
     kv_capacity_tokens: int
-    pieces: tuple[AffinePiece, ...]
+    pieces: tuple[AffinePiece, ...] = ()
     description: str = ""
     fit: dict[str, Any] = field(default_factory=dict, compare=False)
+    timing: MeasuredTiming | None = None
+    block_tokens: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "kv_capacity_tokens", require_whole_number(self.kv_capacity_tokens, "kv_capacity_tokens", 1)
         )
+        object.__setattr__(self, "block_tokens", require_whole_number(self.block_tokens, "block_tokens", 1))
+        if self.timing is not None and not self.pieces:
+            object.__setattr__(self, "pieces", tuple(AffinePiece(*row) for row in affine_surrogate(self.timing)))
         object.__setattr__(self, "pieces", tuple(self.pieces))
         require(len(self.pieces) > 0, "iteration_time", [], "needs at least one affine piece")
         require(
@@ -100,10 +114,20 @@ class GPUProfile:
         return len(self.pieces) == 1
 
     @property
+    def is_measured(self) -> bool:
+        """True when the iteration time is a measured (non-affine) model."""
+        return self.timing is not None
+
+    @property
     def is_paper_linear(self) -> bool:
         """True for the paper's model ``tau = d0 + d1 K`` (one piece, no prefill or sequence cost)."""
         piece = self.pieces[0]
-        return self.is_single_piece and piece.per_prefill_token_s == 0 and piece.per_sequence_s == 0
+        return (
+            not self.is_measured
+            and self.is_single_piece
+            and piece.per_prefill_token_s == 0
+            and piece.per_sequence_s == 0
+        )
 
     def coefficient_matrix(self) -> np.ndarray:
         """Array of shape (pieces, 4): base, per KV token, per prefill token, per sequence."""
@@ -121,22 +145,59 @@ class GPUProfile:
         sequences : float or array
             Sequences in the batch.
 
+        Notes
+        -----
+        For a measured profile this evaluates its affine surrogate: aggregate counts do not say
+        how the tokens split into chunks and decodes.  Use :meth:`batch_time` for one batch.
+
         """
         times = [p.time(kv_tokens, prefill_tokens, sequences) for p in self.pieces]
         result = np.maximum.reduce(times) if len(times) > 1 else times[0]
         return float(result) if np.ndim(result) == 0 else result
 
+    def batch_time(self, chunks: Any = (), cached: Any = (), decode_cached: Any = ()) -> float:
+        """Iteration time of one concrete batch (the simulator's rule).
+
+        Parameters
+        ----------
+        chunks, cached : sequences of int
+            For each prefilling request: prompt tokens processed this iteration and already cached.
+        decode_cached : sequence of int
+            For each decoding request: tokens already cached (the KV it reads).
+
+        """
+        if self.timing is not None:
+            return self.timing.batch_time(chunks, cached, decode_cached)
+        chunks = np.asarray(chunks, dtype=float)
+        cached = np.asarray(cached, dtype=float)
+        decode_cached = np.asarray(decode_cached, dtype=float)
+        kv = float(chunks.sum() + cached.sum() + decode_cached.sum() + decode_cached.size)
+        return float(self.iteration_time(kv, float(chunks.sum()), float(chunks.size + decode_cached.size)))
+
     def with_capacity(self, kv_capacity_tokens: int) -> GPUProfile:
         """The same profile with another KV capacity."""
-        return GPUProfile(self.name, kv_capacity_tokens, self.pieces, self.description, dict(self.fit))
+        return GPUProfile(
+            self.name,
+            kv_capacity_tokens,
+            self.pieces,
+            self.description,
+            dict(self.fit),
+            self.timing,
+            self.block_tokens,
+        )
 
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict[str, Any]:
         """Mapping in the TOML schema (first piece inline, further ones under ``pieces``)."""
-        timing: dict[str, Any] = self.pieces[0].to_dict()
-        if len(self.pieces) > 1:
-            timing["pieces"] = [p.to_dict() for p in self.pieces[1:]]
+        if self.timing is not None:
+            timing = self.timing.to_dict()
+        else:
+            timing = self.pieces[0].to_dict()
+            if len(self.pieces) > 1:
+                timing["pieces"] = [p.to_dict() for p in self.pieces[1:]]
         out: dict[str, Any] = {"name": self.name, "kv_capacity_tokens": self.kv_capacity_tokens}
+        if self.block_tokens != 1:
+            out["block_tokens"] = self.block_tokens
         if self.description:
             out["description"] = self.description
         out["iteration_time"] = timing
@@ -148,26 +209,55 @@ class GPUProfile:
     def from_dict(cls, data: dict[str, Any], source: str = "profile") -> GPUProfile:
         """Build a profile from a mapping in the TOML schema."""
         require(isinstance(data, dict), source, type(data).__name__, "must be a table")
+        _reject_unknown(data, PROFILE_KEYS, source)
         require("kv_capacity_tokens" in data, f"{source}: kv_capacity_tokens", None, "is required")
         timing = data.get("iteration_time")
         require(isinstance(timing, dict), f"{source}: iteration_time", timing, "must be a table [iteration_time]")
-        pieces = [_piece_from_dict(timing, f"{source}: iteration_time")]
-        extra = timing.get("pieces", [])
-        require(isinstance(extra, list), f"{source}: iteration_time.pieces", extra, "must be an array of tables")
-        for index, raw in enumerate(extra):
-            pieces.append(_piece_from_dict(raw, f"{source}: iteration_time.pieces[{index}]"))
+        kind = timing.get("kind", "affine")
+        require(kind in TIMING_KINDS, f"{source}: iteration_time.kind", kind, f"must be one of {TIMING_KINDS}")
         fit = data.get("fit", {})
+        fit = dict(fit) if isinstance(fit, dict) else {}
+        measured = None
+        pieces: list[AffinePiece] = []
+        if kind == "measured":
+            mixed = [key for key in (*PIECE_KEYS, "pieces") if key in timing]
+            require(
+                not mixed,
+                f"{source}: iteration_time",
+                mixed,
+                "mixes incompatible timing kinds: kind = 'measured' takes tokens / prefill_attention / "
+                "decode_attention tables, not affine keys",
+            )
+            measured = MeasuredTiming.from_dict(timing, f"{source}: iteration_time", fit.get("components"))
+        else:
+            mixed = [key for key in ("tokens", "prefill_attention", "decode_attention", "layers") if key in timing]
+            require(
+                not mixed,
+                f"{source}: iteration_time",
+                mixed,
+                "mixes incompatible timing kinds: measured tables need kind = 'measured' and no affine keys",
+            )
+            _reject_unknown(timing, (*PIECE_KEYS, "pieces", "kind"), f"{source}: iteration_time")
+            first = {key: value for key, value in timing.items() if key not in ("pieces", "kind")}
+            pieces = [_piece_from_dict(first, f"{source}: iteration_time")]
+            extra = timing.get("pieces", [])
+            require(isinstance(extra, list), f"{source}: iteration_time.pieces", extra, "must be an array of tables")
+            for index, raw in enumerate(extra):
+                pieces.append(_piece_from_dict(raw, f"{source}: iteration_time.pieces[{index}]"))
         return cls(
             name=str(data.get("name", "profile")),
             kv_capacity_tokens=data["kv_capacity_tokens"],
             pieces=tuple(pieces),
             description=str(data.get("description", "")),
-            fit=dict(fit) if isinstance(fit, dict) else {},
+            fit=fit,
+            timing=measured,
+            block_tokens=data.get("block_tokens", 1),
         )
 
 
 def _piece_from_dict(raw: Any, where: str) -> AffinePiece:
     require(isinstance(raw, dict), where, raw, "must be a table")
+    _reject_unknown(raw, PIECE_KEYS, where)
     require("base_s" in raw, f"{where}.base_s", None, "is required")
     values = {}
     for key in PIECE_KEYS:

@@ -15,12 +15,22 @@ from pathlib import Path
 
 from fluidopt.fitting import (
     fit_piecewise,
+    fit_vidur_measured_profile,
     profile_from_fit,
     read_vidur_mlp_csv,
     transfer_fit,
 )
 from fluidopt.hardware import gpu_spec, model_shape
 from fluidopt.tomlio import write_toml
+
+# Attention-aware presets: (gpu, model, folder, attention file).
+MEASURED_ATTENTION = {
+    "a100-80gb-llama-3-8b-vidur": ("a100-80gb", "llama-3-8b", "a100/Meta-Llama-3-8B", "attention-sample.csv"),
+}
+NO_ATTENTION_NOTE = (
+    " No measured attention: prefill attention and KV-cache writes are left out and decode attention is "
+    "a bandwidth estimate (see the -vidur presets for the measured, attention-aware model)."
+)
 
 MEASURED = {
     "a100-80gb-llama-2-7b": ("a100-80gb", "llama-2-7b", "a100/Llama-2-7b-hf"),
@@ -43,6 +53,7 @@ def main() -> None:
         fits[name] = fit
         source = f"Vidur profiling data/profiling/compute/{folder}/mlp.csv (TP 1)"
         profile = profile_from_fit(name, fit, gpu_spec(gpu), shape, source=source)
+        profile = _with_note(profile)
         write_toml(Path(args.out) / f"{name}.toml", _clean(profile.to_dict()))
         print(f"{name}: MAPE {fit.mape:.4f}, R^2 {fit.r2:.5f}, C = {profile.kv_capacity_tokens}")
     # No Llama-3-8B measurement exists for the H100: carry the A100 fit over by the H100/A100
@@ -55,8 +66,28 @@ def main() -> None:
     profile = profile_from_fit(
         "h100-80gb-llama-3-8b", derived, gpu_spec("h100-80gb"), model_shape("llama-3-8b"), source=source
     )
-    write_toml(Path(args.out) / "h100-80gb-llama-3-8b.toml", _clean(profile.to_dict()))
+    write_toml(Path(args.out) / "h100-80gb-llama-3-8b.toml", _clean(_with_note(profile).to_dict()))
     print(f"h100-80gb-llama-3-8b: derived, C = {profile.kv_capacity_tokens}")
+    for name, (gpu, model, folder, attention) in MEASURED_ATTENTION.items():
+        source = (
+            f"Vidur profiling data/profiling/compute/{folder}/mlp.csv (TP 1) and the attention rows of "
+            f"shared/data/profiles/vidur/{folder}/{attention} (FlashInfer, block 16)"
+        )
+        profile, quality = fit_vidur_measured_profile(
+            root / folder / "mlp.csv", root / folder / attention, gpu_spec(gpu), model_shape(model), name, source=source
+        )
+        write_toml(Path(args.out) / f"{name}.toml", _clean(profile.to_dict()))
+        print(f"{name}: C = {profile.kv_capacity_tokens} ({profile.kv_capacity_tokens // 16} blocks of 16)")
+        for component, fit in quality.items():
+            print(f"  {component:18s} MAPE {100 * fit.mape:5.1f}%  worst {100 * fit.max_abs_pct_error:5.1f}%  "
+                  f"({fit.points} rows, {fit.model})")
+
+
+def _with_note(profile):
+    from fluidopt.profile import GPUProfile
+
+    return GPUProfile(profile.name, profile.kv_capacity_tokens, profile.pieces,
+                      profile.description + NO_ATTENTION_NOTE, dict(profile.fit))
 
 
 def _clean(data: dict) -> dict:

@@ -28,7 +28,7 @@ from fluidopt.workload import Workload
 
 TIGHT = 1e-9
 LP_TOLERANCE = 1e-7
-Method = Literal["auto", "closed-form", "lp"]
+Method = Literal["auto", "closed-form", "lp", "fixed-point"]
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,11 @@ def equilibrium(
         Traffic and GPU.
     constraints : Constraints, optional
         Extra per-iteration limits (iteration time, batch size, prefill budget).
-    method : {"auto", "closed-form", "lp"}
-        ``auto`` uses the paper's closed form for a linear profile without extra limits and
-        the LP otherwise.
+    method : {"auto", "closed-form", "lp", "fixed-point"}
+        ``auto`` uses the paper's closed form for a linear profile without extra limits, the
+        one-dimensional fixed point ``dT = tau(batch(lambda dT))`` for a measured profile
+        (MODEL.md section 10), and the LP otherwise.  ``lp`` on a measured profile solves the LP
+        on its convex affine surrogate (for the duals); ``fixed-point`` works for every profile.
 
     Returns
     -------
@@ -134,11 +136,16 @@ def equilibrium(
 
     """
     constraints = constraints or Constraints()
-    if method not in ("auto", "closed-form", "lp"):
-        raise InputError("method", method, "must be one of auto, closed-form, lp")
+    if method not in ("auto", "closed-form", "lp", "fixed-point"):
+        raise InputError("method", method, "must be one of auto, closed-form, lp, fixed-point")
     if method == "auto":
         plain = constraints == Constraints()
-        method = "closed-form" if profile.is_paper_linear and plain else "lp"
+        if profile.is_measured:
+            method = "fixed-point"
+        else:
+            method = "closed-form" if profile.is_paper_linear and plain else "lp"
+    if method == "fixed-point":
+        return equilibrium_fixed_point(workload, profile, constraints)
     if method == "closed-form":
         return equilibrium_closed_form(workload, profile, constraints)
     return equilibrium_lp(workload, profile, constraints)
@@ -188,6 +195,41 @@ def equilibrium_closed_form(
     return _stable(workload, profile, "closed-form", iteration_time, per_stage, benchmark, binding, utilisation, piece)
 
 
+def equilibrium_fixed_point(
+    workload: Workload, profile: GPUProfile, constraints: Constraints | None = None
+) -> EquilibriumResult:
+    """Equilibrium as the smallest root of ``dT = tau(batch(lambda dT))`` (MODEL.md section 10).
+
+    Exact for every increasing iteration-time model, measured ones included; the extra limits
+    of :class:`Constraints` are checked at the root (each grows with ``dT``, so a limit
+    exceeded at the smallest root rules every equilibrium out).
+    """
+    from fluidopt.fluid.fixed_point import solve_fixed_point
+
+    constraints = constraints or Constraints()
+    check_fits(workload, profile)
+    benchmark = workload.decode_token_rate, workload.total_rate_per_s
+    result = solve_fixed_point(workload, profile)
+    if not result.stable:
+        binding = ("memory",) if result.reason.startswith("memory") else ("compute",)
+        return _unstable(workload, "fixed-point", binding, result.reason, benchmark)
+    utilisation = _utilisation(workload, profile, constraints, result.per_stage, result.iteration_time_s)
+    over = tuple(k for k, v in utilisation.items() if v > 1 + TIGHT)
+    if over:
+        return _unstable(
+            workload,
+            "fixed-point",
+            over,
+            "the equilibrium batch exceeds " + ", ".join(f"{k} ({utilisation[k]:.4g} x the limit)" for k in over),
+            benchmark,
+            utilisation,
+        )
+    binding = tuple(k for k, v in utilisation.items() if v >= 1 - TIGHT)
+    return _stable(
+        workload, profile, "fixed-point", result.iteration_time_s, result.per_stage, benchmark, binding, utilisation, -1
+    )
+
+
 def equilibrium_lp(
     workload: Workload,
     profile: GPUProfile,
@@ -204,10 +246,21 @@ def equilibrium_lp(
     rates = workload.rates
     costs = class_costs(workload, profile)
     bases = profile.coefficient_matrix()[:, 0]
+    method = "lp"
+    if profile.is_measured:
+        # The measured model is not affine: solve the LP on its tangent plane at the exact
+        # (fixed-point) equilibrium, so the optimum is exact and the duals are local.
+        from fluidopt.fluid.fixed_point import solve_fixed_point, tangent_costs
+
+        exact = solve_fixed_point(workload, profile)
+        if exact.stable:
+            base, tangent = tangent_costs(workload, profile, exact)
+            bases, costs = np.array([base]), tangent[None, :]
+            method = "lp-tangent"
     n = cp.Variable(workload.num_classes, nonneg=True)
     dt = cp.Variable(nonneg=True)
     named: dict[str, cp.Constraint] = {"arrivals": n >= rates * dt}
-    for p in range(len(profile.pieces)):
+    for p in range(bases.size):
         named[f"compute[{p}]"] = dt >= bases[p] + costs[p] @ n
     for resource, (usage, limit) in resource_loads(workload, constraints, profile).items():
         named[resource] = usage @ n <= limit
@@ -246,7 +299,7 @@ def equilibrium_lp(
     return _stable(
         workload,
         profile,
-        "lp",
+        method,
         iteration_time,
         per_stage,
         benchmark,

@@ -91,9 +91,12 @@ def max_stable_scale(
     profile: GPUProfile,
     constraints: Constraints | None = None,
     *,
-    method: Literal["auto", "closed-form", "lp"] = "auto",
+    method: Literal["auto", "closed-form", "lp", "bisection"] = "auto",
 ) -> StabilityResult:
     """Largest ``theta`` such that ``theta * lambda`` is stable, and what limits it.
+
+    For a measured profile ``auto`` bisects on the scale with the fixed-point equilibrium
+    (:mod:`fluidopt.fluid.fixed_point`); ``lp`` then uses its convex affine surrogate.
 
     Parameters
     ----------
@@ -101,15 +104,18 @@ def max_stable_scale(
         The mix (its rates give the direction) and the GPU.
     constraints : Constraints, optional
         Extra per-iteration limits.
-    method : {"auto", "closed-form", "lp"}
-        ``auto`` is the closed form (exact for every profile of this model); ``lp`` solves the
-        Charnes-Cooper LP with HiGHS and reads the binding resources from its duals.
+    method : {"auto", "closed-form", "lp", "bisection"}
+        ``auto`` is the closed form (exact for every affine profile of this model) or, for a
+        measured profile, bisection; ``lp`` solves the Charnes-Cooper LP with HiGHS and reads
+        the binding resources from its duals.
 
     """
     constraints = constraints or Constraints()
-    if method not in ("auto", "closed-form", "lp"):
-        raise InputError("method", method, "must be one of auto, closed-form, lp")
+    if method not in ("auto", "closed-form", "lp", "bisection"):
+        raise InputError("method", method, "must be one of auto, closed-form, lp, bisection")
     check_fits(workload, profile)
+    if method == "bisection" or (method == "auto" and profile.is_measured):
+        return _max_scale_bisection(workload, profile, constraints)
     if method == "lp":
         return _max_scale_lp(workload, profile, constraints)
     return _max_scale_closed_form(workload, profile, constraints)
@@ -156,6 +162,47 @@ def _max_scale_closed_form(workload: Workload, profile: GPUProfile, constraints:
         memory_elasticity=elasticity,
         method="closed-form",
         bounds=bounds,
+    )
+
+
+def _max_scale_bisection(workload: Workload, profile: GPUProfile, constraints: Constraints) -> StabilityResult:
+    """Bisection on the scale with the fixed-point equilibrium; the binding resource at the limit."""
+    from fluidopt.fluid.equilibrium import _utilisation
+    from fluidopt.fluid.fixed_point import max_stable_scale_bisection
+
+    def feasible(result, theta: float) -> bool:
+        usage = _utilisation(workload.scaled(theta), profile, constraints, result.per_stage, result.iteration_time_s)
+        return all(v <= 1 for k, v in usage.items() if k != "memory")
+
+    theta = max_stable_scale_bisection(workload, profile, is_feasible=feasible)
+    total = workload.total_rate_per_s
+    if not np.isfinite(theta):
+        return StabilityResult(np.inf, np.inf, True, (), 0.0, "bisection", {})
+    binding: tuple[str, ...] = ("compute",)
+    elasticity = 0.0
+    if theta > 0:
+        from fluidopt.fluid.fixed_point import solve_fixed_point
+
+        near = solve_fixed_point(workload.scaled(theta * (1 + 1e-6)), profile)
+        if not near.stable and near.reason.startswith("memory"):
+            binding = ("memory",)
+        else:
+            at = solve_fixed_point(workload.scaled(theta), profile)
+            usage = _utilisation(workload.scaled(theta), profile, constraints, at.per_stage, at.iteration_time_s)
+            tight = tuple(k for k, v in usage.items() if k != "memory" and v >= 1 - 1e-6)
+            binding = tight or ("compute",)
+        if binding == ("memory",):
+            bigger = profile.with_capacity(int(profile.kv_capacity_tokens * 1.01))
+            theta_up = max_stable_scale_bisection(workload, bigger, is_feasible=feasible)
+            elasticity = float(np.log(theta_up / theta) / np.log(1.01))
+    return StabilityResult(
+        max_scale=float(theta),
+        max_rate_per_s=float(theta * total),
+        stable=bool(theta >= 1 - TIE),
+        binding=binding,
+        memory_elasticity=elasticity,
+        method="bisection",
+        bounds={},
     )
 
 

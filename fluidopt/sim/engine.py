@@ -25,12 +25,30 @@ from fluidopt.profile import GPUProfile
 from fluidopt.sim import kernel as kernel_module
 from fluidopt.sim.arrivals import ArrivalProcess, PoissonArrivals, TraceArrivals
 from fluidopt.sim.kernel import compiled_layout_fingerprint, run_kernel
-from fluidopt.sim.policies import NestedWaitPolicy, Policy, WaitPolicy
+from fluidopt.sim.policies import NestedWaitPolicy, Policy, WaitCPPolicy, WaitPolicy
 from fluidopt.sim.results import QUANTILES, SimulationResult, histogram_quantile
 from fluidopt.workload import Workload
 
 INITIAL_SLOTS = 1024
 SERIES_ROWS = 65_536
+CONVENTIONS = ("fluidopt", "vidur")
+VIDUR_MAX_GAP_FACTOR = 3.0
+NO_ID_LIMIT = 2**62
+
+
+def check_conventions(conventions: str) -> str:
+    """Validate a conventions name: ``fluidopt`` (MODEL.md section 1) or ``vidur`` (section 9).
+
+    ``vidur`` means: the prefill iteration emits the first output token; Poisson gaps capped at
+    3 / rate (about 1.052 x the nominal rate delivered, reported in the result's settings);
+    recompute evictions; every request served to the end; statistics over the middle 50 % of
+    requests by arrival (no time warm-up).  Whole-prompt block reservation at admission and
+    the 1 % watermark hold under both conventions for the paged policies (vllm, sarathi, wait-cp);
+    their 16-token blocks and watermark are policy settings.
+    """
+    if conventions not in CONVENTIONS:
+        raise InputError("conventions", conventions, f"must be one of {', '.join(CONVENTIONS)}")
+    return conventions
 
 
 @dataclass(frozen=True)
@@ -114,7 +132,7 @@ def _policy_arrays(
             list(policy.thresholds),
             f"needs one threshold per class ({workload.num_classes})",
         )
-    if isinstance(policy, NestedWaitPolicy):
+    if isinstance(policy, (NestedWaitPolicy, WaitCPPolicy)):
         boundaries = config["boundaries"]
         require(
             boundaries[-1] >= max_stage,
@@ -150,6 +168,7 @@ def simulate(
     record_series: bool = False,
     initial: Sequence[InitialRequests] = (),
     compiled: bool = True,
+    conventions: str = "fluidopt",
 ) -> SimulationResult:
     """Simulate ``policy`` serving ``workload`` on ``profile``.
 
@@ -182,6 +201,10 @@ def simulate(
         Requests resident at time 0 (for example the FCFS counterexample's start).
     compiled : bool
         Run the numba-compiled kernel (default) or its plain-Python source (for debugging).
+    conventions : {"fluidopt", "vidur"}
+        Counting and arrival conventions (:func:`check_conventions`).  ``vidur`` needs
+        ``requests``; it sets Poisson arrivals with capped gaps (unless ``arrivals`` is given),
+        recompute evictions and draining, and measures the middle 50 % of requests by arrival.
 
     Returns
     -------
@@ -201,6 +224,16 @@ def simulate(
     if eviction not in layout.EVICTION_IDS:
         raise InputError("eviction", eviction, f"must be one of {', '.join(layout.EVICTION_IDS)}")
     check_fits(workload, profile)
+    check_conventions(conventions)
+    measure_lo, measure_hi = 0, NO_ID_LIMIT
+    if conventions == "vidur":
+        if requests is None:
+            raise InputError("horizon_s", horizon_s, "conventions 'vidur' count requests: give requests instead")
+        arrivals = arrivals or PoissonArrivals(max_gap_factor=VIDUR_MAX_GAP_FACTOR)
+        eviction = "recompute"
+        drain = True
+        warmup_s = 0.0
+        measure_lo, measure_hi = requests // 4, requests - requests // 4
     arrivals = arrivals or PoissonArrivals()
     max_stage = int(workload.decode.max())
     if isinstance(arrivals, TraceArrivals):
@@ -226,6 +259,15 @@ def simulate(
     require(warmup_s >= 0, "warmup_s", warmup_s, "must be >= 0")
 
     config, thresholds, seg_of_stage, seg_entry = _policy_arrays(policy, workload, max_stage)
+    if isinstance(policy, WaitCPPolicy):
+        longest = int(max(c.prefill_tokens for c in workload.classes))
+        need = -(-longest // policy.block_size) * policy.block_size
+        require(
+            need <= profile.kv_capacity_tokens,
+            "kv_capacity_tokens",
+            profile.kv_capacity_tokens,
+            f"cannot reserve one {longest}-token prompt in {policy.block_size}-token blocks",
+        )
     policy_id = layout.POLICY_IDS[policy.name]
     queues = workload.num_classes if policy_id in (0, 1) else 1
     state = _State(INITIAL_SLOTS, queues, workload.num_classes, max_stage)
@@ -239,7 +281,15 @@ def simulate(
     cfg_i[layout.C_TOKEN_BUDGET] = config.get("token_budget", 0)
     cfg_i[layout.C_EVICTION] = layout.EVICTION_IDS[eviction]
     cfg_i[layout.C_REPAIR] = int(config.get("repair", False))
-    cfg_i[layout.C_NUM_SEGMENTS] = thresholds.size
+    cfg_i[layout.C_NUM_SEGMENTS] = config.get("segments", thresholds.size)
+    cfg_i[layout.C_TL] = config.get("tl", 0)
+    cfg_i[layout.C_CHUNK] = config.get("chunk_tokens", 0)
+    cfg_i[layout.C_PREFILL_BUDGET] = config.get("prefill_budget", 0)
+    cfg_i[layout.C_WAIT_GATE] = int(config.get("wait_gate", False))
+    cfg_i[layout.C_TIMING] = layout.TIMING_IDS["measured" if profile.is_measured else "affine"]
+    cfg_i[layout.C_FIRST_TOKEN_PREFILL] = int(conventions == "vidur")
+    cfg_i[layout.C_MEASURE_LO] = measure_lo
+    cfg_i[layout.C_MEASURE_HI] = measure_hi
     cfg_i[layout.C_DRAIN] = int(drain)
     cfg_i[layout.C_RECORD] = int(record_requests)
     cfg_i[layout.C_SERIES] = int(record_series)
@@ -259,6 +309,10 @@ def simulate(
     require(drain_timeout_s >= 0, "drain_timeout_s", drain_timeout_s, "must be >= 0")
     cfg_f[layout.CF_DRAIN_TIMEOUT] = drain_timeout_s
     coef = np.ascontiguousarray(profile.coefficient_matrix())
+    if profile.timing is not None:
+        tcoef, ttable = profile.timing.kernel_arrays()
+    else:
+        tcoef, ttable = np.zeros(11), np.zeros((3, 2))
 
     _load_initial(state, workload, initial, cfg_i, cfg_f)
     logs: list[np.ndarray] = []
@@ -300,6 +354,8 @@ def simulate(
             seg_of_stage,
             seg_entry,
             coef,
+            tcoef,
+            ttable,
             chunk.times[position:],
             chunk.classes[position:],
             chunk.prefill[position:],
@@ -339,7 +395,18 @@ def simulate(
         logs,
         series_logs,
         time.perf_counter() - started,
-        {"requests": requests, "horizon_s": horizon_s, "warmup_s": warmup_s, "drain": drain},
+        {
+            "requests": requests,
+            "horizon_s": horizon_s,
+            "warmup_s": warmup_s,
+            "drain": drain,
+            "conventions": conventions,
+            "measured_request_ids": [measure_lo, min(measure_hi, requests or measure_hi)],
+            "timing": "measured" if profile.is_measured else "affine",
+            "delivered_rate_per_s": (
+                (requests / last_arrival) if requests and last_arrival > 0 else workload.total_rate_per_s
+            ),
+        },
     )
 
 

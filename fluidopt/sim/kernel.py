@@ -32,6 +32,14 @@ from numba import njit
 from fluidopt.sim.layout import (
     C_BLOCK,
     C_CAPACITY,
+    C_CHUNK,
+    C_FIRST_TOKEN_PREFILL,
+    C_MEASURE_HI,
+    C_MEASURE_LO,
+    C_PREFILL_BUDGET,
+    C_TIMING,
+    C_TL,
+    C_WAIT_GATE,
     C_DRAIN,
     C_EVICTION,
     C_HOLD,
@@ -190,6 +198,62 @@ def _integrate(scal_i, scal_f, cfg_f, t_new):
         scal_f[T_WAITING_AREA] += scal_i[S_WAITING] * span
         scal_f[T_RESIDENT_AREA] += scal_i[S_NRES] * span
     scal_f[T_LAST] = t_new
+
+
+@njit(cache=True)
+def _is_measured(slot_i, slot_f, cfg_i, cfg_f, slot):
+    """Statistics cover requests arriving after the warm-up whose id lies in the measured window."""
+    rid = slot_i[I_REQUEST, slot]
+    return slot_f[F_ARRIVAL, slot] >= cfg_f[CF_WARMUP] and cfg_i[C_MEASURE_LO] <= rid < cfg_i[C_MEASURE_HI]
+
+
+@njit(cache=True)
+def _interp(table, row, x):
+    """Piecewise-linear ``table[row]`` at ``x`` over knots ``table[0]``: flat below, linear beyond the last knot."""
+    knots = table.shape[1]
+    if x <= table[0, 0]:
+        return table[row, 0]
+    if x >= table[0, knots - 1]:
+        slope = (table[row, knots - 1] - table[row, knots - 2]) / (table[0, knots - 1] - table[0, knots - 2])
+        return table[row, knots - 1] + slope * (x - table[0, knots - 1])
+    lo = 0
+    hi = knots - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if table[0, mid] <= x:
+            lo = mid
+        else:
+            hi = mid
+    w = (x - table[0, lo]) / (table[0, hi] - table[0, lo])
+    return table[row, lo] * (1.0 - w) + table[row, hi] * w
+
+
+@njit(cache=True)
+def _measured_tau(tcoef, ttable, tokens, decodes, decode_kv, prefill_extra):
+    """Iteration time of the measured model (fluidopt.timing) from the batch's aggregates.
+
+    ``prefill_extra`` is the sum over prefilling requests of their attention and KV-save time.
+    """
+    tau = _interp(ttable, 1, float(tokens)) + prefill_extra
+    if decodes > 0:
+        b = float(decodes)
+        save = tcoef[9] + tcoef[10] * b
+        tau += save if save > 0.0 else 0.0
+        linear = tcoef[4] + tcoef[5] * b + tcoef[6] * decode_kv
+        floor = tcoef[7] + tcoef[8] * decode_kv / b
+        attention = linear if linear > floor else floor
+        tau += attention if attention > 0.0 else 0.0
+    return tau
+
+
+@njit(cache=True)
+def _prefill_chunk_time(tcoef, ttable, chunk, cached):
+    """Prefill attention ``p(c, k)`` plus the KV save ``c r(k + c)`` of one chunk."""
+    c = float(chunk)
+    k = float(cached)
+    attention = tcoef[0] + tcoef[1] * c + tcoef[2] * c * k + tcoef[3] * c * c
+    rate = _interp(ttable, 2, k + c)
+    return (attention if attention > 0.0 else 0.0) + c * (rate if rate > 0.0 else 0.0)
 
 
 @njit(cache=True)
@@ -468,6 +532,98 @@ def _select_sarathi(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, bsel
 
 
 @njit(cache=True)
+def _select_wait_cp(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, thr, seg_of_stage, seg_entry, cnt, bsel, bchunk):
+    """Chunked WAIT (WAIT-CP, MODEL.md section 9): decodes by segment, then chunked prefills, never evict.
+
+    ``thr`` holds, per segment k, the decode budget ``thr[k]``, the in-segment cap
+    ``thr[K + k]`` (boundary admissions stop when ``interior_k`` reaches it) and the gate's
+    per-stage count ``thr[2K + k]`` (K segments).  ``cnt[0, s]`` counts residents at stage s.
+    A segment's entry stage is its first decode stage; a request there has not yet entered it.
+    """
+    segments = cfg_i[C_NUM_SEGMENTS]
+    block = cfg_i[C_BLOCK]
+    capacity = cfg_i[C_CAPACITY]
+    nres = scal_i[S_NRES]
+    budget = cfg_i[C_TOKEN_BUDGET]
+    prefill_budget = cfg_i[C_PREFILL_BUDGET]
+    gate = cfg_i[C_WAIT_GATE] == 1
+    stages = cnt.shape[1]
+    projected = scal_i[S_MEMORY]
+    nb = 0
+    # Residents by stage (counting sort), decodes only.
+    for r in range(nres):
+        stage = slot_i[I_STAGE, res[r]]
+        if stage >= 1:
+            cnt[0, stage] += 1
+    start = np.zeros(stages + 1, np.int64)
+    for stage in range(stages):
+        start[stage + 1] = start[stage] + cnt[0, stage]
+    order = np.empty(start[stages], np.int64)
+    fill = start.copy()
+    for r in range(nres):
+        stage = slot_i[I_STAGE, res[r]]
+        if stage >= 1:
+            order[fill[stage]] = res[r]
+            fill[stage] += 1
+    first_decode = 2 if cfg_i[C_FIRST_TOKEN_PREFILL] == 1 else 1
+    for k in range(segments):
+        first = seg_entry[k] if k > 0 else first_decode
+        last = stages - 1
+        for stage in range(first, stages):
+            if seg_of_stage[stage] != k:
+                last = stage - 1
+                break
+        entry = cnt[0, first] if first < stages else 0
+        interior = 0
+        for stage in range(first + 1, last + 1):
+            interior += cnt[0, stage]
+        if gate:
+            per_stage = thr[2 * segments + k]
+            if entry + interior < thr[segments + k] and entry < per_stage:
+                continue
+        seg_budget = thr[k]
+        admit_entry = entry if k == 0 else max(0, min(entry, thr[segments + k] - interior))
+        # Entry stage first (boundary admissions), then the interior in ascending stage order.
+        for stage in range(first, last + 1):
+            allowed = admit_entry if stage == first else cnt[0, stage]
+            for i in range(start[stage], start[stage] + allowed):
+                if seg_budget <= 0 or budget <= 0:
+                    break
+                slot = order[i]
+                grown = _blocks(slot_i[I_PREFILL, slot] + stage + 1, block) - slot_i[I_CHARGE, slot]
+                if projected + grown > capacity:
+                    continue  # cannot get a block: waits with its cache kept
+                projected += grown
+                nb = _add(bsel, bchunk, nb, slot, 0)
+                seg_budget -= 1
+                budget -= 1
+    for stage in range(stages):
+        cnt[0, stage] = 0
+    chunk_cap = cfg_i[C_CHUNK]
+    budget_left = min(budget, prefill_budget)
+    for r in range(nres):
+        slot = res[r]
+        if slot_i[I_STAGE, slot] == 0 and budget_left > 0:
+            chunk = min(slot_i[I_TARGET, slot] - slot_i[I_PREFILL_DONE, slot], chunk_cap, budget_left)
+            nb = _add(bsel, bchunk, nb, slot, chunk)
+            budget_left -= chunk
+    watermark = _watermark_blocks(cfg_i, cfg_f)
+    while qlen[0] > 0 and budget_left > 0 and scal_i[S_NRES] < cfg_i[C_TL]:
+        slot = _queue_peek(queues, qhead, 0, 0)
+        target = slot_i[I_TARGET, slot]
+        need = _blocks(target, block)
+        if (capacity - projected) // block - need // block < watermark or projected + need > capacity:
+            break
+        _queue_pop_front(queues, qhead, qlen, 0)
+        _admit(slot_i, res, scal_i, cfg_i, slot)
+        projected += need
+        chunk = min(target, chunk_cap, budget_left)
+        nb = _add(bsel, bchunk, nb, slot, chunk)
+        budget_left -= chunk
+    return nb
+
+
+@njit(cache=True)
 def _select(
     flush, slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, thr, seg_of_stage, seg_entry, cnt, bsel, bchunk
 ):
@@ -482,6 +638,10 @@ def _select(
         return _select_fcfs(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, bsel, bchunk)
     if policy == 4:
         return _select_vllm(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, bsel, bchunk)
+    if policy == 6:
+        return _select_wait_cp(
+            slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, thr, seg_of_stage, seg_entry, cnt, bsel, bchunk
+        )
     return _select_sarathi(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, bsel, bchunk)
 
 
@@ -528,7 +688,7 @@ def _enqueue_arrival(slot_i, slot_f, queues, qhead, qlen, free, scal_i, scal_f, 
     scal_i[S_IN_SYSTEM] += 1
     scal_i[S_WAITING] += 1
     scal_i[S_ARRIVED] += 1
-    if t >= cfg_f[CF_WARMUP]:
+    if t >= cfg_f[CF_WARMUP] and cfg_i[C_MEASURE_LO] <= rid < cfg_i[C_MEASURE_HI]:
         scal_i[S_ARRIVED_MEASURED] += 1
         if t <= cfg_f[CF_WINDOW_END]:
             scal_i[S_ARRIVED_TOKENS] += dec
@@ -584,7 +744,7 @@ def _enqueue_until(
 def _complete(slot_i, slot_f, free, scal_i, scal_f, cfg_i, cfg_f, hist, comp_log, slot, t):
     arrival = slot_f[F_ARRIVAL, slot]
     latency = t - arrival
-    if arrival >= cfg_f[CF_WARMUP]:
+    if _is_measured(slot_i, slot_f, cfg_i, cfg_f, slot):
         scal_i[S_COMPLETED_MEASURED] += 1
         scal_f[T_LATENCY_SUM] += latency
         scal_f[T_TTFT_SUM] += slot_f[F_FIRST_TOKEN, slot] - arrival
@@ -630,6 +790,8 @@ def run_kernel(
     seg_of_stage,
     seg_entry,
     coef,
+    tcoef,
+    ttable,
     arr_t,
     arr_cls,
     arr_pre,
@@ -654,6 +816,8 @@ def run_kernel(
     block = cfg_i[C_BLOCK]
     window_end = cfg_f[CF_WINDOW_END]
     drain = cfg_i[C_DRAIN] == 1
+    measured_timing = cfg_i[C_TIMING] == 1
+    first_token_prefill = cfg_i[C_FIRST_TOKEN_PREFILL] == 1
     while True:
         t = scal_f[T_NOW]
         ai = _enqueue_until(
@@ -719,6 +883,9 @@ def run_kernel(
         # Batch content and iteration time.
         kv = 0
         prefill = 0
+        decodes = 0
+        decode_kv = 0
+        prefill_extra = 0.0
         has_prefill = False
         for b in range(nb):
             slot = bsel[b]
@@ -727,13 +894,20 @@ def run_kernel(
                 kv += slot_i[I_PREFILL_DONE, slot] + bchunk[b]
                 prefill += bchunk[b]
                 has_prefill = True
+                if measured_timing:
+                    prefill_extra += _prefill_chunk_time(tcoef, ttable, bchunk[b], slot_i[I_PREFILL_DONE, slot])
             else:
                 kv += slot_i[I_PREFILL, slot] + stage
+                decodes += 1
+                decode_kv += slot_i[I_PREFILL, slot] + stage - 1  # cached tokens the step reads
         tau = 0.0
-        for p in range(coef.shape[0]):
-            value = coef[p, 0] + coef[p, 1] * kv + coef[p, 2] * prefill + coef[p, 3] * nb
-            if value > tau:
-                tau = value
+        if measured_timing:
+            tau = _measured_tau(tcoef, ttable, prefill + decodes, decodes, float(decode_kv), prefill_extra)
+        else:
+            for p in range(coef.shape[0]):
+                value = coef[p, 0] + coef[p, 1] * kv + coef[p, 2] * prefill + coef[p, 3] * nb
+                if value > tau:
+                    tau = value
         memory = scal_i[S_MEMORY]
         if memory > scal_i[S_PEAK_MEMORY]:
             scal_i[S_PEAK_MEMORY] = memory
@@ -766,7 +940,7 @@ def run_kernel(
         for b in range(nb):
             slot = bsel[b]
             stage = slot_i[I_STAGE, slot]
-            measured = slot_f[F_ARRIVAL, slot] >= cfg_f[CF_WARMUP]
+            measured = _is_measured(slot_i, slot_f, cfg_i, cfg_f, slot)
             if stage == 0:
                 slot_i[I_PREFILL_DONE, slot] += bchunk[b]
                 if slot_i[I_PREFILL_DONE, slot] >= slot_i[I_TARGET, slot]:
@@ -774,6 +948,12 @@ def run_kernel(
                         slot_f[F_FIRST_TOKEN, slot] = t_end
                     slot_f[F_LAST_TOKEN, slot] = t_end
                     new_stage = slot_i[I_RESUME, slot]
+                    if first_token_prefill and new_stage == 1:
+                        new_stage = 2  # Vidur: the prefill iteration emits the first output token
+                    if new_stage > slot_i[I_DECODE, slot]:
+                        _complete(slot_i, slot_f, free, scal_i, scal_f, cfg_i, cfg_f, hist, comp_log, slot, t_end)
+                        completions += 1
+                        continue
                     slot_i[I_STAGE, slot] = new_stage
                     new_charge = _blocks(slot_i[I_PREFILL, slot] + new_stage, block)
                     scal_i[S_MEMORY] += new_charge - slot_i[I_CHARGE, slot]

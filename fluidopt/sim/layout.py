@@ -87,7 +87,15 @@ C_RECORD = 9  # write the completion log
 C_SERIES = 10  # write the time-series log
 C_CAPACITY = 11  # KV capacity C in tokens
 C_HOLD = 12  # WAIT: residents of ineligible classes wait (1, MODEL.md) or keep decoding (0)
-N_CFG_INT = 13
+C_TIMING = 13  # 0 affine pieces, 1 measured model (fluidopt.timing)
+C_FIRST_TOKEN_PREFILL = 14  # 1: the first output token comes out of the prefill iteration (Vidur)
+C_MEASURE_LO = 15  # statistics cover requests with id in [C_MEASURE_LO, C_MEASURE_HI) (and arrival >= warm-up)
+C_MEASURE_HI = 16
+C_TL = 17  # WAIT-CP: most requests holding KV
+C_CHUNK = 18  # WAIT-CP: most prefill tokens one request gets per iteration
+C_PREFILL_BUDGET = 19  # WAIT-CP: prefill tokens per iteration
+C_WAIT_GATE = 20  # WAIT-CP: per-segment wait gate on (1) / off (0)
+N_CFG_INT = 21
 
 CF_WATERMARK = 0  # fraction of blocks kept free at admission (vLLM, Sarathi)
 CF_WARMUP = 1  # measurement starts here (s)
@@ -95,7 +103,17 @@ CF_WINDOW_END = 2  # measurement window end (s)
 CF_DRAIN_TIMEOUT = 3  # draining stops this long after the window end (thrashing guard)
 N_CFG_FLOAT = 4
 
-POLICY_IDS = {"wait": 0, "wait-nowait": 1, "nested-wait": 2, "fcfs": 3, "vllm": 4, "sarathi": 5}
+POLICY_IDS = {
+    "wait": 0,
+    "wait-nowait": 1,
+    "nested-wait": 2,
+    "fcfs": 3,
+    "vllm": 4,
+    "sarathi": 5,
+    "wait-cp": 6,
+    "nested-wait-cp": 6,
+}
+TIMING_IDS = {"affine": 0, "measured": 1}
 EVICTION_IDS = {"restart": 0, "recompute": 1}
 
 # Latency histograms: log10-spaced bins from 1e-6 s to 1e6 s.

@@ -23,7 +23,7 @@ import numpy as np
 from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
 from fluidopt.workload import Workload
 
-POLICY_NAMES = ("wait", "wait-nowait", "nested-wait", "fcfs", "vllm", "sarathi")
+POLICY_NAMES = ("wait", "wait-nowait", "nested-wait", "fcfs", "vllm", "sarathi", "wait-cp", "nested-wait-cp")
 
 
 def _whole_tuple(values: Any, name: str, minimum: int) -> tuple[int, ...]:
@@ -168,12 +168,17 @@ class VLLMPolicy:
 
 @dataclass(frozen=True)
 class SarathiPolicy:
-    """Sarathi-Serve style chunked prefill with a per-iteration token budget (MODEL.md section 7)."""
+    """Sarathi-Serve style chunked prefill with a per-iteration token budget (MODEL.md sections 7 and 9).
+
+    As in Vidur: the budget counts decodes (one token each) as well as prefill chunks, running
+    decodes go first, then partial prefills, then new requests FCFS; batch cap 512.  (Sarathi-
+    Serve itself also caps the chunk per request separately; Vidur's budget is the only cap.)
+    """
 
     token_budget: int = 512
     block_size: int = 16
     watermark: float = 0.01
-    max_batch: int = 128
+    max_batch: int = 512
     name: str = field(default="sarathi", init=False)
 
     def config(self) -> dict[str, Any]:
@@ -196,7 +201,141 @@ class SarathiPolicy:
         }
 
 
-Policy = WaitPolicy | NestedWaitPolicy | FCFSPolicy | VLLMPolicy | SarathiPolicy
+@dataclass(frozen=True)
+class WaitCPPolicy:
+    """Chunked WAIT (WAIT-CP, MODEL.md section 9): the pipeline behind the paper's figures.
+
+    Parameters
+    ----------
+    tl : int
+        Most requests holding KV (in-system cap).
+    chunk_tokens : int
+        Most prefill tokens one request gets per iteration (a prompt of l tokens needs
+        ``ceil(l / chunk_tokens)`` prefill iterations).
+    prefill_budget_tokens, total_budget_tokens : int
+        Prefill tokens per iteration, and all tokens (decodes count one each).
+    decode_budgets : tuple of int
+        Decode steps per iteration of each segment (``ceil(n_k x stages_k)``).
+    boundaries : tuple of int
+        Last decode stage of each segment (one segment: the longest decode length).
+    caps : tuple of int, optional
+        Requests a segment k >= 2 may hold; its boundary queue is admitted up to
+        ``cap_k - interior_k`` (default: the decode budgets).
+    per_stage : tuple of float, optional
+        The fluid per-stage reals ``n_k`` (the wait gate's counts; default budget / stages).
+    wait_gate : bool
+        Skip a segment unless its entry backlog plus interior reaches its cap or the backlog
+        reaches ``n_k`` (the figure-K ablation; off in the figure runs).
+    block_size, watermark : int, float
+        Paged KV blocks and the admission watermark (fraction of blocks kept free).
+
+    """
+
+    tl: int
+    chunk_tokens: int
+    prefill_budget_tokens: int
+    total_budget_tokens: int
+    decode_budgets: tuple[int, ...]
+    boundaries: tuple[int, ...]
+    caps: tuple[int, ...] = ()
+    per_stage: tuple[float, ...] = ()
+    wait_gate: bool = False
+    block_size: int = 16
+    watermark: float = 0.01
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tl", require_whole_number(self.tl, "tl", 1))
+        object.__setattr__(self, "chunk_tokens", require_whole_number(self.chunk_tokens, "chunk_tokens", 1))
+        object.__setattr__(
+            self, "prefill_budget_tokens", require_whole_number(self.prefill_budget_tokens, "prefill_budget_tokens", 1)
+        )
+        object.__setattr__(
+            self, "total_budget_tokens", require_whole_number(self.total_budget_tokens, "total_budget_tokens", 1)
+        )
+        object.__setattr__(self, "decode_budgets", _whole_tuple(self.decode_budgets, "decode_budgets", 1))
+        object.__setattr__(self, "boundaries", _whole_tuple(self.boundaries, "boundaries", 1))
+        require(
+            len(self.boundaries) == len(self.decode_budgets),
+            "decode_budgets",
+            list(self.decode_budgets),
+            f"needs one budget per segment ({len(self.boundaries)})",
+        )
+        require(
+            all(b > a for a, b in zip(self.boundaries, self.boundaries[1:])),
+            "boundaries",
+            list(self.boundaries),
+            "must increase",
+        )
+        caps = self.caps or self.decode_budgets
+        object.__setattr__(self, "caps", _whole_tuple(caps, "caps", 1))
+        require(len(self.caps) == len(self.boundaries), "caps", list(self.caps), "needs one cap per segment")
+        stages = np.diff(np.concatenate([[0], np.asarray(self.boundaries)]))
+        per_stage = self.per_stage or tuple(float(b) / s for b, s in zip(self.decode_budgets, stages))
+        object.__setattr__(
+            self, "per_stage", tuple(require_finite_number(v, f"per_stage[{i}]") for i, v in enumerate(per_stage))
+        )
+        require(
+            sum(self.decode_budgets) < self.total_budget_tokens,
+            "total_budget_tokens",
+            self.total_budget_tokens,
+            f"must exceed the decode budgets ({sum(self.decode_budgets)}) to leave room for a prefill token",
+        )
+        require(
+            self.prefill_budget_tokens <= self.total_budget_tokens,
+            "prefill_budget_tokens",
+            self.prefill_budget_tokens,
+            f"must be <= total_budget_tokens ({self.total_budget_tokens})",
+        )
+        require(
+            self.tl >= len(self.boundaries),
+            "tl",
+            self.tl,
+            f"must hold at least one request per segment ({len(self.boundaries)})",
+        )
+        require_whole_number(self.block_size, "block_size", 1)
+        _fraction(self.watermark, "watermark")
+
+    @property
+    def name(self) -> str:
+        """``wait-cp`` for one segment, ``nested-wait-cp`` for several."""
+        return "wait-cp" if len(self.boundaries) == 1 else "nested-wait-cp"
+
+    def config(self) -> dict[str, Any]:
+        """Knobs for the kernel (``thresholds`` packs budgets, caps and gate counts per segment)."""
+        gate_counts = [max(1, int(round(v))) for v in self.per_stage]
+        packed = [*self.decode_budgets, *self.caps, *gate_counts]
+        return {
+            "block_size": self.block_size,
+            "watermark": self.watermark,
+            "thresholds": np.array(packed, dtype=np.int64),
+            "boundaries": np.array(self.boundaries, dtype=np.int64),
+            "segments": len(self.boundaries),
+            "tl": self.tl,
+            "chunk_tokens": self.chunk_tokens,
+            "prefill_budget": self.prefill_budget_tokens,
+            "token_budget": self.total_budget_tokens,
+            "wait_gate": self.wait_gate,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings."""
+        return {
+            "policy": self.name,
+            "tl": self.tl,
+            "chunk_tokens": self.chunk_tokens,
+            "prefill_budget_tokens": self.prefill_budget_tokens,
+            "total_budget_tokens": self.total_budget_tokens,
+            "decode_budgets": list(self.decode_budgets),
+            "boundaries": list(self.boundaries),
+            "caps": list(self.caps),
+            "per_stage": list(self.per_stage),
+            "wait_gate": self.wait_gate,
+            "block_size": self.block_size,
+            "watermark": self.watermark,
+        }
+
+
+Policy = WaitPolicy | NestedWaitPolicy | FCFSPolicy | VLLMPolicy | SarathiPolicy | WaitCPPolicy
 
 
 def _fraction(value: float, name: str) -> float:
@@ -225,5 +364,7 @@ def make_policy(name: str, **options: Any) -> Policy:
             if key not in options:
                 raise InputError(key, None, "policy nested-wait needs boundaries and thresholds")
         return NestedWaitPolicy(options["boundaries"], options["thresholds"], bool(options.get("repair", False)))
+    if name in ("wait-cp", "nested-wait-cp"):
+        return WaitCPPolicy(**options)
     known = {"fcfs": FCFSPolicy, "vllm": VLLMPolicy, "sarathi": SarathiPolicy}[name]
     return known(**options)

@@ -1,0 +1,341 @@
+"""Measured iteration-time model composed from per-operator timings, the way Vidur composes them.
+
+One iteration of a batch costs (MODEL.md section 9; all numbers per iteration, i.e. already
+multiplied by the number of transformer layers):
+
+``tau = f(T) + sum_{prefilling i} (c_i r(k_i + c_i) + p(c_i, k_i)) + [B > 0] (s_d(B) + d(B, KV / B))``
+
+- ``T`` new tokens in the batch (prefill chunk tokens ``P`` plus one per decode ``B``);
+  ``f(T)`` the non-attention kernels (matmuls, norms, activations of every layer),
+  *piecewise-linear* in ``T`` on fixed knots (a least-squares linear spline: the measurements
+  are flat up to the weight-read knee, then linear with steps no low-order polynomial follows).
+- ``sum_i c_i r(k_i + c_i)`` the KV-cache save of the prompt tokens: each chunk writes ``c_i``
+  tokens at a per-token rate ``r`` that grows with the cache position reached (0.30 us per
+  token per layer up to about 600 tokens, 0.53 us beyond 2,500 on the A100 Llama-3-8B
+  measurements), piecewise-linear on the same knots; ``s_d(B) = s0 + s1 B`` is the save of
+  the decode tokens.  They are kept apart because the
+  measurements are: a 64-token prefill chunk writes its cache in 0.019 ms per layer, a decode
+  batch of 64 in 0.003 ms.  (Vidur looks the save up by the batch's token count alone with a
+  model learned on both kinds of rows, so in Vidur small mixed batches pay little for it;
+  MODEL.md section 10.  Fitting them apart follows the measurements instead.)
+- ``p(c, k) = p0 + p_c c + p_ck c k + p_cc c^2`` for a prefilling request with a chunk of ``c``
+  new tokens on top of ``k`` cached ones: the FlashAttention work is ``c (k + c / 2)``
+  query-key pairs, plus a per-call overhead and a per-token read.
+- ``d(B, kbar) = max(d0 + d_b B + d_kv B kbar, e0 + e_k kbar)`` for a decode batch of ``B``
+  requests with ``kbar`` cached tokens on average (Vidur's lookup key): memory-bound reading of
+  ``B kbar`` cached tokens, with a floor set by one long sequence.
+
+Every coefficient is fitted from measurements (:mod:`fluidopt.fitting`); this module only
+evaluates the model and hands flat arrays to the compiled simulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
+
+PREFILL_KEYS = ("base_s", "per_chunk_token_s", "per_chunk_kv_token_s", "per_chunk_token_sq_s")
+DECODE_KEYS = ("base_s", "per_sequence_s", "per_kv_token_s", "floor_base_s", "floor_per_mean_kv_token_s")
+DECODE_SAVE_KEYS = ("base_s", "per_sequence_s")
+TIMING_KEYS = ("kind", "layers", "tokens", "prefill_attention", "decode_attention", "decode_kv_save")
+TOKENS_KEYS = ("knots", "non_attention_s", "prefill_kv_save_s_per_token")
+
+# Layout of the flat coefficient vector the simulator kernel reads (fluidopt.sim.kernel).
+TC_P0, TC_PC, TC_PCK, TC_PCC = 0, 1, 2, 3
+TC_D0, TC_DB, TC_DKV, TC_E0, TC_EK = 4, 5, 6, 7, 8
+TC_S0, TC_S1 = 9, 10
+N_TIMING_COEF = 11
+
+
+@dataclass(frozen=True)
+class MeasuredTiming:
+    """An iteration-time model composed from measured operator timings (module docstring).
+
+    Parameters
+    ----------
+    layers : int
+        Transformer layers the per-layer measurements were multiplied by (provenance only).
+    knots_tokens : tuple of float
+        Increasing token counts where ``g`` is tabulated (at least two).
+    non_attention_s : tuple of float
+        Non-attention kernels per iteration at the knots, as a function of new tokens (seconds).
+    prefill_kv_save_s_per_token : tuple of float
+        KV-cache save per prompt token at the knots, as a function of the cache position reached.
+    prefill_attention : tuple of float
+        ``(p0, p_c, p_ck, p_cc)`` in seconds per iteration per prefilling request.
+    decode_attention : tuple of float
+        ``(d0, d_b, d_kv, e0, e_k)`` in seconds per iteration.
+    decode_kv_save : tuple of float
+        ``(s0, s1)``: KV-cache save of a decode batch of ``B`` requests is ``s0 + s1 B``.
+    fit : dict
+        Fit quality per component and provenance (ignored by equality).
+
+    """
+
+    layers: int
+    knots_tokens: tuple[float, ...]
+    non_attention_s: tuple[float, ...]
+    prefill_kv_save_s_per_token: tuple[float, ...]
+    prefill_attention: tuple[float, float, float, float]
+    decode_attention: tuple[float, float, float, float, float]
+    decode_kv_save: tuple[float, float]
+    fit: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", require_whole_number(self.layers, "iteration_time.layers", 1))
+        knots = _number_tuple(self.knots_tokens, "iteration_time.tokens.knots")
+        require(len(knots) >= 2, "iteration_time.tokens.knots", list(knots), "needs at least two knots")
+        require(
+            all(b > a for a, b in zip(knots, knots[1:])) and knots[0] >= 0,
+            "iteration_time.tokens.knots",
+            list(knots),
+            "must be >= 0 and strictly increasing",
+        )
+        object.__setattr__(self, "knots_tokens", knots)
+        for name in ("non_attention_s", "prefill_kv_save_s_per_token"):
+            values = _number_tuple(getattr(self, name), f"iteration_time.tokens.{name}")
+            require(
+                len(values) == len(knots),
+                f"iteration_time.tokens.{name}",
+                len(values),
+                f"needs one value per knot ({len(knots)})",
+            )
+            require(min(values) >= 0, f"iteration_time.tokens.{name}", min(values), "must be >= 0")
+            require(
+                all(b >= a - 1e-12 * max(values) for a, b in zip(values, values[1:])),
+                f"iteration_time.tokens.{name}",
+                list(values),
+                "must not decrease with tokens (non-monotone times)",
+            )
+            object.__setattr__(self, name, values)
+        prefill = _number_tuple(self.prefill_attention, "iteration_time.prefill_attention")
+        require(len(prefill) == 4, "iteration_time.prefill_attention", list(prefill), "needs 4 coefficients")
+        decode = _number_tuple(self.decode_attention, "iteration_time.decode_attention")
+        require(len(decode) == 5, "iteration_time.decode_attention", list(decode), "needs 5 coefficients")
+        save = _number_tuple(self.decode_kv_save, "iteration_time.decode_kv_save")
+        require(len(save) == 2, "iteration_time.decode_kv_save", list(save), "needs 2 coefficients")
+        require(save[1] >= 0, "iteration_time.decode_kv_save.per_sequence_s", save[1], "must be >= 0")
+        object.__setattr__(self, "prefill_attention", prefill)
+        object.__setattr__(self, "decode_attention", decode)
+        object.__setattr__(self, "decode_kv_save", save)
+        first = self.non_attention_s[0]
+        require(first > 0, "iteration_time.tokens.non_attention_s", first, "must be > 0 at the first knot")
+        for index, key in ((1, "per_chunk_token_s"), (2, "per_chunk_kv_token_s"), (3, "per_chunk_token_sq_s")):
+            require(prefill[index] >= 0, f"iteration_time.prefill_attention.{key}", prefill[index], "must be >= 0")
+        for index, key in ((1, "per_sequence_s"), (2, "per_kv_token_s"), (4, "floor_per_mean_kv_token_s")):
+            require(decode[index] >= 0, f"iteration_time.decode_attention.{key}", decode[index], "must be >= 0")
+
+    # ---------------------------------------------------------------- evaluation
+    def non_attention_time(self, tokens: Any) -> Any:
+        """``f(T)``: non-attention kernels for ``T`` new tokens (linear beyond the last knot)."""
+        return _interp_extrapolate(tokens, self.knots_tokens, np.asarray(self.non_attention_s))
+
+    def prefill_kv_save_time(self, chunk: Any, cached: Any) -> Any:
+        """KV-cache save of a chunk of ``c`` prompt tokens written after ``k`` cached ones: ``c r(k + c)``."""
+        c = np.asarray(chunk, dtype=float)
+        k = np.asarray(cached, dtype=float)
+        rate = _interp_extrapolate(k + c, self.knots_tokens, np.asarray(self.prefill_kv_save_s_per_token))
+        return c * np.maximum(rate, 0.0)
+
+    def decode_kv_save_time(self, batch: Any) -> Any:
+        """``s_d(B) = s0 + s1 B`` for a decode batch of ``B`` requests (0 for none)."""
+        b = np.asarray(batch, dtype=float)
+        value = np.where(b > 0, np.maximum(self.decode_kv_save[0] + self.decode_kv_save[1] * b, 0.0), 0.0)
+        return float(value) if np.ndim(value) == 0 else value
+
+    def prefill_attention_time(self, chunk: Any, cached: Any) -> Any:
+        """``p(c, k)`` for one prefilling request (seconds per iteration, all layers)."""
+        p0, pc, pck, pcc = self.prefill_attention
+        c = np.asarray(chunk, dtype=float)
+        k = np.asarray(cached, dtype=float)
+        return np.maximum(p0 + pc * c + pck * c * k + pcc * c * c, 0.0)
+
+    def decode_attention_time(self, batch: Any, kv_total: Any) -> Any:
+        """``d(B, KV / B)`` for a decode batch of ``B`` requests reading ``KV`` cached tokens in all."""
+        d0, db, dkv, e0, ek = self.decode_attention
+        b = np.asarray(batch, dtype=float)
+        kv = np.asarray(kv_total, dtype=float)
+        mean_kv = np.divide(kv, b, out=np.zeros_like(kv * b), where=b > 0)
+        value = np.maximum(d0 + db * b + dkv * kv, e0 + ek * mean_kv)
+        return np.where(b > 0, np.maximum(value, 0.0), 0.0)
+
+    def batch_time(self, chunks: Any = (), cached: Any = (), decode_cached: Any = ()) -> float:
+        """Iteration time of one concrete batch.
+
+        Parameters
+        ----------
+        chunks, cached : sequences of int
+            For each prefilling request: new tokens this iteration and tokens already cached.
+        decode_cached : sequence of int
+            For each decoding request: tokens already cached.
+
+        """
+        chunks = np.asarray(chunks, dtype=float)
+        cached = np.asarray(cached, dtype=float)
+        decode_cached = np.asarray(decode_cached, dtype=float)
+        prefill = float(chunks.sum())
+        total = float(self.non_attention_time(prefill + decode_cached.size))
+        total += float(np.sum(self.prefill_kv_save_time(chunks, cached)))
+        total += float(np.sum(self.prefill_attention_time(chunks, cached)))
+        total += float(self.decode_kv_save_time(decode_cached.size))
+        total += float(self.decode_attention_time(decode_cached.size, decode_cached.sum()))
+        return total
+
+    def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Flat arrays for the compiled simulator: coefficients and the ``(3, knots)`` token table."""
+        coef = np.zeros(N_TIMING_COEF)
+        coef[TC_P0 : TC_PCC + 1] = self.prefill_attention
+        coef[TC_D0 : TC_EK + 1] = self.decode_attention
+        coef[TC_S0 : TC_S1 + 1] = self.decode_kv_save
+        table = np.vstack(
+            [
+                np.asarray(self.knots_tokens),
+                np.asarray(self.non_attention_s),
+                np.asarray(self.prefill_kv_save_s_per_token),
+            ]
+        )
+        return coef, np.ascontiguousarray(table)
+
+    # ---------------------------------------------------------------------- I/O
+    def to_dict(self) -> dict[str, Any]:
+        """Mapping in the profile TOML schema (``[iteration_time]`` with ``kind = "measured"``)."""
+        return {
+            "kind": "measured",
+            "layers": self.layers,
+            "tokens": {
+                "knots": list(self.knots_tokens),
+                "non_attention_s": list(self.non_attention_s),
+                "prefill_kv_save_s_per_token": list(self.prefill_kv_save_s_per_token),
+            },
+            "prefill_attention": dict(zip(PREFILL_KEYS, self.prefill_attention)),
+            "decode_attention": dict(zip(DECODE_KEYS, self.decode_attention)),
+            "decode_kv_save": dict(zip(DECODE_SAVE_KEYS, self.decode_kv_save)),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str, fit: dict[str, Any] | None = None) -> MeasuredTiming:
+        """Build the model from the ``[iteration_time]`` table of a measured profile."""
+        _reject_unknown(data, TIMING_KEYS, where)
+        for key in ("layers", "tokens", "prefill_attention", "decode_attention", "decode_kv_save"):
+            require(key in data, f"{where}.{key}", None, "is required for kind = 'measured'")
+        tokens = data["tokens"]
+        require(isinstance(tokens, dict), f"{where}.tokens", tokens, "must be a table")
+        _reject_unknown(tokens, TOKENS_KEYS, f"{where}.tokens")
+        for key in TOKENS_KEYS:
+            require(key in tokens, f"{where}.tokens.{key}", None, "is required")
+        prefill = _coefficients(data["prefill_attention"], PREFILL_KEYS, f"{where}.prefill_attention")
+        decode = _coefficients(data["decode_attention"], DECODE_KEYS, f"{where}.decode_attention")
+        save = _coefficients(data["decode_kv_save"], DECODE_SAVE_KEYS, f"{where}.decode_kv_save")
+        return cls(
+            layers=data["layers"],
+            knots_tokens=_number_tuple(tokens["knots"], f"{where}.tokens.knots"),
+            non_attention_s=_number_tuple(tokens["non_attention_s"], f"{where}.tokens.non_attention_s"),
+            prefill_kv_save_s_per_token=_number_tuple(
+                tokens["prefill_kv_save_s_per_token"], f"{where}.tokens.prefill_kv_save_s_per_token"
+            ),
+            prefill_attention=prefill,  # type: ignore[arg-type]
+            decode_attention=decode,  # type: ignore[arg-type]
+            decode_kv_save=save,  # type: ignore[arg-type]
+            fit=dict(fit or {}),
+        )
+
+
+def _interp_extrapolate(x: Any, knots: tuple[float, ...], values: np.ndarray) -> Any:
+    """Piecewise-linear interpolation, constant below the first knot, linear beyond the last."""
+    xs = np.asarray(knots, dtype=float)
+    arr = np.asarray(x, dtype=float)
+    inside = np.interp(arr, xs, values)
+    slope = (values[-1] - values[-2]) / (xs[-1] - xs[-2])
+    result = np.where(arr > xs[-1], values[-1] + slope * (arr - xs[-1]), inside)
+    return float(result) if np.ndim(result) == 0 else result
+
+
+def _number_tuple(values: Any, name: str) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise InputError(name, values, "must be an array of numbers")
+    return tuple(require_finite_number(v, f"{name}[{i}]") for i, v in enumerate(values))
+
+
+def _coefficients(raw: Any, keys: tuple[str, ...], where: str) -> tuple[float, ...]:
+    require(isinstance(raw, dict), where, raw, "must be a table")
+    _reject_unknown(raw, keys, where)
+    values = []
+    for key in keys:
+        require(key in raw, f"{where}.{key}", None, "is required")
+        values.append(require_finite_number(raw[key], f"{where}.{key}"))
+    return tuple(values)
+
+
+def _reject_unknown(table: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    import difflib
+
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+            raise InputError(f"{where}.{key}", table[key], "is not a known key" + hint)
+
+
+def affine_surrogate(timing: MeasuredTiming, iterations: int = 20) -> tuple[tuple[float, float, float, float], ...]:
+    """Two affine pieces ``(base, per KV token, per prefill token, per sequence)`` whose maximum follows ``timing``.
+
+    The linear program of MODEL.md section 8 (and its duals) needs a convex piecewise-affine
+    iteration time.  This fits one by alternating least squares (each synthetic batch is
+    assigned to the piece that is largest on it, each piece is refitted on its batches) over
+    decode-only, prefill-only and mixed batches spanning 1..4096 tokens and 64..4096 cached
+    tokens.  It is a surrogate: the simulator and the fixed-point equilibrium use ``timing``.
+    """
+    rows = []
+    for batch in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512):
+        for mean_kv in (64, 256, 512, 1024, 2048):
+            rows.append((0, 0, batch, mean_kv))
+    for chunk in (64, 128, 256, 512, 1024, 2048, 4096):
+        rows.append((chunk, 0, 0, 0))
+        for batch in (4, 16, 64):
+            rows.append((chunk, 0, batch, 512))
+    features = []
+    times = []
+    for chunk, cached, batch, mean_kv in rows:
+        decode = np.full(batch, float(mean_kv))
+        chunks = np.array([chunk], float) if chunk else np.zeros(0)
+        times.append(timing.batch_time(chunks, np.full(chunks.size, float(cached)), decode))
+        kv = (chunk + cached if chunk else 0) + batch * (mean_kv + 1)
+        features.append((1.0, kv, float(chunk), float(batch + (1 if chunk else 0))))
+    return fit_max_affine(np.asarray(features), np.asarray(times), iterations)
+
+
+def fit_max_affine(
+    features: np.ndarray, times: np.ndarray, iterations: int = 20
+) -> tuple[tuple[float, float, float, float], ...]:
+    """Two non-negative affine pieces whose maximum fits ``times`` (relative least squares).
+
+    ``features`` has columns (1, KV tokens, prefill tokens, sequences).  Alternating fit: each
+    row is assigned to the piece that is larger on it and each piece is refitted on its rows,
+    starting from a split at the median work (small batches: the floor; large: the slope).
+    """
+    x = np.asarray(features, dtype=float)
+    y = np.asarray(times, dtype=float)
+    tokens = x[:, 2] + x[:, 3]
+    assign = tokens > np.median(tokens)
+    coefs = np.zeros((2, 4))
+    for _ in range(iterations):
+        for piece in (0, 1):
+            mask = assign == bool(piece)
+            if mask.sum() < 4:
+                continue
+            weights = 1.0 / y[mask]
+            solution = np.linalg.lstsq(x[mask] * weights[:, None], y[mask] * weights, rcond=None)[0]
+            coefs[piece] = np.maximum(solution, 0.0)
+        predicted = x @ coefs.T
+        new_assign = predicted[:, 1] > predicted[:, 0]
+        if np.array_equal(new_assign, assign):
+            break
+        assign = new_assign
+    if coefs[:, 0].max() <= 0:
+        coefs[0, 0] = float(y.min())
+    order = np.argsort(coefs[:, 0])[::-1]  # the floor (largest base) first
+    return tuple(tuple(float(v) for v in coefs[p]) for p in order)  # type: ignore[misc]
