@@ -442,9 +442,7 @@ def fit_prefill_attention(chunk: np.ndarray, kv: np.ndarray, seconds: np.ndarray
     design = np.column_stack([np.ones_like(chunk), chunk, chunk * kv, chunk * chunk])
     scale = 1.0 / seconds
     norms = np.abs(design).max(axis=0)
-    solution = lsq_linear(
-        design * scale[:, None] / norms, seconds * scale, bounds=([-np.inf, 0, 0, 0], [np.inf] * 4)
-    )
+    solution = lsq_linear(design * scale[:, None] / norms, seconds * scale, bounds=([-np.inf, 0, 0, 0], [np.inf] * 4))
     return tuple(float(v) for v in solution.x / norms)
 
 
@@ -459,8 +457,15 @@ def fit_decode_attention(batch: np.ndarray, kv: np.ndarray, seconds: np.ndarray)
     else:
         second = np.array([0.0, 0.0])
     start = np.concatenate([first, second])
-    norms = np.array([seconds.mean(), seconds.mean() / batch.mean(), seconds.mean() / (batch * kv).mean(),
-                      seconds.mean(), seconds.mean() / max(kv.mean(), 1.0)])
+    norms = np.array(
+        [
+            seconds.mean(),
+            seconds.mean() / batch.mean(),
+            seconds.mean() / (batch * kv).mean(),
+            seconds.mean(),
+            seconds.mean() / max(kv.mean(), 1.0),
+        ]
+    )
 
     def residuals(params: np.ndarray) -> np.ndarray:
         d0, db, dkv, e0, ek = params * norms
@@ -572,8 +577,9 @@ def fit_vidur_measured_profile(
         gpu, model, memory_margin=memory_margin, block_tokens=block_tokens, max_request_tokens=max_request_tokens
     )
     origin = source or f"{Path(mlp_path).as_posix()} + {Path(attention_path).as_posix()}"
-    errors = ", ".join(f"{k} MAPE {100 * q.mape:.1f}% (worst {100 * q.max_abs_pct_error:.0f}%)"
-                       for k, q in quality.items())
+    errors = ", ".join(
+        f"{k} MAPE {100 * q.mape:.1f}% (worst {100 * q.max_abs_pct_error:.0f}%)" for k, q in quality.items()
+    )
     description = (
         f"{model.name} on {gpu.name}, measured timing composed as in Vidur (MODEL.md section 9): "
         f"{model.layers} layers x (non-attention + KV-cache save at the batch's tokens + prefill attention per "

@@ -79,15 +79,22 @@ def main() -> None:
         write_toml(Path(args.out) / f"{name}.toml", _clean(profile.to_dict()))
         print(f"{name}: C = {profile.kv_capacity_tokens} ({profile.kv_capacity_tokens // 16} blocks of 16)")
         for component, fit in quality.items():
-            print(f"  {component:18s} MAPE {100 * fit.mape:5.1f}%  worst {100 * fit.max_abs_pct_error:5.1f}%  "
-                  f"({fit.points} rows, {fit.model})")
+            print(
+                f"  {component:18s} MAPE {100 * fit.mape:5.1f}%  worst {100 * fit.max_abs_pct_error:5.1f}%  "
+                f"({fit.points} rows, {fit.model})"
+            )
 
 
 def _with_note(profile):
     from fluidopt.profile import GPUProfile
 
-    return GPUProfile(profile.name, profile.kv_capacity_tokens, profile.pieces,
-                      profile.description + NO_ATTENTION_NOTE, dict(profile.fit))
+    return GPUProfile(
+        profile.name,
+        profile.kv_capacity_tokens,
+        profile.pieces,
+        profile.description + NO_ATTENTION_NOTE,
+        dict(profile.fit),
+    )
 
 
 def _clean(data: dict) -> dict:

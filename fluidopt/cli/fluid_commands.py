@@ -59,10 +59,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("profile", help="GPU profile tools")
     profile_sub = p.add_subparsers(dest="profile_command", required=True)
-    fit = profile_sub.add_parser("fit", help="fit a profile from a Vidur-format mlp.csv")
-    fit.add_argument("csv", help="Vidur profiling CSV (mlp.csv)")
-    fit.add_argument("--gpu", required=True, choices=sorted(GPUS))
-    fit.add_argument("--model", required=True, choices=sorted(MODELS))
+    fit = profile_sub.add_parser(
+        "fit",
+        help="fit a profile from Vidur-format mlp.csv (+ attention.csv) or a per-batch timing log",
+    )
+    fit.add_argument("csv", help="Vidur profiling CSV (mlp.csv), or with --batch-log a per-iteration timing CSV")
+    fit.add_argument("--attention", help="Vidur attention.csv (or the shared sample format): a measured profile")
+    fit.add_argument(
+        "--batch-log",
+        action="store_true",
+        help="CSV holds one row per iteration: prefill_tokens, decode_sequences, cached_tokens, seconds",
+    )
+    fit.add_argument("--kv-capacity-tokens", type=int, help="--batch-log: the engine's KV capacity (tokens)")
+    fit.add_argument("--gpu", choices=sorted(GPUS), help="GPU (required except with --batch-log)")
+    fit.add_argument("--model", choices=sorted(MODELS), help="model (required except with --batch-log)")
     fit.add_argument("--name", help="profile name (default GPU-model)")
     fit.add_argument("--tensor-parallel", type=int, default=1)
     fit.add_argument("--memory-utilisation", type=float, default=0.9)
@@ -183,6 +193,11 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 def cmd_profile_fit(args: argparse.Namespace) -> int:
     """Fit a profile from measurements and report its quality."""
+    if args.batch_log or args.attention:
+        return _profile_fit_components(args)
+    for option in ("gpu", "model"):
+        if getattr(args, option) is None:
+            raise InputError(f"--{option}", None, "is required to fit an mlp.csv")
     gpu, model = gpu_spec(args.gpu), model_shape(args.model)
     name = args.name or f"{args.gpu}-{args.model}"
     profile = fit_vidur_profile(
@@ -227,3 +242,66 @@ def cmd_symbolic(args: argparse.Namespace) -> int:
         for name, latex in forms.items():
             print(f"{name}: $${latex}$$")
     return 0
+
+
+def _profile_fit_components(args: argparse.Namespace) -> int:
+    """Measured (attention-aware) or per-batch-log fits: every component's error, then the TOML."""
+    from fluidopt.fitting import fit_batch_log_profile, fit_vidur_measured_profile, read_batch_log_csv
+
+    if args.out:
+        check_writable(args.out)
+    if args.batch_log:
+        if args.attention:
+            raise InputError("--attention", args.attention, "does not combine with --batch-log")
+        if args.kv_capacity_tokens is None:
+            raise InputError("--kv-capacity-tokens", None, "is required with --batch-log")
+        name = args.name or "batch-log"
+        profile, quality = fit_batch_log_profile(read_batch_log_csv(args.csv), name, args.kv_capacity_tokens)
+        components = {"iteration_time": quality}
+    else:
+        for option in ("gpu", "model"):
+            if getattr(args, option) is None:
+                raise InputError(f"--{option}", None, "is required to fit Vidur measurements")
+        name = args.name or f"{args.gpu}-{args.model}-measured"
+        profile, components = fit_vidur_measured_profile(
+            args.csv,
+            args.attention,
+            gpu_spec(args.gpu),
+            model_shape(args.model),
+            name,
+            tensor_parallel=args.tensor_parallel,
+        )
+    if args.out:
+        write_toml(args.out, profile.to_dict())
+    if args.json:
+        print_json(
+            {
+                "name": name,
+                "components": {k: q.to_dict() for k, q in components.items()},
+                "profile": profile.to_dict(),
+                **({"written": args.out} if args.out else {}),
+            }
+        )
+        return 0
+    print(f"{name}: KV capacity {profile.kv_capacity_tokens} tokens")
+    rows = [
+        (k, q.model, q.points, f"{100 * q.mape:.2f}%", f"{100 * q.max_abs_pct_error:.1f}%")
+        for k, q in components.items()
+    ]
+    print(format_table(["component", "model", "rows", "MAPE", "worst"], rows))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def check_writable(path: str) -> None:
+    """Raise :class:`InputError` unless ``path`` can be written (checked before any work)."""
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    if target.is_dir():
+        raise InputError("--out", path, "is a directory")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise InputError("--out", path, "cannot be written (no such folder or no permission)")

@@ -26,6 +26,7 @@ from fluidopt.policies.io import (
 from fluidopt.policies.nested import nested_wait_thresholds
 from fluidopt.policies.wait import wait_thresholds
 from fluidopt.sim import POLICY_NAMES, MMPPArrivals, TraceArrivals, arrival_process, simulate
+from fluidopt.sim.engine import check_conventions
 from fluidopt.sim.policies import NestedWaitPolicy, WaitPolicy, wait_thresholds_from_kappa
 from fluidopt.trace import read_trace
 
@@ -75,14 +76,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int, help="baselines: sequences per iteration")
     p.add_argument("--token-budget", type=int, help="sarathi: tokens per iteration")
     p.add_argument("--block-size", type=int, help="vllm/sarathi: KV block size")
-    p.add_argument("--watermark", type=float, help="vllm/sarathi: fraction of blocks kept free")
+    p.add_argument("--watermark", type=float, help="vllm/sarathi/wait-cp: fraction of blocks kept free")
+    add_chunked_options(p)
+    p.add_argument(
+        "--conventions",
+        default="fluidopt",
+        help="fluidopt (exact Poisson, MODEL section 1) or vidur (first token from the prefill, gaps capped at "
+        "3/rate, recompute, middle 50%% of requests measured; MODEL section 9)",
+    )
     add_json_option(p)
     p.set_defaults(handler=cmd_simulate)
 
     p = subparsers.add_parser("thresholds", help="WAIT / Nested WAIT thresholds from the fluid model")
     add_workload_options(p)
     add_profile_options(p)
-    p.add_argument("--policy", required=True, choices=("wait", "nested-wait"))
+    p.add_argument("--policy", required=True, choices=("wait", "nested-wait", "wait-cp", "nested-wait-cp"))
+    add_chunked_options(p, slack=True)
+    p.add_argument(
+        "--conventions",
+        default="vidur",
+        help="wait-cp: decode iterations per request, l'-1 (vidur, the default) or l' (fluidopt)",
+    )
     p.add_argument("--kappa", type=float, help="wait: use this kappa")
     p.add_argument("--case", choices=("slack", "boundary"), default="slack", help="wait: kappa at dT* or above")
     p.add_argument("--segments", type=int, help="nested-wait: number of segments L (default: one per length)")
@@ -94,6 +108,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="write a thresholds file (TOML, or JSON for .json)")
     add_json_option(p)
     p.set_defaults(handler=cmd_thresholds)
+
+
+def add_chunked_options(p: argparse.ArgumentParser, *, slack: bool = False) -> None:
+    """Options of the chunked policies (wait-cp, nested-wait-cp)."""
+    p.add_argument("--chunk-tokens", type=int, help="wait-cp: chunk size cs (default 256)")
+    if slack:
+        p.add_argument("--slack", type=float, help="wait-cp: kappa = dT* (1 + slack) instead of --kappa")
+    p.add_argument("--wait-gate", action="store_true", help="wait-cp: per-segment wait gate (figure K ablation)")
+
+
+def _chunked_design(args: argparse.Namespace, workload, profile):
+    from fluidopt.policies.chunked import wait_cp_thresholds
+
+    if args.policy not in ("wait-cp", "nested-wait-cp"):
+        for option in ("chunk_tokens", "slack"):
+            if getattr(args, option, None) is not None:
+                raise InputError(f"--{option.replace('_', '-')}", getattr(args, option), "applies to wait-cp only")
+        return None
+    return wait_cp_thresholds(
+        workload,
+        profile,
+        kappa=args.kappa,
+        slack=getattr(args, "slack", None),
+        chunk_tokens=args.chunk_tokens if args.chunk_tokens is not None else 256,
+        conventions=args.conventions,
+        nested=args.policy == "nested-wait-cp",
+        segments=args.segments,
+        **({"watermark": args.watermark} if getattr(args, "watermark", None) is not None else {}),
+    )
 
 
 def _policy_from_args(args: argparse.Namespace, workload, profile):
@@ -108,9 +151,21 @@ def _policy_from_args(args: argparse.Namespace, workload, profile):
         if getattr(args, attr) is not None
     }
     if args.thresholds:
-        if args.policy not in ("wait", "wait-nowait", "nested-wait"):
+        if args.policy not in ("wait", "wait-nowait", "nested-wait", "wait-cp", "nested-wait-cp"):
             raise InputError("--thresholds", args.thresholds, f"applies to wait and nested-wait, not {args.policy}")
-        return read_thresholds(args.thresholds, workload)
+        policy = read_thresholds(args.thresholds, workload)
+        if policy.name != args.policy and not (args.policy == "wait-nowait" and policy.name == "wait"):
+            raise InputError("--thresholds", args.thresholds, f"holds {policy.name} settings, not {args.policy}")
+        return policy
+    if args.policy in ("wait-cp", "nested-wait-cp"):
+        from dataclasses import replace
+
+        policy = _chunked_design(args, workload, profile).policy(wait_gate=args.wait_gate)
+        if args.block_size is not None:
+            policy = replace(policy, block_size=args.block_size)
+        return policy
+    if args.wait_gate or args.chunk_tokens is not None:
+        raise InputError("--wait-gate/--chunk-tokens", args.policy, "apply to wait-cp and nested-wait-cp only")
     if args.kappa is not None:
         if args.policy not in ("wait", "wait-nowait"):
             raise InputError("--kappa", args.kappa, f"applies to wait and wait-nowait, not {args.policy}")
@@ -125,6 +180,9 @@ def _policy_from_args(args: argparse.Namespace, workload, profile):
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run one simulation and print its summary."""
     workload, profile = workload_from_args(args), profile_from_args(args)
+    check_conventions(args.conventions)
+    if args.conventions == "vidur" and args.horizon_s is not None:
+        raise InputError("--horizon-s", args.horizon_s, "conventions vidur count requests: use --requests")
     if args.arrivals == "trace":
         if not str(args.workload).endswith(".csv"):
             raise InputError("--arrivals", "trace", "needs --workload to be a trace CSV")
@@ -136,6 +194,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             _floats(args.mmpp_multipliers, "--mmpp-multipliers", 2),
             _floats(args.mmpp_switch_rates, "--mmpp-switch-rates", 2),
         )
+    elif args.conventions == "vidur" and args.arrivals == "poisson":
+        arrivals = None  # Vidur's capped-gap Poisson process, chosen by simulate()
     else:
         arrivals = arrival_process(args.arrivals)
     policy = _policy_from_args(args, workload, profile)
@@ -163,13 +223,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         arrivals=arrivals,
         eviction=args.eviction,
         drain=args.drain,
+        conventions=args.conventions,
     )
     if args.json:
         print_json(result.to_dict())
         return 0
     print(
         f"{policy.name} on {profile.name}, workload {workload.name} at {workload.total_rate_per_s:.4g} requests/s "
-        f"(seed {args.seed}, eviction {args.eviction})"
+        f"(seed {args.seed}, eviction {result.eviction}, conventions {args.conventions}"
+        + (
+            f", delivered {result.settings['delivered_rate_per_s']:.4g} requests/s)"
+            if args.conventions == "vidur"
+            else ")"
+        )
     )
     rows = [
         (
@@ -203,6 +269,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_thresholds(args: argparse.Namespace) -> int:
     """Compute thresholds from the fluid model; report conditions and memory."""
     workload, profile = workload_from_args(args), profile_from_args(args)
+    check_conventions(args.conventions)
+    if args.policy in ("wait-cp", "nested-wait-cp"):
+        return _print_chunked(args, workload, profile)
+    if args.chunk_tokens is not None or args.slack is not None or args.wait_gate:
+        raise InputError("--chunk-tokens/--slack/--wait-gate", args.policy, "apply to wait-cp and nested-wait-cp only")
     if args.policy == "wait":
         design = wait_thresholds(workload, profile, kappa=args.kappa, case=args.case)
     else:
@@ -256,6 +327,50 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
             f"(C = {profile.kv_capacity_tokens})"
         )
     print(f"M^pi = {details['memory_base_tokens']:.6g} tokens, dT(n) = {details['iteration_time_s']:.6g} s")
+    print(
+        format_table(
+            ["condition", "lhs", "rhs", "holds"],
+            [(c.name, c.lhs, c.rhs, "yes" if c.holds else "NO") for c in design.conditions.conditions],
+        )
+    )
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _print_chunked(args: argparse.Namespace, workload, profile) -> int:
+    design = _chunked_design(args, workload, profile)
+    document = {
+        **design.to_dict(),
+        "classes": list(workload.class_names),
+        "workload": workload.name,
+        "profile": profile.name,
+        "wait_gate": bool(args.wait_gate),
+    }
+    if args.out:
+        write_thresholds(args.out, document)
+    if args.json:
+        print_json({**document, **({"written": args.out} if args.out else {})})
+        return 0
+    print(
+        f"{design.policy_name} settings for {workload.name} at {workload.total_rate_per_s:.4g} requests/s on "
+        f"{profile.name} (conventions {design.conventions})"
+    )
+    rows = [
+        ("tl (requests holding KV)", design.tl),
+        ("chunk tokens", design.chunk_tokens),
+        ("prefill budget (tokens)", design.prefill_budget_tokens),
+        ("decode budgets per segment", ", ".join(str(b) for b in design.decode_budgets)),
+        ("total budget (tokens)", design.total_budget_tokens),
+        ("segment boundaries (stages)", ", ".join(str(b) for b in design.boundaries)),
+        (
+            "kappa (s)",
+            f"{design.kappa:.6g} in [{design.interval[0]:.6g}, {design.interval[1]:.6g}] ({design.binding_end})",
+        ),
+        ("iteration time of the rounded batch (s)", f"{design.iteration_time_s:.6g}"),
+        ("M^pi (tokens)", f"{design.memory_tokens:.6g} of C = {profile.kv_capacity_tokens}"),
+    ]
+    print(format_table(["setting", "value"], rows))
     print(
         format_table(
             ["condition", "lhs", "rhs", "holds"],

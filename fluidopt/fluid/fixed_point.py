@@ -55,7 +55,8 @@ class FluidBatch:
         x = np.asarray(x, dtype=float)
         if profile.timing is None:
             times = [
-                p.base_s + x * (p.per_kv_token_s * self.kv_touched + p.per_prefill_token_s * self.prefill_tokens)
+                p.base_s
+                + x * (p.per_kv_token_s * self.kv_touched + p.per_prefill_token_s * self.prefill_tokens)
                 + x * p.per_sequence_s * self.sequences
                 for p in profile.pieces
             ]
@@ -225,7 +226,9 @@ def max_stable_scale_bisection(
     """
     if workload.total_rate_per_s == 0:
         return math.inf
-    batch = fluid_batch(workload, profile, chunk_tokens=chunk_tokens, conventions=conventions, block_tokens=block_tokens)
+    batch = fluid_batch(
+        workload, profile, chunk_tokens=chunk_tokens, conventions=conventions, block_tokens=block_tokens
+    )
 
     def stable(theta: float) -> bool:
         scaled = workload.scaled(theta)
@@ -293,8 +296,17 @@ def tangent_costs(workload: Workload, profile: GPUProfile, result: FixedPointRes
 
 def _combine(units: list[FluidBatch], counts: np.ndarray) -> FluidBatch:
     """The batch holding ``counts[j]`` requests per stage of class j (unit batches weighted)."""
-    fields = ("tokens", "prefill_tokens", "decodes", "decode_kv", "prefill_extra", "kv_touched", "sequences",
-              "memory", "in_system")
+    fields = (
+        "tokens",
+        "prefill_tokens",
+        "decodes",
+        "decode_kv",
+        "prefill_extra",
+        "kv_touched",
+        "sequences",
+        "memory",
+        "in_system",
+    )
     totals = {f: float(sum(c * getattr(u, f) for c, u in zip(counts, units))) for f in fields}
     return FluidBatch(
         **totals,

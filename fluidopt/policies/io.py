@@ -91,11 +91,24 @@ def read_thresholds(path: str | os.PathLike[str], workload: Workload | None = No
     require(isinstance(document, dict), str(path), type(document).__name__, "must be a table")
     policy = document.get("policy")
     require(
-        policy in ("wait", "wait-nowait", "nested-wait"),
+        policy in ("wait", "wait-nowait", "nested-wait", "wait-cp", "nested-wait-cp"),
         f"{path.name}: policy",
         policy,
-        "must be wait, wait-nowait or nested-wait",
+        "must be wait, wait-nowait, nested-wait, wait-cp or nested-wait-cp",
     )
+    if policy in ("wait-cp", "nested-wait-cp"):
+        from fluidopt.sim.policies import WaitCPPolicy
+
+        keys = ("tl", "chunk_tokens", "prefill_budget_tokens", "total_budget_tokens", "decode_budgets", "boundaries")
+        for key in keys:
+            require(key in document, f"{path.name}: {key}", None, f"is required for {policy}")
+        return WaitCPPolicy(
+            **{key: document[key] for key in keys},
+            per_stage=tuple(document.get("per_stage", ())),
+            wait_gate=bool(document.get("wait_gate", False)),
+            block_size=document.get("block_size", 16),
+            watermark=document.get("watermark", 0.01),
+        )
     require("thresholds" in document, f"{path.name}: thresholds", None, "is required")
     if policy == "nested-wait":
         require("boundaries" in document, f"{path.name}: boundaries", None, "is required for nested-wait")

@@ -33,24 +33,24 @@ from fluidopt.sim.layout import (
     C_BLOCK,
     C_CAPACITY,
     C_CHUNK,
-    C_FIRST_TOKEN_PREFILL,
-    C_MEASURE_HI,
-    C_MEASURE_LO,
-    C_PREFILL_BUDGET,
-    C_TIMING,
-    C_TL,
-    C_WAIT_GATE,
     C_DRAIN,
     C_EVICTION,
+    C_FIRST_TOKEN_PREFILL,
     C_HOLD,
     C_MAX_BATCH,
     C_MAX_TOKENS,
+    C_MEASURE_HI,
+    C_MEASURE_LO,
     C_NUM_SEGMENTS,
     C_POLICY,
+    C_PREFILL_BUDGET,
     C_RECORD,
     C_REPAIR,
     C_SERIES,
+    C_TIMING,
+    C_TL,
     C_TOKEN_BUDGET,
+    C_WAIT_GATE,
     CF_DRAIN_TIMEOUT,
     CF_WARMUP,
     CF_WATERMARK,
@@ -532,7 +532,9 @@ def _select_sarathi(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, bsel
 
 
 @njit(cache=True)
-def _select_wait_cp(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, thr, seg_of_stage, seg_entry, cnt, bsel, bchunk):
+def _select_wait_cp(
+    slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, thr, seg_of_stage, seg_entry, cnt, bsel, bchunk
+):
     """Chunked WAIT (WAIT-CP, MODEL.md section 9): decodes by segment, then chunked prefills, never evict.
 
     ``thr`` holds, per segment k, the decode budget ``thr[k]``, the in-segment cap
