@@ -31,6 +31,9 @@ def _add_run_options(p: argparse.ArgumentParser, replicates: int) -> None:
     p.add_argument("--scheduler", help="Dask scheduler address (implies --executor dask)")
     p.add_argument("--cache", help="folder caching finished simulation points (resumable)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument(
+        "--conventions", default="fluidopt", help="fluidopt or vidur (MODEL section 9), recorded in every run"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,6 +77,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         executor=make_executor(args.executor, scheduler=args.scheduler),
         cache_dir=args.cache,
         progress=args.progress,
+        conventions=args.conventions,
     )
     if args.out and result.chosen is not None:
         policy = result.chosen.policy
@@ -144,6 +148,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         executor=make_executor(args.executor, scheduler=args.scheduler),
         cache_dir=args.cache,
         progress=args.progress,
+        conventions=args.conventions,
     )
     if args.json:
         print_json(result.to_dict())

@@ -147,6 +147,7 @@ def capacity(
     executor: Executor | None = None,
     cache_dir: str | None = None,
     progress: bool = False,
+    conventions: str = "fluidopt",
 ) -> CapacityResult:
     """Largest rate of the workload's mix each policy sustains (stable queue and targets met).
 
@@ -166,6 +167,7 @@ def capacity(
         executor=executor,
         cache_dir=cache_dir,
         progress=progress,
+        conventions=conventions,
     )
     results = {
         name: max_sustained_rate(name, workload, profile, low=0.0, high=1.25 * fluid, steps=steps, run=run)

@@ -120,9 +120,13 @@ def run_settings(
     executor: Executor | None = None,
     cache_dir: str | None = None,
     progress: bool = False,
+    conventions: str = "fluidopt",
 ) -> dict[str, Any]:
     """The keyword arguments of :func:`evaluate` other than the workload, profile and configurations."""
+    from fluidopt.sim.engine import check_conventions
+
     return {
+        "conventions": check_conventions(conventions),
         "targets": targets,
         "replicates": replicates,
         "requests": requests,
@@ -146,10 +150,16 @@ def evaluate(
     cache_dir: str | None = None,
     progress: bool = False,
     options: dict[str, Any] | None = None,
+    conventions: str = "fluidopt",
 ) -> list[Evaluation]:
-    """Simulate every configuration on the same replicate seeds (common random numbers)."""
+    """Simulate every configuration on the same replicate seeds (common random numbers).
+
+    ``conventions`` is passed to :func:`~fluidopt.sim.simulate` (``vidur``: MODEL.md section 9)
+    and recorded in every run's settings.
+    """
     seeds = spawn_seeds(seed, replicates)
-    sim_options = tuple(sorted({"requests": requests, **(options or {})}.items()))
+    extra = {"conventions": conventions} if conventions != "fluidopt" else {}
+    sim_options = tuple(sorted({"requests": requests, **extra, **(options or {})}.items()))
     tasks = [
         SimulationTask(workload, profile, policy, s, sim_options, {"configuration": index})
         for index, (policy, _) in enumerate(configurations)

@@ -142,6 +142,7 @@ def tune(
     executor: Executor | None = None,
     cache_dir: str | None = None,
     progress: bool = False,
+    conventions: str = "fluidopt",
     rate_steps: int = 7,
 ) -> TuneResult:
     """Choose WAIT / Nested WAIT thresholds by simulation.
@@ -174,6 +175,7 @@ def tune(
         executor=executor,
         cache_dir=cache_dir,
         progress=progress,
+        conventions=conventions,
     )
     if objective == "mean-latency":
         return _tune_at_rate(workload, profile, family, run)
