@@ -13,12 +13,13 @@ from fluidopt.cli.common import (
     profile_from_args,
     workload_from_args,
 )
+from fluidopt.errors import InputError
 from fluidopt.experiments.capacity import CAPACITY_POLICIES, capacity
 from fluidopt.experiments.evaluate import Targets
 from fluidopt.experiments.sweep import make_executor
 from fluidopt.experiments.tune import tune
 from fluidopt.policies.io import write_thresholds
-from fluidopt.sim.policies import NestedWaitPolicy
+from fluidopt.sim.policies import NestedWaitPolicy, WaitCPPolicy
 
 
 def _add_run_options(p: argparse.ArgumentParser, replicates: int) -> None:
@@ -37,11 +38,26 @@ def _add_run_options(p: argparse.ArgumentParser, replicates: int) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``tune`` and ``capacity``."""
+    """Add ``tune``, ``capacity`` and ``compare``."""
+    p = subparsers.add_parser(
+        "compare", help="does fluid-guided chunked WAIT beat tuned vLLM / Sarathi here? per-load verdicts"
+    )
+    add_workload_options(p)
+    add_profile_options(p)
+    p.add_argument("--fractions", default="0.7,0.85,0.95", help="loads as fractions of the fluid limit")
+    _add_run_options(p, replicates=5)
+    add_json_option(p)
+    p.set_defaults(handler=cmd_compare, requests=10_000)
+
     p = subparsers.add_parser("tune", help="tune WAIT / Nested WAIT thresholds by simulation")
     add_workload_options(p)
     add_profile_options(p)
-    p.add_argument("--policy", choices=("auto", "wait", "nested-wait"), default="auto")
+    p.add_argument(
+        "--policy",
+        choices=("auto", "wait", "nested-wait", "wait-cp", "nested-wait-cp", "chunked"),
+        default="auto",
+        help="family to tune: the theory's wait / nested-wait (auto: both) or the chunked wait-cp / nested-wait-cp",
+    )
     p.add_argument("--objective", choices=("mean-latency", "max-rate"), default="mean-latency")
     _add_run_options(p, replicates=4)
     p.add_argument("--out", help="write the chosen thresholds file (TOML or .json)")
@@ -79,7 +95,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
         progress=args.progress,
         conventions=args.conventions,
     )
-    if args.out and result.chosen is not None:
+    if args.out and result.chosen is not None and isinstance(result.chosen.policy, WaitCPPolicy):
+        document = {
+            **result.chosen.policy.to_dict(),
+            "workload": workload.name,
+            "profile": profile.name,
+            "rate_per_s": result.rate_per_s,
+            "design": result.chosen.description,
+            "tuning": result.chosen.to_dict(),
+        }
+        write_thresholds(args.out, document)
+    elif args.out and result.chosen is not None:
         policy = result.chosen.policy
         document = {
             "policy": policy.name,
@@ -108,7 +134,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             (
                 tag,
                 evaluation.policy.name,
-                str(list(evaluation.policy.thresholds)),
+                _settings(evaluation.policy),
                 f"{evaluation.mean('mean_latency_s'):.4g} [{low:.4g}, {high:.4g}]",
                 evaluation.mean("p99_latency_s"),
                 "yes" if evaluation.meets else "no",
@@ -120,7 +146,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             (
                 "best found",
                 e.policy.name,
-                str(list(e.policy.thresholds)),
+                _settings(e.policy),
                 f"{e.mean('mean_latency_s'):.4g}",
                 e.mean("p99_latency_s"),
                 "no",
@@ -168,4 +194,78 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         for name, c in result.policies.items()
     ]
     print(format_table(["policy", "max rate/s", "mean latency s", "p99 latency s", "configuration"], rows))
+    for name, c in result.policies.items():
+        if c.status != "ok":
+            print(f"{name}: {c.status}: {c.message}")
     return 0
+
+
+def _settings(policy) -> str:
+    """The knobs of a tuned policy in one short string."""
+    if isinstance(policy, WaitCPPolicy):
+        return f"tl {policy.tl}, cs {policy.chunk_tokens}, budget {policy.total_budget_tokens}"
+    return str(list(policy.thresholds))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Per-load verdict: best fluid-guided chunked configuration against the best tuned baseline."""
+    from fluidopt.experiments.compare import compare_policies
+
+    workload, profile = workload_from_args(args), profile_from_args(args)
+    fractions = []
+    for part in str(args.fractions).split(","):
+        try:
+            fractions.append(float(part))
+        except ValueError:
+            raise InputError("--fractions", args.fractions, "must be comma-separated numbers in (0, 1]") from None
+    result = compare_policies(
+        workload,
+        profile,
+        fractions=fractions,
+        replicates=args.replicates,
+        requests=args.requests,
+        seed=args.seed,
+        conventions=args.conventions,
+        executor=make_executor(args.executor, scheduler=args.scheduler),
+        cache_dir=args.cache,
+        progress=args.progress,
+    )
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    print(
+        f"{workload.name} on {profile.name} (conventions {result.conventions}); fluid limit "
+        f"{result.fluid_max_rate_per_s:.4g} requests/s"
+    )
+    rows = []
+    for v in result.verdicts:
+        for tag, e in (
+            ("fluid-guided", v.fluid_guided),
+            ("tuned baseline", v.baseline),
+            ("vllm (paper default)", v.paper_defaults.get("vllm")),
+            ("sarathi (paper default)", v.paper_defaults.get("sarathi")),
+        ):
+            if e is None:
+                continue
+            low, high = e.interval("mean_latency_s")
+            rows.append(
+                (
+                    f"{v.rate_per_s:.4g} ({100 * v.fraction_of_limit:.0f}%)",
+                    tag,
+                    f"{e.policy.name} {_settings_short(e)}",
+                    f"{e.mean('mean_latency_s'):.4g} [{low:.4g}, {high:.4g}]",
+                    f"{e.mean('p99_latency_s'):.4g}",
+                    "yes" if e.stable else "no",
+                )
+            )
+    print(format_table(["rate/s", "", "configuration", "mean latency s [95% CI]", "p99 s", "stable"], rows))
+    for v in result.verdicts:
+        print(f"{v.rate_per_s:.4g} requests/s: {v.verdict}")
+    return 0
+
+
+def _settings_short(evaluation) -> str:
+    d = evaluation.description
+    if "tl" in d:
+        return f"(tl {d['tl']}, cs {d['chunk_tokens']}, slack {d['slack']})"
+    return "(" + ", ".join(f"{k} {v}" for k, v in d.items() if k != "family") + ")"

@@ -8,6 +8,7 @@ queue in every replicate and meets the targets.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,14 +23,30 @@ from fluidopt.profile import GPUProfile
 from fluidopt.sim.policies import FCFSPolicy, NestedWaitPolicy, Policy, SarathiPolicy, VLLMPolicy, WaitPolicy
 from fluidopt.workload import Workload
 
-CAPACITY_POLICIES = ("wait", "nested-wait", "vllm", "sarathi", "fcfs")
+CAPACITY_POLICIES = ("wait-cp", "nested-wait-cp", "wait", "nested-wait", "vllm", "sarathi", "fcfs")
+CAPACITY_CHUNKED_SLACKS = (0.15, 0.5)
+CAPACITY_CHUNK_SIZES = (256, 512)
 VLLM_BATCH_CAPS = (64, 128, 256)
 SARATHI_BUDGETS = (256, 512, 1024, 2048)
 WAIT_SLACKS = (0.2, 1.0)
+FLUID_TOLERANCE = 1e-6
 
 
-def configurations(name: str, workload: Workload, profile: GPUProfile) -> list[tuple[Policy, dict[str, Any]]]:
+def configurations(
+    name: str, workload: Workload, profile: GPUProfile, conventions: str = "fluidopt"
+) -> list[tuple[Policy, dict[str, Any]]]:
     """The configurations tried for policy ``name`` at the workload's rate."""
+    if name in ("wait-cp", "nested-wait-cp"):
+        from fluidopt.experiments.tune import chunked_candidates
+
+        return chunked_candidates(
+            workload,
+            profile,
+            nested=name == "nested-wait-cp",
+            conventions=conventions,
+            slacks=CAPACITY_CHUNKED_SLACKS,
+            chunk_sizes=CAPACITY_CHUNK_SIZES,
+        )
     if name == "wait":
         out, seen = [], set()
         for slack in WAIT_SLACKS:
@@ -67,15 +84,29 @@ def configurations(name: str, workload: Workload, profile: GPUProfile) -> list[t
 
 @dataclass(frozen=True)
 class PolicyCapacity:
-    """Largest sustained rate of one policy and the best configuration there."""
+    """Largest sustained rate of one policy and the best configuration there.
+
+    ``status`` is ``ok``, or ``method-error`` when the search found a rate above the fluid
+    limit: no policy can sustain that, so it is an error of the finite-run test, and the rate
+    (kept in ``flagged_rate_per_s``) is not reported as capacity (``max_rate_per_s`` is NaN).
+    """
 
     policy: str
     max_rate_per_s: float
     evaluation: Evaluation | None
+    status: str = "ok"
+    message: str = ""
+    flagged_rate_per_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping."""
-        out: dict[str, Any] = {"max_rate_per_s": self.max_rate_per_s}
+        out: dict[str, Any] = {
+            "max_rate_per_s": self.max_rate_per_s if math.isfinite(self.max_rate_per_s) else None,
+            "status": self.status,
+            "message": self.message,
+        }
+        if self.flagged_rate_per_s is not None:
+            out["flagged_rate_per_s"] = self.flagged_rate_per_s
         if self.evaluation is not None:
             out.update(
                 mean_latency_s=self.evaluation.mean("mean_latency_s"),
@@ -117,13 +148,23 @@ def max_sustained_rate(
     run: dict[str, Any],
     configs: Callable[[str, Workload, GPUProfile], list[tuple[Policy, dict[str, Any]]]] = configurations,
 ) -> PolicyCapacity:
-    """Bisection on the total rate between ``low`` and ``high``."""
+    """Bisection on the total rate between ``low`` and ``high``.
+
+    A rate counts only if some configuration is stable (completions track arrivals and the
+    drift test finds no growth, :attr:`Evaluation.stable`) and meets the targets.  A result above
+    the fluid limit of the workload's mix is returned as a ``method-error``, never as capacity.
+    """
+    fluid = max_stable_scale(workload.with_total_rate(1.0), profile).max_rate_per_s
     best: Evaluation | None = None
     best_rate = 0.0
     for _ in range(steps):
         rate = (low + high) / 2
         scaled = workload.with_total_rate(rate)
-        candidates = configs(name, scaled, profile)
+        candidates = (
+            configs(name, scaled, profile, run.get("conventions", "fluidopt"))
+            if configs is configurations
+            else configs(name, scaled, profile)
+        )
         evaluations = evaluate(scaled, profile, candidates, **run) if candidates else []
         passing = [e for e in evaluations if e.meets]
         if passing:
@@ -131,6 +172,16 @@ def max_sustained_rate(
             best_rate, low = rate, rate
         else:
             high = rate
+    if best_rate > fluid * (1 + FLUID_TOLERANCE):
+        return PolicyCapacity(
+            name,
+            math.nan,
+            best,
+            "method-error",
+            f"the finite-run test passed {best_rate:.4g} requests/s, above the fluid limit {fluid:.4g}: "
+            "an error of the method (run longer or add replicates), not a capacity",
+            best_rate,
+        )
     return PolicyCapacity(name, best_rate, best)
 
 

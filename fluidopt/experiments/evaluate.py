@@ -67,15 +67,20 @@ class Evaluation:
 
     @property
     def stable(self) -> bool:
-        """In every replicate, completions inside the window keep up with the window's arrivals.
+        """In every replicate, completions keep up with arrivals and nothing drifts upward.
 
         In steady state the number in the system is stationary, so completions match arrivals
         up to noise; an overloaded queue falls behind by ``(lambda - mu) / lambda``.  Allowed:
         ``UNFINISHED_FRACTION`` of the arrivals plus three standard deviations of a Poisson count.
+        Besides, no replicate may fail the drift test of
+        :func:`~fluidopt.experiments.tasks.drift_test` (latency or queue of the last third of the
+        run above the middle third's).
         """
         for r in self.runs:
             arrived = r["measured_arrivals"]
             if r["completed_in_window"] < (1 - UNFINISHED_FRACTION) * arrived - 3 * math.sqrt(arrived):
+                return False
+            if r.get("drift", False):
                 return False
         return True
 

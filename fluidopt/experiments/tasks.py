@@ -44,12 +44,66 @@ class SimulationTask:
         )
 
 
+DRIFT_P_VALUE = 1e-3
+DRIFT_LATENCY_RATIO = 1.2
+DRIFT_QUEUE_RATIO = 1.5
+
+
 def run_simulation_task(task: SimulationTask) -> dict[str, Any]:
-    """Run a task and return its JSON-ready summary (with the task's label)."""
-    result = simulate(task.workload, task.profile, task.policy, rng=task.seed, **dict(task.options))
+    """Run a task and return its JSON-ready summary (with the task's label and a drift test)."""
+    options = dict(task.options)
+    options.setdefault("record_requests", True)
+    options.setdefault("record_series", True)
+    result = simulate(task.workload, task.profile, task.policy, rng=task.seed, **options)
     out = result.to_dict()
     out.pop("wall_time_s", None)
+    out.update(drift_test(result.requests, result.series))
     out["label"] = dict(task.label)
+    return out
+
+
+def drift_test(requests: dict[str, np.ndarray] | None, series: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    """Does latency or the queue grow over the run?  Last third against middle third.
+
+    Latency: the one-sided Mann-Whitney U test (:func:`scipy.stats.mannwhitneyu`) of the
+    end-to-end latencies of requests arriving in the last third of the arrival span against
+    those arriving in the middle third, at level :data:`DRIFT_P_VALUE`, and only when the mean
+    grew by more than :data:`DRIFT_LATENCY_RATIO` (consecutive latencies are correlated, so the
+    p-value alone overstates the evidence).  Queue: the time-average number waiting in the last
+    third of the run above :data:`DRIFT_QUEUE_RATIO` x the middle third's plus one request.
+    A stable system has neither; an overloaded one has both.
+    """
+    out: dict[str, Any] = {
+        "drift": False,
+        "drift_latency_ratio": None,
+        "drift_p_value": None,
+        "drift_queue_ratio": None,
+    }
+    if requests is not None and requests["arrival_s"].size >= 30:
+        from scipy.stats import mannwhitneyu
+
+        arrival = requests["arrival_s"]
+        latency = requests["completion_s"] - arrival
+        span = float(arrival.max())
+        middle = latency[(arrival >= span / 3) & (arrival < 2 * span / 3)]
+        last = latency[arrival >= 2 * span / 3]
+        if middle.size >= 10 and last.size >= 10:
+            ratio = float(last.mean() / max(middle.mean(), 1e-12))
+            p_value = float(mannwhitneyu(last, middle, alternative="greater").pvalue)
+            out["drift_latency_ratio"], out["drift_p_value"] = ratio, p_value
+            out["drift"] = bool(p_value < DRIFT_P_VALUE and ratio > DRIFT_LATENCY_RATIO)
+    if series is not None and series["start_s"].size >= 30:
+        start, end, waiting = series["start_s"], series["end_s"], series["waiting"]
+        horizon = float(end.max())
+        weight = end - start
+
+        def average(low: float, high: float) -> float:
+            mask = (start >= low) & (start < high)
+            return float(np.sum(waiting[mask] * weight[mask]) / max(np.sum(weight[mask]), 1e-12))
+
+        middle_q, last_q = average(horizon / 3, 2 * horizon / 3), average(2 * horizon / 3, horizon + 1)
+        out["drift_queue_ratio"] = float((last_q + 1) / (middle_q + 1))
+        out["drift"] = bool(out["drift"] or last_q > DRIFT_QUEUE_RATIO * middle_q + 1)
     return out
 
 

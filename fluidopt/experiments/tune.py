@@ -24,6 +24,58 @@ from fluidopt.workload import Workload
 
 WAIT_SLACKS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 NESTED_ETAS = (0.02, 0.05, 0.1)
+CHUNKED_SLACKS = (0.0, 0.15, 0.3, 0.6, 1.0)
+CHUNK_SIZES = (128, 256, 512)
+FAMILIES = ("auto", "wait", "nested-wait", "wait-cp", "nested-wait-cp", "chunked")
+
+
+def chunked_candidates(
+    workload: Workload,
+    profile: GPUProfile,
+    *,
+    nested: bool = False,
+    conventions: str = "fluidopt",
+    slacks: tuple[float, ...] = CHUNKED_SLACKS,
+    chunk_sizes: tuple[int, ...] = CHUNK_SIZES,
+) -> list[tuple[Policy, dict[str, Any]]]:
+    """Chunked WAIT settings from the fluid model over ``kappa = kappa_0 (1 + slack)`` and chunk sizes.
+
+    ``kappa_0`` is the boundary ``dT*`` moved up until the rounded budgets keep up
+    (:func:`~fluidopt.policies.chunked.wait_cp_thresholds`); every candidate satisfies the
+    conditions of MODEL.md section 10.  Loads without a chunked equilibrium give none.
+    """
+    from fluidopt.policies.chunked import wait_cp_thresholds
+
+    if nested and len({c.decode_tokens for c in workload.classes}) < 2:
+        return []
+    seen, out = set(), []
+    for chunk in chunk_sizes:
+        for slack in slacks:
+            try:
+                design = wait_cp_thresholds(
+                    workload, profile, slack=slack, chunk_tokens=chunk, conventions=conventions, nested=nested
+                )
+            except InputError:
+                continue
+            policy = design.policy()
+            if policy in seen:
+                continue
+            seen.add(policy)
+            out.append(
+                (
+                    policy,
+                    {
+                        "family": policy.name,
+                        "chunk_tokens": chunk,
+                        "slack": slack,
+                        "kappa": design.kappa,
+                        "tl": design.tl,
+                        "total_budget_tokens": design.total_budget_tokens,
+                        "conditions_hold": design.conditions.all_hold,
+                    },
+                )
+            )
+    return out
 
 
 def wait_candidates(workload: Workload, profile: GPUProfile) -> list[tuple[Policy, dict[str, Any]]]:
@@ -121,7 +173,15 @@ class TuneResult:
         }
 
 
-def _candidates(workload: Workload, profile: GPUProfile, family: str) -> list[tuple[Policy, dict[str, Any]]]:
+def _candidates(
+    workload: Workload, profile: GPUProfile, family: str, conventions: str = "fluidopt"
+) -> list[tuple[Policy, dict[str, Any]]]:
+    if family in ("wait-cp", "nested-wait-cp"):
+        return chunked_candidates(workload, profile, nested=family == "nested-wait-cp", conventions=conventions)
+    if family == "chunked":
+        return chunked_candidates(workload, profile, conventions=conventions) + chunked_candidates(
+            workload, profile, nested=True, conventions=conventions
+        )
     if family == "wait":
         return wait_candidates(workload, profile)
     if family == "nested-wait":
@@ -165,7 +225,7 @@ def tune(
 
     """
     targets = targets or Targets()
-    require(family in ("auto", "wait", "nested-wait"), "policy", family, "must be auto, wait or nested-wait")
+    require(family in FAMILIES, "policy", family, f"must be one of {', '.join(FAMILIES)}")
     require(objective in ("mean-latency", "max-rate"), "objective", objective, "must be mean-latency or max-rate")
     run = run_settings(
         targets,
@@ -217,7 +277,7 @@ def tune(
 
 def _tune_at_rate(workload: Workload, profile: GPUProfile, family: str, run: dict[str, Any]) -> TuneResult:
     targets = run["targets"]
-    candidates = _candidates(workload, profile, family)
+    candidates = _candidates(workload, profile, family, run.get("conventions", "fluidopt"))
     if not candidates:
         return TuneResult(
             "no-configuration",
@@ -240,6 +300,7 @@ def _tune_at_rate(workload: Workload, profile: GPUProfile, family: str, run: dic
         executor=run["executor"],
         cache_dir=run["cache_dir"],
         progress=run["progress"],
+        conventions=run.get("conventions", "fluidopt"),
     )
     ranked = sorted(evaluations, key=lambda e: (not e.meets, not e.stable, e.mean("mean_latency_s")))
     best = ranked[0]
