@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -62,8 +63,13 @@ def test_stability_region_points_inside_fluid_boundary(figures):
     angles = np.array(sorted(reach))
     for r in data:
         if r["series"] in ("wait", "vllm", "sarathi", "nested-wait"):
+            if r["status"] != "ok":  # flagged as a method error: never drawn as a capacity
+                assert r["status"] == "method-error" and math.isnan(float(r["rate_1"]))
+                continue
             radius = np.interp(float(r["angle"]), angles, [reach[a] for a in angles])
-            assert np.hypot(float(r["rate_1"]), float(r["rate_2"])) <= radius * 1.02
+            # The fluid boundary is interpolated between 91 rays; the capacity is checked exactly
+            # against its own ray's limit in max_sustained_rate.
+            assert np.hypot(float(r["rate_1"]), float(r["rate_2"])) <= radius * (1 + 2e-3)
 
 
 def test_nested_memory_u_shape(figures):
@@ -92,3 +98,18 @@ def test_memory_cascade_fcfs_evicts_and_wait_stays_within_capacity(figures):
 def test_figures_cli_only(tmp_path, capsys):
     assert main(["figures", "--quick", "--only", "memory-cascade", "--out", str(tmp_path), "--executor", "serial"]) == 0
     assert (tmp_path / "memory-cascade.png").exists() and not (tmp_path / "p512d20.png").exists()
+
+
+def test_paper_setup_figures_carry_the_paper_series_and_measured_completions(figures):
+    out, _ = figures
+    for name in ("paper-b-p512d20", "paper-c-two-class", "paper-g-p512d1000", "paper-k-wait-gate"):
+        data = rows(out, name)
+        ours = [r for r in data if r["series"] == "fluidopt"]
+        assert ours and all(float(r["completed_per_s"]) > 0 for r in ours)
+        config = json.loads((out / f"{name}.json").read_text())
+        assert config["conventions"] == "vidur" and config["profile_used"] == "a100-80gb-llama-3-8b-vidur"
+        if SHARED_DATA.is_dir():
+            paper = [r for r in data if r["series"] == "paper"]
+            assert paper and all("shared/data/paper" in r["source"] for r in paper)
+    verdicts = rows(out, "paper-fluid-vs-tuned")
+    assert {r["role"] for r in verdicts} == {"fluid_guided", "baseline"}

@@ -1,6 +1,7 @@
 """``fluidopt report``: the main job on the built-in defaults.
 
-Prints the fluid stability summary, the tuned thresholds and the policy comparison for the A100
+Leads with the user's question (does fluid guidance beat tuned baselines on this GPU and
+traffic?), then prints the fluid stability summary, the tuned thresholds and the policy comparison for the A100
 Llama-3-8B profile (the one behind the paper's figures) and the A100 Llama-2-7B profile on the
 paper's workloads, and writes the figures.
 """
@@ -23,6 +24,8 @@ from fluidopt.profile import preset_profile
 from fluidopt.workload import preset_workload
 
 REPORT_PROFILES = ("a100-80gb-llama-3-8b", "a100-80gb-llama-2-7b")
+VERDICT_PROFILES = ("a100-80gb-llama-3-8b-vidur", "a100-80gb-llama-2-7b")
+VERDICT_FRACTION = 0.8
 REPORT_WORKLOADS = ("p512d20", "mix-p512d20-p512d50", "p512d1000", "lmsys-like")
 COMPARED = ("wait", "wait-nohold", "nested-wait", "vllm", "sarathi", "fcfs")
 
@@ -105,11 +108,58 @@ def policy_comparison(profile_name: str, executor, requests: int) -> list[dict]:
     return rows
 
 
+def verdict_summary(profiles: tuple[str, ...], workloads: tuple[str, ...], executor, requests: int) -> list[dict]:
+    """The verdict per (profile, workload) at 80 % of the fluid limit.
+
+    Best fluid-guided chunked configuration against the best tuned baseline
+    (:func:`~fluidopt.experiments.compare.compare_policies`).
+    """
+    from fluidopt.experiments.compare import compare_policies
+
+    rows = []
+    for profile_name in profiles:
+        profile = preset_profile(profile_name)
+        for workload_name in workloads:
+            result = compare_policies(
+                preset_workload(workload_name),
+                profile,
+                fractions=(VERDICT_FRACTION,),
+                replicates=3,
+                requests=requests,
+                executor=executor,
+            )
+            verdict = result.verdicts[0]
+            rows.append(
+                {
+                    "profile": profile_name,
+                    "workload": workload_name,
+                    "fluid_max_rate_per_s": result.fluid_max_rate_per_s,
+                    **verdict.to_dict(),
+                }
+            )
+    return rows
+
+
+def _describe(summary: dict | None) -> str:
+    if summary is None:
+        return "-"
+    config = summary["configuration"]
+    if "tl" in config:
+        knobs = f"tl {config['tl']}, cs {config['chunk_tokens']}"
+    else:
+        knobs = ", ".join(f"{k} {v}" for k, v in config.items() if k != "family")
+    flag = "" if summary["stable"] else ", unstable"
+    return f"{summary['policy']} ({knobs}): {summary['mean_latency_s']:.3g} s{flag}"
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    """Print the three tables and write the figures."""
+    """Print the verdict and the three tables and write the figures."""
     start = time.perf_counter()
     profiles = tuple(args.profile or REPORT_PROFILES)
     executor = make_executor(args.executor)
+    verdicts = verdict_summary(
+        tuple(args.profile or VERDICT_PROFILES), REPORT_WORKLOADS, executor, min(args.requests, 4000)
+    )
     stability = stability_summary(profiles, REPORT_WORKLOADS)
     tuned = [row for name in profiles for row in tuned_thresholds(name, executor, args.requests)]
     comparison = [row for name in profiles for row in policy_comparison(name, executor, args.requests)]
@@ -122,6 +172,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         print_json(
             {
+                "verdict": verdicts,
                 "stability": stability,
                 "tuned_thresholds": tuned,
                 "policy_comparison": comparison,
@@ -130,7 +181,29 @@ def cmd_report(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    print("1. Fluid stability (arXiv:2504.11320; fluidopt GPU profiles)\n")
+    print(
+        f"0. Does fluid guidance beat tuned baselines here?  At {100 * VERDICT_FRACTION:.0f}% of each fluid limit: "
+        "the best fluid-derived chunked WAIT against the best tuned vLLM / Sarathi, 3 fresh replicates, "
+        "paired 95% interval\n"
+    )
+    print(
+        format_table(
+            ["profile", "workload", "fluid limit/s", "rate/s", "fluid-guided", "tuned baseline", "verdict"],
+            [
+                (
+                    r["profile"],
+                    r["workload"],
+                    r["fluid_max_rate_per_s"],
+                    r["rate_per_s"],
+                    _describe(r["fluid_guided"]),
+                    _describe(r["baseline"]),
+                    r["verdict"],
+                )
+                for r in verdicts
+            ],
+        )
+    )
+    print("\n1. Fluid stability (arXiv:2504.11320; fluidopt GPU profiles)\n")
     print(
         format_table(
             ["profile", "workload", "rate/s", "stable", "dT* ms", "M* tokens", "max rate/s", "regime", "mem. elast."],

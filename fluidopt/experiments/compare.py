@@ -213,6 +213,8 @@ def _verdict(fluid: Evaluation | None, base: Evaluation | None, gain: float, int
         return "fluid-guided is stable, the best baseline is not"
     if base.stable and not fluid.stable:
         return "the best baseline is stable, fluid-guided is not"
+    if not base.stable and not fluid.stable:
+        return "neither is stable at this load (latencies grow with the run; no comparison)"
     low, high = interval
     if low > 0:
         return f"fluid-guided wins: {gain:.3g} s lower mean latency (95% CI {low:.3g} to {high:.3g})"

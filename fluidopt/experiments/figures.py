@@ -218,9 +218,19 @@ def fig_stability_region(ctx: FigureContext) -> FigureOutput:
                 steps=4 if ctx.quick else 6,
                 run=run,
             )
+            # A rate above the fluid limit is a method error (flagged, NaN), never drawn as capacity.
             point = found.max_rate_per_s * direction / direction.sum()
             measured[policy].append(point)
-            rows.append({"series": policy, "angle": angle, "rate_1": point[0], "rate_2": point[1]})
+            rows.append(
+                {
+                    "series": policy,
+                    "angle": angle,
+                    "rate_1": point[0],
+                    "rate_2": point[1],
+                    "status": found.status,
+                    "flagged_rate_per_s": found.flagged_rate_per_s,
+                }
+            )
     fig = plot_stability_region(
         boundary, measured={k: np.array(v) for k, v in measured.items()}, title=f"{mix.name} on {ctx.profile.name}"
     )
@@ -538,3 +548,13 @@ def make_figures(
         data if data is not None and data.is_dir() else None,
     )
     return {name: save(FIGURES[name](ctx), ctx) for name in names}
+
+
+def _register_paper_figures() -> None:
+    """Add the paper-setup figures (:mod:`fluidopt.experiments.paper_figures`) to :data:`FIGURES`."""
+    from fluidopt.experiments.paper_figures import PAPER_FIGURES
+
+    FIGURES.update(PAPER_FIGURES)
+
+
+_register_paper_figures()

@@ -1,0 +1,88 @@
+"""Capacity that cannot overstate, the drift test, and the fluid-guided vs tuned-baselines verdict."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import fluidopt as fo
+import fluidopt.experiments.capacity as capacity_module
+from fluidopt.experiments.compare import compare_policies, paired_gain
+from fluidopt.experiments.evaluate import Evaluation, Targets
+from fluidopt.experiments.tasks import SimulationTask, run_simulation_task
+from fluidopt.sim import SarathiPolicy
+
+PROFILE = fo.preset_profile("a100-80gb-llama-2-7b")
+P512 = fo.preset_workload("p512d20")
+
+
+def test_drift_test_separates_overload_from_a_stable_run():
+    limit = fo.max_stable_scale(P512, PROFILE).max_rate_per_s
+    stable = run_simulation_task(
+        SimulationTask(P512.with_total_rate(0.5 * limit), PROFILE, SarathiPolicy(), 1, (("requests", 6000),))
+    )
+    overload = run_simulation_task(
+        SimulationTask(P512.with_total_rate(1.3 * limit), PROFILE, SarathiPolicy(), 1, (("requests", 6000),))
+    )
+    assert not stable["drift"] and stable["drift_latency_ratio"] < 1.2
+    assert overload["drift"] and overload["drift_latency_ratio"] > 1.2 and overload["drift_queue_ratio"] > 1.5
+
+
+def test_a_rate_above_the_fluid_limit_is_a_method_error_never_a_capacity(monkeypatch):
+    # A test that always passes (a broken finite-run check) drives the bisection above the fluid
+    # limit: the result must be flagged, not reported.
+    def always_meets(workload, profile, candidates, **run):
+        return [
+            Evaluation(policy, d, workload.total_rate_per_s, [{"mean_latency_s": 1.0, "p99_latency_s": 2.0}], Targets())
+            for policy, d in candidates
+        ]
+
+    monkeypatch.setattr(capacity_module, "evaluate", always_meets)
+    monkeypatch.setattr(Evaluation, "meets", property(lambda self: True))
+    fluid = fo.max_stable_scale(P512, PROFILE).max_rate_per_s
+    found = capacity_module.max_sustained_rate(
+        "sarathi", P512, PROFILE, low=0.0, high=1.25 * fluid, steps=6, run={"targets": Targets()}
+    )
+    assert found.status == "method-error" and math.isnan(found.max_rate_per_s)
+    assert found.flagged_rate_per_s > fluid
+    assert found.to_dict()["max_rate_per_s"] is None
+
+
+def test_every_policy_capacity_is_within_the_fluid_limit():
+    result = capacity_module.capacity(
+        P512, PROFILE, policies=("wait-cp", "sarathi", "vllm"), replicates=2, requests=3000, steps=5
+    )
+    # Short runs cannot tell a slight overload from critical load, so a search may land above the
+    # fluid limit; it must then be flagged as a method error, never reported as capacity.
+    for entry in result.policies.values():
+        if entry.status == "ok":
+            assert 0 < entry.max_rate_per_s <= result.fluid_max_rate_per_s
+        else:
+            assert entry.status == "method-error" and math.isnan(entry.max_rate_per_s)
+            assert entry.flagged_rate_per_s > result.fluid_max_rate_per_s
+    assert any(entry.status == "ok" for entry in result.policies.values())
+
+
+def test_paired_gain_interval():
+    class Fake:
+        def __init__(self, values):
+            self.runs = [{"mean_latency_s": v} for v in values]
+
+    gain, (low, high) = paired_gain(Fake([2.0, 2.2, 2.1, 2.3]), Fake([1.0, 1.1, 1.2, 1.2]))
+    diff = np.array([1.0, 1.1, 0.9, 1.1])
+    assert gain == pytest.approx(diff.mean())
+    assert low < gain < high and high - low == pytest.approx(2 * 3.182446 * diff.std(ddof=1) / 2, rel=1e-4)
+
+
+def test_compare_reports_both_sides_and_a_verdict():
+    result = compare_policies(P512, PROFILE, fractions=(0.6,), replicates=2, requests=2000)
+    verdict = result.verdicts[0]
+    assert verdict.fluid_guided is not None and verdict.baseline is not None
+    assert verdict.fluid_guided.policy.name == "wait-cp"
+    assert verdict.baseline.policy.name in ("vllm", "sarathi")
+    assert set(verdict.paper_defaults) == {"vllm", "sarathi"}
+    assert len(verdict.fluid_guided.runs) == 2
+    assert verdict.verdict and verdict.rate_per_s == pytest.approx(0.6 * result.fluid_max_rate_per_s)
+    assert verdict.to_dict()["gain_ci_s"][0] <= verdict.gain_s <= verdict.to_dict()["gain_ci_s"][1]
