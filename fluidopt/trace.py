@@ -112,8 +112,8 @@ def _positive_int(row: dict[str, str | None], column: str, path: Path, line: int
         number = float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise InputError(field, raw, "must be a whole number") from None
-    if number != number or number != int(number):
-        raise InputError(field, raw, "must be a whole number")
+    if not np.isfinite(number) or number != int(number):
+        raise InputError(field, raw, "must be a finite whole number")
     if number < 1:
         raise InputError(field, raw, "must be >= 1")
     return int(number)

@@ -67,6 +67,8 @@ def test_bad_chunked_inputs(profile):
     workload = fo.preset_workload("p512d20").with_total_rate(10)
     with pytest.raises(InputError, match="chunk_tokens"):
         wait_cp_thresholds(workload, profile, chunk_tokens=0)
+    with pytest.raises(InputError, match="chunk_tokens = 1024: is larger than every prompt"):
+        wait_cp_thresholds(workload, profile, chunk_tokens=1024)
     with pytest.raises(InputError, match="total_budget_tokens"):
         WaitCPPolicy(10, 256, 8, 8, (8,), (20,))
     with pytest.raises(InputError, match="decode_budgets"):

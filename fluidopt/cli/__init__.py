@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from fluidopt.cli.validation import validate_common_arguments
+
+        validate_common_arguments(args)
         return int(args.handler(args) or 0)
     except InputError as exc:
         print(f"fluidopt: error: {exc}", file=sys.stderr)

@@ -112,7 +112,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_chunked_options(p: argparse.ArgumentParser, *, slack: bool = False) -> None:
     """Options of the chunked policies (wait-cp, nested-wait-cp)."""
-    p.add_argument("--chunk-tokens", type=int, help="wait-cp: chunk size cs (default 256)")
+    p.add_argument(
+        "--chunk-tokens", type=int, help="wait-cp: chunk size cs (default 256, or the longest prompt if shorter)"
+    )
     if slack:
         p.add_argument("--slack", type=float, help="wait-cp: kappa = dT* (1 + slack) instead of --kappa")
     p.add_argument("--wait-gate", action="store_true", help="wait-cp: per-segment wait gate (figure K ablation)")
@@ -131,7 +133,7 @@ def _chunked_design(args: argparse.Namespace, workload, profile):
         profile,
         kappa=args.kappa,
         slack=getattr(args, "slack", None),
-        chunk_tokens=args.chunk_tokens if args.chunk_tokens is not None else 256,
+        chunk_tokens=args.chunk_tokens,
         conventions=args.conventions,
         nested=args.policy == "nested-wait-cp",
         segments=args.segments,

@@ -96,6 +96,9 @@ def drift_test(requests: dict[str, np.ndarray] | None, series: dict[str, np.ndar
     if series is not None and series["start_s"].size >= 30:
         start, end, waiting = series["start_s"], series["end_s"], series["waiting"]
         horizon = float(end.max())
+        if requests is not None and requests["arrival_s"].size:
+            # Only the arrival span: a drained run empties its queue after the last arrival.
+            horizon = min(horizon, float(requests["arrival_s"].max()))
         weight = end - start
 
         def average(low: float, high: float) -> float:

@@ -49,7 +49,8 @@ def chunked_candidates(
     if nested and len({c.decode_tokens for c in workload.classes}) < 2:
         return []
     seen, out = set(), []
-    for chunk in chunk_sizes:
+    longest = int(workload.prefill.max())
+    for chunk in dict.fromkeys(min(c, longest) for c in chunk_sizes):  # short prompts: one whole chunk
         for slack in slacks:
             try:
                 design = wait_cp_thresholds(

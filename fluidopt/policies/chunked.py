@@ -142,7 +142,7 @@ def wait_cp_thresholds(
     *,
     kappa: float | None = None,
     slack: float | None = None,
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    chunk_tokens: int | None = None,
     conventions: str = "vidur",
     watermark: float = DEFAULT_WATERMARK,
     block_tokens: int | None = None,
@@ -161,8 +161,9 @@ def wait_cp_thresholds(
         steps until the rounded budgets meet every condition (``binding_end`` then says ``slack``).
     slack : float, optional
         Instead of ``kappa``: ``kappa = dT* (1 + slack)``.
-    chunk_tokens : int
-        Chunk size ``cs`` (>= 1).
+    chunk_tokens : int, optional
+        Chunk size ``cs`` (>= 1, at most the longest prompt); default 256 tokens, or the longest
+        prompt when all prompts are shorter.
     conventions : {"vidur", "fluidopt"}
         Decode iterations per request: ``l' - 1`` (Vidur: the prefill emits the first token) or
         ``l'``.  Under ``vidur`` the design uses the delivered rate, 1.052 x the workload's
@@ -193,7 +194,16 @@ def wait_cp_thresholds(
         from fluidopt.sim.engine import VIDUR_MAX_GAP_FACTOR
 
         workload = workload.scaled(PoissonArrivals(max_gap_factor=VIDUR_MAX_GAP_FACTOR).rate_multiplier)
+    longest = int(workload.prefill.max())
+    if chunk_tokens is None:
+        chunk_tokens = min(DEFAULT_CHUNK_TOKENS, longest)
     chunk = require_whole_number(chunk_tokens, "chunk_tokens", 1)
+    require(
+        chunk <= longest,
+        "chunk_tokens",
+        chunk_tokens,
+        f"is larger than every prompt (longest {longest} tokens): chunking would never apply",
+    )
     require(workload.total_rate_per_s > 0, "rate_per_s", 0, "chunked thresholds need a positive rate")
     kappa_given = kappa
     if kappa is not None and slack is not None:

@@ -110,6 +110,12 @@ def read_thresholds(path: str | os.PathLike[str], workload: Workload | None = No
             watermark=document.get("watermark", 0.01),
         )
     require("thresholds" in document, f"{path.name}: thresholds", None, "is required")
+    require(
+        isinstance(document["thresholds"], list) and len(document["thresholds"]) > 0,
+        f"{path.name}: thresholds",
+        document["thresholds"],
+        "must be an array of whole numbers, one per class (wait) or segment (nested-wait)",
+    )
     if policy == "nested-wait":
         require("boundaries" in document, f"{path.name}: boundaries", None, "is required for nested-wait")
         return NestedWaitPolicy(document["boundaries"], document["thresholds"], bool(document.get("repair", False)))

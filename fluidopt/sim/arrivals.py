@@ -169,6 +169,18 @@ class MMPPArrivals(ArrivalProcess):
         for index, value in enumerate(self.switch_rates):
             number = require_finite_number(value, f"mmpp.switch_rates[{index}]")
             require(number > 0, f"mmpp.switch_rates[{index}]", value, "must be > 0")
+        require(
+            len(self.multipliers) == 2 and len(self.switch_rates) == 2,
+            "mmpp",
+            (self.multipliers, self.switch_rates),
+            "needs two multipliers and two switch rates",
+        )
+        require(
+            max(self.multipliers) > 0,
+            "mmpp.multipliers",
+            list(self.multipliers),
+            "at least one state needs a positive rate (all zero: no request would ever arrive)",
+        )
 
     def mean_multiplier(self) -> float:
         """Long-run rate multiplier."""

@@ -539,7 +539,8 @@ def _select_wait_cp(
 
     ``thr`` holds, per segment k, the decode budget ``thr[k]``, the in-segment cap
     ``thr[K + k]`` (boundary admissions stop when ``interior_k`` reaches it) and the gate's
-    per-stage count ``thr[2K + k]`` (K segments).  ``cnt[0, s]`` counts residents at stage s.
+    per-stage count rounded down ``thr[2K + k]`` and up ``thr[3K + k]`` (K segments).
+    ``cnt[0, s]`` counts residents at stage s.
     A segment's entry stage is its first decode stage; a request there has not yet entered it.
     """
     segments = cfg_i[C_NUM_SEGMENTS]
@@ -553,10 +554,13 @@ def _select_wait_cp(
     projected = scal_i[S_MEMORY]
     nb = 0
     # Residents by stage (counting sort), decodes only.
+    prefilling = 0
     for r in range(nres):
         stage = slot_i[I_STAGE, res[r]]
         if stage >= 1:
             cnt[0, stage] += 1
+        else:
+            prefilling += 1
     start = np.zeros(stages + 1, np.int64)
     for stage in range(stages):
         start[stage + 1] = start[stage] + cnt[0, stage]
@@ -579,12 +583,17 @@ def _select_wait_cp(
         interior = 0
         for stage in range(first + 1, last + 1):
             interior += cnt[0, stage]
-        if gate:
-            per_stage = thr[2 * segments + k]
-            if entry + interior < thr[segments + k] and entry < per_stage:
-                continue
         seg_budget = thr[k]
         admit_entry = entry if k == 0 else max(0, min(entry, thr[segments + k] - interior))
+        if gate:
+            # Wait gate: skip the segment this iteration unless its entry backlog and interior fill
+            # its cap or the backlog reaches its per-stage count, rounded down and up in rotation
+            # (MODEL.md section 9).  Segment 1's backlog is the prefill queue plus the requests
+            # still prefilling.
+            backlog = entry if k > 0 else qlen[0] + prefilling
+            rounded = thr[2 * segments + k] if scal_i[S_ITERATIONS] % 2 == 0 else thr[3 * segments + k]
+            if backlog + interior + (entry if k == 0 else 0) < thr[segments + k] and backlog < rounded:
+                continue
         # Entry stage first (boundary admissions), then the interior in ascending stage order.
         for stage in range(first, last + 1):
             allowed = admit_entry if stage == first else cnt[0, stage]

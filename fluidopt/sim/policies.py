@@ -15,6 +15,7 @@ debugging, and ``tests/test_sim_kernel.py`` checks compiled and plain runs agree
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,8 +225,11 @@ class WaitCPPolicy:
     per_stage : tuple of float, optional
         The fluid per-stage reals ``n_k`` (the wait gate's counts; default budget / stages).
     wait_gate : bool
-        Skip a segment unless its entry backlog plus interior reaches its cap or the backlog
-        reaches ``n_k`` (the figure-K ablation; off in the figure runs).
+        Skip a segment in an iteration unless its entry backlog plus interior reaches its cap or
+        the backlog reaches ``n_k`` rounded down and up in rotation (MODEL.md section 9; segment
+        1's backlog is the prefill queue plus the requests still prefilling).  With ``n_k < 1``
+        the rotation opens the gate at least every other iteration.  The figure-K ablation; off
+        in the figure runs.
     block_size, watermark : int, float
         Paged KV blocks and the admission watermark (fraction of blocks kept free).
 
@@ -302,8 +306,9 @@ class WaitCPPolicy:
 
     def config(self) -> dict[str, Any]:
         """Knobs for the kernel (``thresholds`` packs budgets, caps and gate counts per segment)."""
-        gate_counts = [max(1, int(round(v))) for v in self.per_stage]
-        packed = [*self.decode_budgets, *self.caps, *gate_counts]
+        down = [int(math.floor(v)) for v in self.per_stage]
+        up = [int(math.ceil(v)) for v in self.per_stage]
+        packed = [*self.decode_budgets, *self.caps, *down, *up]
         return {
             "block_size": self.block_size,
             "watermark": self.watermark,
