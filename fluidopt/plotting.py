@@ -1,33 +1,43 @@
-"""Plot functions that take fluidopt result objects; one matplotlib style for all figures."""
+"""Plot functions that take fluidopt result objects; one matplotlib style for all figures.
+
+Importing this module changes no global matplotlib state (no backend is forced, so notebooks
+show their plots); the plot functions draw inside :func:`style` and return their figures.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from importlib import resources
+from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from fluidopt.fluid.stability import BoundaryResult  # noqa: E402
+from fluidopt.fluid.stability import BoundaryResult
 
 PEER_LABELS = {"li_dai_peng": "Li-Dai-Peng (token budget)", "nie_si_zhou": "Nie-Si-Zhou (KV service rate)"}
 
 
+STYLE_FILE = "fluidopt.mplstyle"
+
+
+def style() -> AbstractContextManager[Any]:
+    """Context manager applying fluidopt's matplotlib style to what is drawn inside it only."""
+    return plt.style.context(str(resources.files("fluidopt").joinpath(STYLE_FILE)))
+
+
 def use_style() -> None:
-    """Apply fluidopt's matplotlib style."""
-    plt.style.use(str(resources.files("fluidopt").joinpath("fluidopt.mplstyle")))
+    """Apply fluidopt's matplotlib style globally (the figure scripts; library plots use :func:`style`)."""
+    plt.style.use(str(resources.files("fluidopt").joinpath(STYLE_FILE)))
 
 
 def _axes(ax: Axes | None) -> tuple[Figure, Axes]:
-    use_style()
     if ax is None:
-        fig, ax = plt.subplots()
+        with style():
+            fig, ax = plt.subplots()
         return fig, ax
     return ax.figure, ax  # type: ignore[return-value]
 
@@ -53,21 +63,22 @@ def plot_stability_region(
         Axes title.
 
     """
-    fig, ax = _axes(ax)
-    rates = boundary.fluid_rates
-    ax.fill_between(rates[:, 0], rates[:, 1], alpha=0.15, label="fluid stable region")
-    ax.plot(rates[:, 0], rates[:, 1], lw=2, label="fluid boundary")
-    for name, points in boundary.peer_rates.items():
-        finite = np.all(np.isfinite(points), axis=1)
-        ax.plot(points[finite, 0], points[finite, 1], ls="--", label=PEER_LABELS.get(name, name))
-    for name, points in (measured or {}).items():
-        points = np.asarray(points)
-        ax.plot(points[:, 0], points[:, 1], marker="o", ls=":", label=f"{name} (simulated)")
-    ax.set_xlabel(f"{boundary.class_names[0]} rate (requests/s)")
-    ax.set_ylabel(f"{boundary.class_names[1]} rate (requests/s)")
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
-    if title:
-        ax.set_title(title)
-    ax.legend()
+    with style():
+        fig, ax = _axes(ax)
+        rates = boundary.fluid_rates
+        ax.fill_between(rates[:, 0], rates[:, 1], alpha=0.15, label="fluid stable region")
+        ax.plot(rates[:, 0], rates[:, 1], lw=2, label="fluid boundary")
+        for name, points in boundary.peer_rates.items():
+            finite = np.all(np.isfinite(points), axis=1)
+            ax.plot(points[finite, 0], points[finite, 1], ls="--", label=PEER_LABELS.get(name, name))
+        for name, points in (measured or {}).items():
+            points = np.asarray(points)
+            ax.plot(points[:, 0], points[:, 1], marker="o", ls=":", label=f"{name} (simulated)")
+        ax.set_xlabel(f"{boundary.class_names[0]} rate (requests/s)")
+        ax.set_ylabel(f"{boundary.class_names[1]} rate (requests/s)")
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+        if title:
+            ax.set_title(title)
+        ax.legend()
     return fig

@@ -97,7 +97,7 @@ class Workload:
     name: str
     classes: tuple[RequestClass, ...]
     description: str = ""
-    _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -105,6 +105,9 @@ class Workload:
         names = [c.name for c in self.classes]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         require(not duplicates, "classes.name", duplicates, "class names must be unique")
+        # A fresh cache per instance: ``dataclasses.replace`` must not share (and rewrite) the
+        # original's arrays.
+        object.__setattr__(self, "_arrays", {})
         self._arrays.update(
             prefill=np.array([c.prefill_tokens for c in self.classes], dtype=float),
             decode=np.array([c.decode_tokens for c in self.classes], dtype=float),

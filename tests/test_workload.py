@@ -179,3 +179,16 @@ def test_arxiv_trace_needs_a_rate(shared_data):
     path = shared_data / "traces" / "arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv"
     workload = load_workload(str(path), rate_per_s=2.0)
     assert math.isclose(workload.total_rate_per_s, 2.0)
+
+
+def test_replace_does_not_rewrite_the_original():
+    import dataclasses
+
+    original = preset_workload("mix-p512d20-p512d50")
+    before = original.rates.copy()
+    other = dataclasses.replace(
+        original, classes=tuple(dataclasses.replace(c, rate_per_s=1.0) for c in original.classes)
+    )
+    assert list(other.rates) == [1.0, 1.0]
+    assert list(original.rates) == list(before)
+    assert not original.rates.flags.writeable
