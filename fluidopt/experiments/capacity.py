@@ -155,6 +155,7 @@ def max_sustained_rate(
     the fluid limit of the workload's mix is returned as a ``method-error``, never as capacity.
     """
     fluid = max_stable_scale(workload.with_total_rate(1.0), profile).max_rate_per_s
+    tried_any = False
     best: Evaluation | None = None
     best_rate = 0.0
     for _ in range(steps):
@@ -165,6 +166,7 @@ def max_sustained_rate(
             if configs is configurations
             else configs(name, scaled, profile)
         )
+        tried_any = tried_any or bool(candidates)
         evaluations = evaluate(scaled, profile, candidates, **run) if candidates else []
         passing = [e for e in evaluations if e.meets]
         if passing:
@@ -172,6 +174,10 @@ def max_sustained_rate(
             best_rate, low = rate, rate
         else:
             high = rate
+    if not tried_any and name == "nested-wait-cp":
+        return PolicyCapacity(
+            name, math.nan, None, "not-applicable", "needs at least two output lengths (one segment is wait-cp)"
+        )
     if best_rate > fluid * (1 + FLUID_TOLERANCE):
         return PolicyCapacity(
             name,
