@@ -35,8 +35,10 @@ def main() -> None:
     for name, policy in (("sarathi", SarathiPolicy()), ("wait-cp", design.policy())):
         result = simulate(workload, profile, policy, requests=args.requests, rng=1)
         speed = result.simulated_requests_per_wall_s
-        print(f"{name:8s} {args.requests} requests in {result.wall_time_s:.2f} s: {speed:,.0f} requests/s "
-              f"({speed / 300_000:.2f} x the 300,000 target)")
+        print(
+            f"{name:8s} {args.requests} requests in {result.wall_time_s:.2f} s: {speed:,.0f} requests/s "
+            f"({speed / 300_000:.2f} x the 300,000 target)"
+        )
 
 
 if __name__ == "__main__":

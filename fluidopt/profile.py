@@ -189,10 +189,11 @@ class GPUProfile:
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict[str, Any]:
         """Mapping in the TOML schema (first piece inline, further ones under ``pieces``)."""
+        timing: dict[str, Any]
         if self.timing is not None:
             timing = self.timing.to_dict()
         else:
-            timing = self.pieces[0].to_dict()
+            timing = dict[str, Any](self.pieces[0].to_dict())
             if len(self.pieces) > 1:
                 timing["pieces"] = [p.to_dict() for p in self.pieces[1:]]
         out: dict[str, Any] = {"name": self.name, "kv_capacity_tokens": self.kv_capacity_tokens}
@@ -213,6 +214,7 @@ class GPUProfile:
         require("kv_capacity_tokens" in data, f"{source}: kv_capacity_tokens", None, "is required")
         timing = data.get("iteration_time")
         require(isinstance(timing, dict), f"{source}: iteration_time", timing, "must be a table [iteration_time]")
+        assert isinstance(timing, dict)  # checked above
         kind = timing.get("kind", "affine")
         require(kind in TIMING_KINDS, f"{source}: iteration_time.kind", kind, f"must be one of {TIMING_KINDS}")
         fit = data.get("fit", {})

@@ -192,7 +192,7 @@ class Workload:
         classes = tuple(replace(c, rate_per_s=rate * float(s)) for c, s in zip(self.classes, shares))
         return Workload(self.name, classes, self.description)
 
-    def with_rates(self, rates: Sequence[float]) -> Workload:
+    def with_rates(self, rates: Sequence[float] | np.ndarray) -> Workload:
         """Replace the class rates by ``rates`` (one per class)."""
         rates = list(rates)
         require(len(rates) == self.num_classes, "rates", rates, f"needs {self.num_classes} entries")
@@ -220,6 +220,7 @@ class Workload:
             raw_classes,
             "must be a non-empty array of tables [[classes]]",
         )
+        assert isinstance(raw_classes, list)  # checked above
         classes = []
         for index, raw in enumerate(raw_classes):
             where = f"{source}: classes[{index}]"

@@ -148,11 +148,13 @@ def test_profile_fit_cli(capsys, tmp_path, shared_data):
 def test_console_script_and_module_entry_points():
     module = subprocess.run([sys.executable, "-m", "fluidopt", "--version"], capture_output=True, text=True)
     assert module.returncode == 0 and "fluidopt" in module.stdout
+    # The console script installed next to this interpreter (not whatever `fluidopt` is on PATH).
+    console = str(Path(sys.executable).with_name("fluidopt"))
     script = subprocess.run(
-        ["fluidopt", "equilibrium", "-w", "toy", "-p", "toy", "--json"], capture_output=True, text=True
+        [console, "equilibrium", "-w", "toy", "-p", "toy", "--json"], capture_output=True, text=True
     )
     assert script.returncode == 0 and json.loads(script.stdout)["stable"]
-    bad = subprocess.run(["fluidopt", "equilibrium", "--rate", "-1"], capture_output=True, text=True)
+    bad = subprocess.run([console, "equilibrium", "--rate", "-1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "rate" in bad.stderr
 
 

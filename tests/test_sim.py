@@ -285,8 +285,11 @@ def test_nested_wait_at_fluid_memory_overflows_or_loses_throughput():
     plain = simulate(pair, at_m_star, policy, horizon_s=2000, rng=3)
     assert plain.overflow_iterations > 0
     repaired = simulate(pair, at_m_star, NestedWaitPolicy((1, 2), (3, 2), repair=True), horizon_s=2000, rng=3)
-    assert repaired.peak_memory_tokens <= 9 or repaired.overflow_iterations > 0
-    assert repaired.evictions > 0 or repaired.throughput_gap > 0.05
+    # Repair evicts boundary-queue requests instead of overflowing: overflowing iterations become
+    # rare (they were the rule without it), and the price is evictions and lost throughput.
+    plain_rate = plain.overflow_iterations / plain.iterations
+    assert repaired.overflow_iterations / repaired.iterations < 0.1 * plain_rate
+    assert repaired.evictions > 0 and repaired.throughput_gap > 0.05
     roomy = simulate(pair, at_m_star.with_capacity(200), policy, horizon_s=2000, rng=3)
     assert roomy.overflow_iterations == 0 and roomy.throughput_gap < 0.05
 

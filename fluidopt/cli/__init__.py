@@ -9,8 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from fluidopt.errors import InputError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line naming the problem, with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``fluidopt: error: <message>`` (no usage block) and exit with status 2."""
+        self.exit(2, f"fluidopt: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         sim_commands,
     )
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="fluidopt",
         description="Fluid-guided scheduling of LLM inference under KV-cache memory limits (arXiv:2504.11320).",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,11 +17,9 @@ from fluidopt.cli.common import (
     workload_from_args,
 )
 from fluidopt.errors import InputError
-from fluidopt.experiments.asymptotics import run_asymptotics
-from fluidopt.experiments.sweep import make_executor
-from fluidopt.fluid.dynamics import FluidSystem, iterate_map, solve_ode
-from fluidopt.policies.nested import nested_wait_thresholds
-from fluidopt.policies.wait import wait_thresholds
+
+if TYPE_CHECKING:
+    from fluidopt.fluid.dynamics import FluidSystem
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +59,8 @@ def _start_state(text: str, system: FluidSystem) -> tuple[np.ndarray, np.ndarray
         try:
             key, value = part.split("=")
             amount = float(value)
+            if not (amount >= 0 and amount < float("inf")):
+                raise InputError("--start", text, f"amounts must be finite and >= 0, not {value}")
             if key == "queue":
                 queue[:] = amount
             elif key.startswith("stage:"):
@@ -73,6 +74,10 @@ def _start_state(text: str, system: FluidSystem) -> tuple[np.ndarray, np.ndarray
 
 def cmd_trajectory(args: argparse.Namespace) -> int:
     """Print a fluid trajectory summary (or the whole trajectory as JSON)."""
+    from fluidopt.fluid.dynamics import FluidSystem, iterate_map, solve_ode
+    from fluidopt.policies.nested import nested_wait_thresholds
+    from fluidopt.policies.wait import wait_thresholds
+
     workload, profile = workload_from_args(args), profile_from_args(args)
     if args.thresholds:
         try:
@@ -122,6 +127,9 @@ def cmd_trajectory(args: argparse.Namespace) -> int:
 
 def cmd_asymptotics(args: argparse.Namespace) -> int:
     """Run the scaling experiments and print fitted slopes against the theory."""
+    from fluidopt.experiments.asymptotics import run_asymptotics
+    from fluidopt.experiments.sweep import make_executor
+
     result = run_asymptotics(
         quick=args.quick,
         seed=args.seed,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from fluidopt.cli.common import (
     add_json_option,
@@ -14,12 +15,9 @@ from fluidopt.cli.common import (
     workload_from_args,
 )
 from fluidopt.errors import InputError
-from fluidopt.experiments.capacity import CAPACITY_POLICIES, capacity
-from fluidopt.experiments.evaluate import Targets
-from fluidopt.experiments.sweep import make_executor
-from fluidopt.experiments.tune import tune
-from fluidopt.policies.io import write_thresholds
-from fluidopt.sim.policies import NestedWaitPolicy, WaitCPPolicy
+
+if TYPE_CHECKING:
+    from fluidopt.experiments.evaluate import Targets
 
 
 def _add_run_options(p: argparse.ArgumentParser, replicates: int) -> None:
@@ -39,6 +37,8 @@ def _add_run_options(p: argparse.ArgumentParser, replicates: int) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``tune``, ``capacity`` and ``compare``."""
+    from fluidopt.experiments.catalog import CAPACITY_POLICIES
+
     p = subparsers.add_parser(
         "compare", help="does fluid-guided chunked WAIT beat tuned vLLM / Sarathi here? per-load verdicts"
     )
@@ -75,11 +75,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _targets(args: argparse.Namespace) -> Targets:
+    from fluidopt.experiments.evaluate import Targets
+
     return Targets(p99_latency_s=args.p99_latency_s, p99_ttft_s=args.p99_ttft_s)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """Tune thresholds and print the chosen configuration."""
+    from fluidopt.experiments.sweep import make_executor
+    from fluidopt.experiments.tune import tune
+    from fluidopt.policies.io import write_thresholds
+    from fluidopt.sim.policies import NestedWaitPolicy, WaitCPPolicy
+
     workload, profile = workload_from_args(args), profile_from_args(args)
     result = tune(
         workload,
@@ -112,7 +119,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             "workload": workload.name,
             "profile": profile.name,
             "rate_per_s": result.rate_per_s,
-            "thresholds": list(policy.thresholds),
+            "thresholds": list(getattr(policy, "thresholds", ())),
             "design": result.chosen.description,
             "tuning": result.chosen.to_dict(),
         }
@@ -160,6 +167,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_capacity(args: argparse.Namespace) -> int:
     """Print the capacity table."""
+    from fluidopt.experiments.capacity import capacity
+    from fluidopt.experiments.sweep import make_executor
+
     workload, profile = workload_from_args(args), profile_from_args(args)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     result = capacity(
@@ -202,6 +212,8 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 
 def _settings(policy) -> str:
     """The knobs of a tuned policy in one short string."""
+    from fluidopt.sim.policies import WaitCPPolicy
+
     if isinstance(policy, WaitCPPolicy):
         return f"tl {policy.tl}, cs {policy.chunk_tokens}, budget {policy.total_budget_tokens}"
     return str(list(policy.thresholds))
@@ -210,6 +222,7 @@ def _settings(policy) -> str:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Per-load verdict: best fluid-guided chunked configuration against the best tuned baseline."""
     from fluidopt.experiments.compare import compare_policies
+    from fluidopt.experiments.sweep import make_executor
 
     workload, profile = workload_from_args(args), profile_from_args(args)
     fractions = []

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import matplotlib.pyplot as plt
-
 from fluidopt.cli.common import (
     add_constraint_options,
     add_json_option,
@@ -19,10 +17,6 @@ from fluidopt.cli.common import (
     workload_from_args,
 )
 from fluidopt.errors import InputError
-from fluidopt.fitting import fit_vidur_profile
-from fluidopt.fluid.equilibrium import equilibrium
-from fluidopt.fluid.stability import max_stable_scale, peer_max_scales, stability_boundary
-from fluidopt.fluid.symbolic import derive_equilibrium
 from fluidopt.hardware import GPUS, MODELS, gpu_spec, model_shape
 from fluidopt.profile import preset_profile, profile_presets
 from fluidopt.tomlio import write_toml
@@ -92,6 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_equilibrium(args: argparse.Namespace) -> int:
     """Print the fluid equilibrium."""
+    from fluidopt.fluid.equilibrium import equilibrium
+
     workload, profile = workload_from_args(args), profile_from_args(args)
     result = equilibrium(workload, profile, constraints_from_args(args), method=args.method)
     if args.json:
@@ -116,6 +112,10 @@ def cmd_equilibrium(args: argparse.Namespace) -> int:
 
 def cmd_stability(args: argparse.Namespace) -> int:
     """Print the largest stable scaling and optionally plot the 2-class region."""
+    import matplotlib.pyplot as plt
+
+    from fluidopt.fluid.stability import max_stable_scale, peer_max_scales, stability_boundary
+
     workload, profile = workload_from_args(args), profile_from_args(args)
     constraints = constraints_from_args(args)
     if args.plot and workload.num_classes != 2:
@@ -193,6 +193,8 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 def cmd_profile_fit(args: argparse.Namespace) -> int:
     """Fit a profile from measurements and report its quality."""
+    from fluidopt.fitting import fit_vidur_profile
+
     if args.batch_log or args.attention:
         return _profile_fit_components(args)
     for option in ("gpu", "model"):
@@ -233,6 +235,8 @@ def cmd_profile_show(args: argparse.Namespace) -> int:
 
 def cmd_symbolic(args: argparse.Namespace) -> int:
     """Print the symbolic closed forms as LaTeX."""
+    from fluidopt.fluid.symbolic import derive_equilibrium
+
     if args.classes < 1 or args.classes > 6:
         raise InputError("--classes", args.classes, "must be between 1 and 6")
     forms = derive_equilibrium(args.classes, paper_linear=args.paper_linear).latex()

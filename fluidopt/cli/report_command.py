@@ -14,12 +14,6 @@ from pathlib import Path
 
 from fluidopt.cli.common import add_json_option, format_table, print_json
 from fluidopt.cli.figures_command import DEFAULT_SHARED_DATA
-from fluidopt.experiments.figures import make_figures
-from fluidopt.experiments.rate_sweep import rate_sweep
-from fluidopt.experiments.sweep import make_executor
-from fluidopt.experiments.tune import tune
-from fluidopt.fluid.equilibrium import equilibrium
-from fluidopt.fluid.stability import max_stable_scale, peer_max_scales
 from fluidopt.profile import preset_profile
 from fluidopt.workload import preset_workload
 
@@ -45,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def stability_summary(profiles: tuple[str, ...], workloads: tuple[str, ...]) -> list[dict]:
     """Equilibrium at the preset rate and largest stable rate for every (profile, workload)."""
+    from fluidopt.fluid.equilibrium import equilibrium
+    from fluidopt.fluid.stability import max_stable_scale, peer_max_scales
+
     rows = []
     for profile_name in profiles:
         profile = preset_profile(profile_name)
@@ -75,6 +72,8 @@ def stability_summary(profiles: tuple[str, ...], workloads: tuple[str, ...]) -> 
 
 def tuned_thresholds(profile_name: str, executor, requests: int) -> list[dict]:
     """Tuned WAIT / Nested WAIT thresholds for the paper's two workloads at their preset rates."""
+    from fluidopt.experiments.tune import tune
+
     profile = preset_profile(profile_name)
     rows = []
     for workload_name, family in (("p512d20", "wait"), ("mix-p512d20-p512d50", "nested-wait")):
@@ -87,7 +86,7 @@ def tuned_thresholds(profile_name: str, executor, requests: int) -> list[dict]:
                 "workload": workload_name,
                 "rate_per_s": workload.total_rate_per_s,
                 "policy": chosen.policy.name if chosen else family,
-                "thresholds": list(chosen.policy.thresholds) if chosen else None,
+                "thresholds": list(getattr(chosen.policy, "thresholds", ())) if chosen else None,
                 "mean_latency_s": chosen.mean("mean_latency_s") if chosen else None,
                 "status": result.status,
             }
@@ -97,6 +96,8 @@ def tuned_thresholds(profile_name: str, executor, requests: int) -> list[dict]:
 
 def policy_comparison(profile_name: str, executor, requests: int) -> list[dict]:
     """Every policy at the preset rate of each workload."""
+    from fluidopt.experiments.rate_sweep import rate_sweep
+
     profile = preset_profile(profile_name)
     rows = []
     for workload_name in REPORT_WORKLOADS:
@@ -154,6 +155,9 @@ def _describe(summary: dict | None) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the verdict and the three tables and write the figures."""
+    from fluidopt.experiments.figures import make_figures
+    from fluidopt.experiments.sweep import make_executor
+
     start = time.perf_counter()
     profiles = tuple(args.profile or REPORT_PROFILES)
     executor = make_executor(args.executor)

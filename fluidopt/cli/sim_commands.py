@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from typing import TYPE_CHECKING, Any
 
 from fluidopt.cli.common import (
     add_json_option,
@@ -15,20 +16,9 @@ from fluidopt.cli.common import (
     workload_from_args,
 )
 from fluidopt.errors import InputError
-from fluidopt.policies.conditions import ThresholdConditionWarning
-from fluidopt.policies.io import (
-    check_policy_conditions,
-    default_policy,
-    read_thresholds,
-    thresholds_document,
-    write_thresholds,
-)
-from fluidopt.policies.nested import nested_wait_thresholds
-from fluidopt.policies.wait import wait_thresholds
-from fluidopt.sim import POLICY_NAMES, MMPPArrivals, TraceArrivals, arrival_process, simulate
-from fluidopt.sim.engine import check_conventions
-from fluidopt.sim.policies import NestedWaitPolicy, WaitPolicy, wait_thresholds_from_kappa
-from fluidopt.trace import read_trace
+
+if TYPE_CHECKING:
+    from fluidopt.sim.arrivals import ArrivalProcess
 
 
 def _floats(text: str, name: str, count: int) -> tuple[float, ...]:
@@ -43,6 +33,8 @@ def _floats(text: str, name: str, count: int) -> tuple[float, ...]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``simulate`` and ``thresholds``."""
+    from fluidopt.sim import POLICY_NAMES
+
     p = subparsers.add_parser("simulate", help="simulate a scheduling policy on a GPU profile")
     add_workload_options(p)
     add_profile_options(p)
@@ -142,6 +134,9 @@ def _chunked_design(args: argparse.Namespace, workload, profile):
 
 
 def _policy_from_args(args: argparse.Namespace, workload, profile):
+    from fluidopt.policies.io import default_policy, read_thresholds
+    from fluidopt.sim.policies import WaitPolicy, wait_thresholds_from_kappa
+
     options = {
         key: getattr(args, attr)
         for key, attr in (
@@ -181,10 +176,18 @@ def _policy_from_args(args: argparse.Namespace, workload, profile):
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run one simulation and print its summary."""
+    from fluidopt.policies.conditions import ThresholdConditionWarning
+    from fluidopt.policies.io import check_policy_conditions
+    from fluidopt.sim import MMPPArrivals, TraceArrivals, arrival_process, simulate
+    from fluidopt.sim.engine import check_conventions
+    from fluidopt.sim.policies import NestedWaitPolicy, WaitPolicy
+    from fluidopt.trace import read_trace
+
     workload, profile = workload_from_args(args), profile_from_args(args)
     check_conventions(args.conventions)
     if args.conventions == "vidur" and args.horizon_s is not None:
         raise InputError("--horizon-s", args.horizon_s, "conventions vidur count requests: use --requests")
+    arrivals: ArrivalProcess | None
     if args.arrivals == "trace":
         if not str(args.workload).endswith(".csv"):
             raise InputError("--arrivals", "trace", "needs --workload to be a trace CSV")
@@ -270,12 +273,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_thresholds(args: argparse.Namespace) -> int:
     """Compute thresholds from the fluid model; report conditions and memory."""
+    from fluidopt.policies.io import thresholds_document, write_thresholds
+    from fluidopt.policies.nested import nested_wait_thresholds
+    from fluidopt.policies.wait import wait_thresholds
+    from fluidopt.sim.engine import check_conventions
+
     workload, profile = workload_from_args(args), profile_from_args(args)
     check_conventions(args.conventions)
     if args.policy in ("wait-cp", "nested-wait-cp"):
         return _print_chunked(args, workload, profile)
     if args.chunk_tokens is not None or args.slack is not None or args.wait_gate:
         raise InputError("--chunk-tokens/--slack/--wait-gate", args.policy, "apply to wait-cp and nested-wait-cp only")
+    design: Any
     if args.policy == "wait":
         design = wait_thresholds(workload, profile, kappa=args.kappa, case=args.case)
     else:
@@ -341,6 +350,8 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
 
 
 def _print_chunked(args: argparse.Namespace, workload, profile) -> int:
+    from fluidopt.policies.io import write_thresholds
+
     design = _chunked_design(args, workload, profile)
     document = {
         **design.to_dict(),

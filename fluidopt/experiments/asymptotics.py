@@ -268,6 +268,7 @@ def sample_paths(zetas: np.ndarray, *, horizon_s: float = 100.0, seed: int = 0) 
             warmup_s=0.0,
             record_series=True,
         )
+        assert result.series is not None  # record_series=True
         t = result.series["end_s"]
         scaled = result.series["waiting"] / zeta
         reference = np.interp(t, fluid.times_s, fluid_queue)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fluidopt.errors import InputError, require
+from fluidopt.experiments.catalog import CAPACITY_POLICIES
 from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate, run_settings
 from fluidopt.experiments.sweep import Executor
 from fluidopt.fluid.stability import max_stable_scale
@@ -23,7 +24,6 @@ from fluidopt.profile import GPUProfile
 from fluidopt.sim.policies import FCFSPolicy, NestedWaitPolicy, Policy, SarathiPolicy, VLLMPolicy, WaitPolicy
 from fluidopt.workload import Workload
 
-CAPACITY_POLICIES = ("wait-cp", "nested-wait-cp", "wait", "nested-wait", "vllm", "sarathi", "fcfs")
 CAPACITY_CHUNKED_SLACKS = (0.15, 0.5)
 CAPACITY_CHUNK_SIZES = (256, 512)
 VLLM_BATCH_CAPS = (64, 128, 256)
@@ -48,7 +48,8 @@ def configurations(
             chunk_sizes=CAPACITY_CHUNK_SIZES,
         )
     if name == "wait":
-        out, seen = [], set()
+        out: list[tuple[Policy, dict[str, Any]]] = []
+        seen: set[Any] = set()
         for slack in WAIT_SLACKS:
             design = wait_thresholds(workload, profile, slack=slack)
             if design.thresholds not in seen:
@@ -63,13 +64,13 @@ def configurations(
         return out
     if name == "nested-wait":
         try:
-            design = nested_wait_thresholds(workload, profile)
+            nested = nested_wait_thresholds(workload, profile)
         except InputError:
             return []
         return [
             (
-                NestedWaitPolicy(design.segments.boundaries, design.thresholds, hold=hold),
-                {"boundaries": list(design.segments.boundaries), "thresholds": list(design.thresholds), "hold": hold},
+                NestedWaitPolicy(nested.segments.boundaries, nested.thresholds, hold=hold),
+                {"boundaries": list(nested.segments.boundaries), "thresholds": list(nested.thresholds), "hold": hold},
             )
             for hold in (True, False)
         ]

@@ -151,7 +151,7 @@ def compare_policies(
     for fraction in fractions:
         require(0 < fraction <= 1, "fractions", fraction, "each must be in (0, 1]")
     limit = max_stable_scale(workload, profile).max_rate_per_s
-    run = {
+    run: dict[str, Any] = {
         "targets": Targets(),
         "replicates": replicates,
         "requests": requests,
@@ -172,7 +172,7 @@ def compare_policies(
         fluid_pick = _best(selection[: len(fluid_configs)])
         base_pick = _best(selection[len(fluid_configs) :])
         chosen = [(e.policy, e.description) for e in (fluid_pick, base_pick) if e is not None]
-        defaults = [
+        defaults: list[tuple[Policy, dict[str, Any]]] = [
             (VLLMPolicy(), {"family": "vllm", "paper default": True}),
             (SarathiPolicy(), {"family": "sarathi", "paper default": True}),
         ]

@@ -25,6 +25,7 @@ from fluidopt import __version__
 from fluidopt.errors import InputError
 from fluidopt.experiments.asymptotics import run_asymptotics
 from fluidopt.experiments.capacity import max_sustained_rate
+from fluidopt.experiments.catalog import PAPER_PROFILE
 from fluidopt.experiments.evaluate import Targets, run_settings
 from fluidopt.experiments.rate_sweep import rate_sweep
 from fluidopt.experiments.sweep import Executor, SerialExecutor
@@ -38,7 +39,6 @@ from fluidopt.tomlio import write_text_atomic
 from fluidopt.trace import read_trace
 from fluidopt.workload import preset_workload, workload_from_trace
 
-PAPER_PROFILE = "a100-80gb-llama-3-8b"
 COMPARED = ("wait", "wait-nohold", "nested-wait", "nested-wait-nohold", "vllm", "sarathi")
 
 
@@ -400,11 +400,12 @@ def fig_nested_memory(ctx: FigureContext) -> FigureOutput:
     rows = []
     for ax, (rate, horizon, delta) in zip(axes, settings):
         curve = memory_against_segments(workload.with_total_rate(rate), profile, horizon_s=horizon, delta=delta)
-        levels = [L for L, d in curve.items() if d is not None]
+        designs = {L: d for L, d in curve.items() if d is not None}
+        levels = list(designs)
         parts = {
-            "base": [curve[L].memory_base_tokens for L in levels],
-            "carry-over": [curve[L].memory_carry_over_tokens for L in levels],
-            "buffer": [curve[L].memory_buffer_tokens for L in levels],
+            "base": [designs[L].memory_base_tokens for L in levels],
+            "carry-over": [designs[L].memory_carry_over_tokens for L in levels],
+            "buffer": [designs[L].memory_buffer_tokens for L in levels],
         }
         bottom = np.zeros(len(levels))
         for label, values in parts.items():
@@ -491,6 +492,7 @@ def fig_memory_cascade(ctx: FigureContext) -> FigureOutput:
             workload, profile, policy, horizon_s=60, rng=ctx.seed, record_series=True, warmup_s=0, initial=initial
         )
         series = result.series
+        assert series is not None  # record_series=True
         ax.step(
             series["start_s"],
             series["memory_tokens"],

@@ -48,7 +48,8 @@ def chunked_candidates(
 
     if nested and len({c.decode_tokens for c in workload.classes}) < 2:
         return []
-    seen, out = set(), []
+    seen: set[Any] = set()
+    out: list[tuple[Policy, dict[str, Any]]] = []
     longest = int(workload.prefill.max())
     for chunk in dict.fromkeys(min(c, longest) for c in chunk_sizes):  # short prompts: one whole chunk
         for slack in slacks:
@@ -82,7 +83,8 @@ def chunked_candidates(
 def wait_candidates(workload: Workload, profile: GPUProfile) -> list[tuple[Policy, dict[str, Any]]]:
     """WAIT thresholds for kappa = dT* (1 + slack) over :data:`WAIT_SLACKS` (distinct thresholds only)."""
     interval = kappa_interval(workload, profile)
-    seen, out = set(), []
+    seen: set[Any] = set()
+    out: list[tuple[Policy, dict[str, Any]]] = []
     if not math.isfinite(interval.low):
         return out
     for slack in WAIT_SLACKS:
@@ -117,7 +119,8 @@ def wait_candidates(workload: Workload, profile: GPUProfile) -> list[tuple[Polic
 def nested_candidates(workload: Workload, profile: GPUProfile) -> list[tuple[Policy, dict[str, Any]]]:
     """Nested WAIT designs over the number of segments and :data:`NESTED_ETAS`."""
     lengths = sorted({c.decode_tokens for c in workload.classes})
-    seen, out = set(), []
+    seen: set[Any] = set()
+    out: list[tuple[Policy, dict[str, Any]]] = []
     for count in range(1, len(lengths) + 1):
         for eta in NESTED_ETAS:
             try:
@@ -194,7 +197,7 @@ def tune(
     workload: Workload,
     profile: GPUProfile,
     *,
-    family: Literal["auto", "wait", "nested-wait"] = "auto",
+    family: str = "auto",
     objective: Literal["mean-latency", "max-rate"] = "mean-latency",
     targets: Targets | None = None,
     replicates: int = 4,

@@ -17,11 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import cvxpy as cp
 import numpy as np
 
 from fluidopt.errors import InputError
-from fluidopt.fluid._solver import solve
 from fluidopt.fluid.constraints import Constraints, check_fits, class_costs, resource_loads
 from fluidopt.profile import GPUProfile
 from fluidopt.workload import Workload
@@ -211,8 +209,8 @@ def equilibrium_fixed_point(
     benchmark = workload.decode_token_rate, workload.total_rate_per_s
     result = solve_fixed_point(workload, profile)
     if not result.stable:
-        binding = ("memory",) if result.reason.startswith("memory") else ("compute",)
-        return _unstable(workload, "fixed-point", binding, result.reason, benchmark)
+        limits = ("memory",) if result.reason.startswith("memory") else ("compute",)
+        return _unstable(workload, "fixed-point", limits, result.reason, benchmark)
     utilisation = _utilisation(workload, profile, constraints, result.per_stage, result.iteration_time_s)
     over = tuple(k for k, v in utilisation.items() if v > 1 + TIGHT)
     if over:
@@ -224,7 +222,7 @@ def equilibrium_fixed_point(
             benchmark,
             utilisation,
         )
-    binding = tuple(k for k, v in utilisation.items() if v >= 1 - TIGHT)
+    binding: tuple[str, ...] = tuple(k for k, v in utilisation.items() if v >= 1 - TIGHT)
     return _stable(
         workload, profile, "fixed-point", result.iteration_time_s, result.per_stage, benchmark, binding, utilisation, -1
     )
@@ -235,12 +233,14 @@ def equilibrium_lp(
     profile: GPUProfile,
     constraints: Constraints | None = None,
     *,
-    solver: str = cp.HIGHS,
+    solver: str = "HIGHS",
 ) -> EquilibriumResult:
     """Equilibrium as a linear program in ``(n, dT)`` solved with cvxpy (HiGHS by default).
 
     Binding resources are read from the duals (positive multiplier) and from zero slack.
     """
+    import cvxpy as cp  # imported here: the closed form and the fixed point do not need it
+
     constraints = constraints or Constraints()
     check_fits(workload, profile)
     rates = workload.rates
@@ -259,7 +259,7 @@ def equilibrium_lp(
             method = "lp-tangent"
     n = cp.Variable(workload.num_classes, nonneg=True)
     dt = cp.Variable(nonneg=True)
-    named: dict[str, cp.Constraint] = {"arrivals": n >= rates * dt}
+    named: dict[str, Any] = {"arrivals": n >= rates * dt}
     for p in range(bases.size):
         named[f"compute[{p}]"] = dt >= bases[p] + costs[p] @ n
     for resource, (usage, limit) in resource_loads(workload, constraints, profile).items():
@@ -267,24 +267,26 @@ def equilibrium_lp(
     if constraints.tbt_max_s is not None:
         named["tbt"] = dt <= constraints.tbt_max_s
     problem = cp.Problem(cp.Minimize(dt), list(named.values()))
+    from fluidopt.fluid._solver import solve
+
     solve(problem, solver)
     benchmark = workload.decode_token_rate, workload.total_rate_per_s
     if problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
         from fluidopt.fluid.stability import max_stable_scale
 
-        limit = max_stable_scale(workload, profile, constraints, method="lp")
-        if limit.max_scale > 0:
+        scale = max_stable_scale(workload, profile, constraints, method="lp")
+        if scale.max_scale > 0:
             reason = (
-                f"no fluid equilibrium: the load is {1 / limit.max_scale:.4g} x the largest stable scaling "
-                f"(limited by {', '.join(limit.binding)})"
+                f"no fluid equilibrium: the load is {1 / scale.max_scale:.4g} x the largest stable scaling "
+                f"(limited by {', '.join(scale.binding)})"
             )
         else:
-            reason = "no fluid equilibrium at any positive load (limited by " + ", ".join(limit.binding) + ")"
-        return _unstable(workload, "lp", limit.binding, reason, benchmark)
+            reason = "no fluid equilibrium at any positive load (limited by " + ", ".join(scale.binding) + ")"
+        return _unstable(workload, "lp", scale.binding, reason, benchmark)
     if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
         raise RuntimeError(f"equilibrium LP ended with solver status {problem.status!r}")
     per_stage = np.maximum(np.asarray(n.value, dtype=float), 0.0)
-    iteration_time = float(dt.value)
+    iteration_time = float(np.asarray(dt.value))
     duals = {name: float(np.sum(np.abs(c.dual_value))) for name, c in named.items() if c.dual_value is not None}
     utilisation = _utilisation(workload, profile, constraints, per_stage, iteration_time)
     over = tuple(k for k, v in utilisation.items() if v > 1 + LP_TOLERANCE)

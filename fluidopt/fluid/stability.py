@@ -18,11 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import cvxpy as cp
 import numpy as np
 
 from fluidopt.errors import InputError, require, require_whole_number
-from fluidopt.fluid._solver import solve
 from fluidopt.fluid.constraints import Constraints, check_fits, class_costs, resource_loads
 from fluidopt.profile import GPUProfile
 from fluidopt.workload import Workload
@@ -210,13 +208,15 @@ class _ScaleLP:
     """The Charnes-Cooper LP with the mix as a cvxpy Parameter, re-solved across directions."""
 
     def __init__(self, workload: Workload, profile: GPUProfile, constraints: Constraints) -> None:
+        import cvxpy as cp  # imported here: the closed forms do not need it
+
         self.mix = cp.Parameter(workload.num_classes, nonneg=True)
         self.x = cp.Variable(workload.num_classes, nonneg=True)
         self.y = cp.Variable(nonneg=True)
         self.theta = cp.Variable(nonneg=True)
         costs = class_costs(workload, profile)
         bases = profile.coefficient_matrix()[:, 0]
-        self.named: dict[str, cp.Constraint] = {"arrivals": self.x >= cp.multiply(self.theta, self.mix)}
+        self.named: dict[str, Any] = {"arrivals": self.x >= cp.multiply(self.theta, self.mix)}
         for p in range(len(profile.pieces)):
             self.named[f"compute[{p}]"] = bases[p] * self.y + costs[p] @ self.x <= 1
         for resource, (usage, limit) in resource_loads(workload, constraints, profile).items():
@@ -234,16 +234,20 @@ class _ScaleLP:
         return terms
 
     def solve(self, mix: np.ndarray) -> tuple[float, tuple[str, ...], float]:
+        import cvxpy as cp
+
+        from fluidopt.fluid._solver import solve
+
         self.mix.value = np.asarray(mix, dtype=float)
         solve(self.problem)
         if self.problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
             if self.problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
                 return 0.0, ("tbt",), 0.0
             raise RuntimeError(f"stability LP ended with solver status {self.problem.status!r}")
-        theta = float(self.theta.value)
+        theta = float(np.asarray(self.theta.value))
         # Scale-free reading of the duals: mu_r * L_r * y / theta is the elasticity of theta*
         # with respect to the limit L_r (envelope theorem); a resource binds when it is > 0.
-        y = float(self.y.value)
+        y = float(np.asarray(self.y.value))
         elasticities = {}
         for name, limit_times_y in self._limit_terms(y).items():
             dual = float(np.sum(np.abs(self.named[name].dual_value)))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import sympy as sp
 
@@ -40,7 +41,7 @@ class SymbolicEquilibrium:
 
     """
 
-    symbols: dict[str, object]
+    symbols: dict[str, Any]
     kv_mass: tuple[sp.Expr, ...]
     iteration_time: sp.Expr
     per_stage: tuple[sp.Expr, ...]

@@ -310,10 +310,10 @@ def _segments(
     first = 2 if conventions == "vidur" else 1
     longest = int(workload.decode.max())
     if not nested:
-        stages = sum(max(int(c.decode_tokens) - first + 1, 0) * c.rate_per_s for c in workload.classes)
+        steps = sum(max(int(c.decode_tokens) - first + 1, 0) * c.rate_per_s for c in workload.classes)
         count = max(longest - first + 1, 1)
         # One segment: the per-stage real is the rate-weighted decode steps per stage.
-        return (longest,), [count], [kappa * stages / count]
+        return (longest,), [count], [float(kappa * steps / count)]
     from fluidopt.policies.nested import choose_cut_points, make_segments
 
     distinct = len({int(c.decode_tokens) for c in workload.classes})

@@ -148,11 +148,11 @@ def default_policy(
     their knobs from ``options``.
     """
     if name in ("wait", "wait-nowait"):
-        design = wait_thresholds(workload, profile, kappa=kappa)
-        return WaitPolicy(design.thresholds, gate=name == "wait")
+        wait_design = wait_thresholds(workload, profile, kappa=kappa)
+        return WaitPolicy(wait_design.thresholds, gate=name == "wait")
     if name == "nested-wait":
-        design = nested_wait_thresholds(workload, profile, segments=segments)
-        return NestedWaitPolicy(design.segments.boundaries, design.thresholds, repair)
+        nested_design = nested_wait_thresholds(workload, profile, segments=segments)
+        return NestedWaitPolicy(nested_design.segments.boundaries, nested_design.thresholds, repair)
     return make_policy(name, **options)
 
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy.optimize import brentq
 
 from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
 from fluidopt.fluid.constraints import check_fits
@@ -43,6 +42,8 @@ def cramer_lundberg_theta(n_prev: int, n_next: int, p: float) -> float:
         Unless ``p n_{k-1} < n_k < n_{k-1}`` (the root exists only then).
 
     """
+    from scipy.optimize import brentq
+
     p = require_finite_number(p, "p")
     require(0 <= p <= 1, "p", p, "must be a probability")
     require(n_next < n_prev, "n_k", n_next, f"must be < n_(k-1) = {n_prev} for theta to exist")
@@ -181,7 +182,7 @@ def choose_cut_points(
 def _repair_cuts(raw: list[int], m: int) -> tuple[int, ...]:
     """Make cut points strictly increasing in ``1..m`` ending at m, keeping their count if possible."""
     count = len(raw)
-    cuts = []
+    cuts: list[int] = []
     for k, value in enumerate(raw):
         low = cuts[-1] + 1 if cuts else 1
         high = m - (count - 1 - k)

@@ -158,8 +158,8 @@ class MMPPArrivals(ArrivalProcess):
     long-run mean rate is ``Lambda * (m0 r1 + m1 r0) / (r0 + r1)``.
     """
 
-    multipliers: tuple[float, float] = (1.5, 0.5)
-    switch_rates: tuple[float, float] = (0.1, 0.1)
+    multipliers: tuple[float, ...] = (1.5, 0.5)
+    switch_rates: tuple[float, ...] = (0.1, 0.1)
     name = "mmpp"
 
     def __post_init__(self) -> None:

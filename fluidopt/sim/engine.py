@@ -252,7 +252,7 @@ def simulate(
         span = (
             horizon_s
             if horizon_s is not None
-            else (requests / workload.total_rate_per_s if workload.total_rate_per_s > 0 else 0.0)
+            else ((requests or 0) / workload.total_rate_per_s if workload.total_rate_per_s > 0 else 0.0)
         )
         warmup_s = 0.1 * span
     warmup_s = require_finite_number(warmup_s, "warmup_s")
@@ -302,7 +302,7 @@ def simulate(
         span = (
             horizon_s
             if horizon_s is not None
-            else (requests / workload.total_rate_per_s if workload.total_rate_per_s > 0 else 0.0)
+            else ((requests or 0) / workload.total_rate_per_s if workload.total_rate_per_s > 0 else 0.0)
         )
         drain_timeout_s = 10 * span + 60.0
     drain_timeout_s = require_finite_number(drain_timeout_s, "drain_timeout_s")
