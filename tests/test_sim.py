@@ -302,3 +302,27 @@ def test_nested_wait_without_hold_keeps_interior_stages_moving():
     for result in (held, flowing):
         assert result.unfinished_requests == 0 and result.overflow_iterations == 0 and result.evictions == 0
     assert flowing.mean_latency_s < 0.5 * held.mean_latency_s
+
+
+def test_results_say_when_they_overflow_livelock_or_are_fine():
+    from fluidopt.status import STATUSES
+
+    pair = preset_workload("fcfs-counterexample")
+    at_m_star = preset_profile("fcfs-counterexample")
+    plain = simulate(pair, at_m_star, NestedWaitPolicy((1, 2), (3, 2)), horizon_s=2000, rng=3)
+    assert plain.status == "overflow" and not plain.success and "above C" in plain.message
+    repaired = simulate(pair, at_m_star, NestedWaitPolicy((1, 2), (3, 2), repair=True), horizon_s=2000, rng=3)
+    assert repaired.status in ("livelock", "starved") and "overflow" not in repaired.status
+    fine = simulate(pair, at_m_star.with_capacity(200), NestedWaitPolicy((1, 2), (3, 2)), horizon_s=500, rng=3)
+    assert fine.status == "ok" and fine.success
+    for result in (plain, repaired, fine):
+        assert result.status in STATUSES and result.to_dict()["status"] == result.status
+
+
+def test_a_request_that_never_fits_in_blocks_is_refused_up_front():
+    workload = preset_workload("p512d20")
+    profile = preset_profile("a100-80gb-llama-2-7b").with_capacity(540)  # 532 tokens = 544 in 16-token blocks
+    with pytest.raises(InputError, match="cannot hold one request at its peak in 16-token blocks"):
+        simulate(workload, profile, VLLMPolicy(), requests=50)
+    with pytest.raises(InputError, match="16-token blocks"):
+        simulate(workload, profile, SarathiPolicy(), requests=50)

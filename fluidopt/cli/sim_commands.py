@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mmpp-multipliers", default="1.5,0.5", help="mmpp: rate multipliers of the two states")
     p.add_argument("--mmpp-switch-rates", default="0.1,0.1", help="mmpp: switching rates 0->1, 1->0 (per s)")
     p.add_argument("--drain", action="store_true", help="serve until empty after the last arrival")
-    p.add_argument("--strict", action="store_true", help="thresholds violating their conditions are an error")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="thresholds violating their conditions are an error (exit 2); a run that overflows, livelocks, "
+        "starves or truncates exits with status 3",
+    )
     p.add_argument("--max-batch", type=int, help="baselines: sequences per iteration")
     p.add_argument("--token-budget", type=int, help="sarathi: tokens per iteration")
     p.add_argument("--block-size", type=int, help="vllm/sarathi: KV block size")
@@ -100,6 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="write a thresholds file (TOML, or JSON for .json)")
     add_json_option(p)
     p.set_defaults(handler=cmd_thresholds)
+
+
+STRICT_FAILURE = 3  # exit status of --strict when a simulation overflows, livelocks or starves
 
 
 def add_chunked_options(p: argparse.ArgumentParser, *, slack: bool = False) -> None:
@@ -230,9 +239,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         drain=args.drain,
         conventions=args.conventions,
     )
+    code = 0
+    if not result.success:
+        print(f"fluidopt: warning: {result.status}: {result.message}", file=sys.stderr)
+        code = STRICT_FAILURE if args.strict else 0
     if args.json:
         print_json(result.to_dict())
-        return 0
+        return code
     print(
         f"{policy.name} on {profile.name}, workload {workload.name} at {workload.total_rate_per_s:.4g} requests/s "
         f"(seed {args.seed}, eviction {result.eviction}, conventions {args.conventions}"
@@ -266,9 +279,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         ("evictions (wasted tokens)", f"{result.evictions} ({result.wasted_tokens})"),
         ("iterations (overflowing)", f"{result.iterations} ({result.overflow_iterations})"),
         ("simulation speed", f"{result.simulated_requests_per_wall_s:,.0f} requests/s"),
+        ("status", f"{result.status}: {result.message}"),
     ]
     print(format_table(["metric", "value"], rows))
-    return 0
+    return code
 
 
 def cmd_thresholds(args: argparse.Namespace) -> int:

@@ -259,6 +259,20 @@ def simulate(
     require(warmup_s >= 0, "warmup_s", warmup_s, "must be >= 0")
 
     config, thresholds, seg_of_stage, seg_entry = _policy_arrays(policy, workload, max_stage)
+    block = int(config.get("block_size", 1))
+    if block > 1:
+        # A request whose peak, in whole blocks, exceeds the capacity can never complete: refuse it
+        # up front instead of simulating a run in which nothing finishes.
+        peak = max(c.prefill_tokens + c.decode_tokens for c in workload.classes)
+        if isinstance(arrivals, TraceArrivals):
+            peak = max(peak, int((arrivals.trace.prefill_tokens + arrivals.trace.decode_tokens).max()))
+        peak_blocks = -(-peak // block) * block
+        require(
+            peak_blocks <= profile.kv_capacity_tokens,
+            "kv_capacity_tokens",
+            profile.kv_capacity_tokens,
+            f"cannot hold one request at its peak in {block}-token blocks ({peak} tokens = {peak_blocks} in blocks)",
+        )
     if isinstance(policy, WaitCPPolicy):
         longest = int(max(c.prefill_tokens for c in workload.classes))
         need = -(-longest // policy.block_size) * policy.block_size

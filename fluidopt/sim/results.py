@@ -20,6 +20,8 @@ def histogram_quantile(counts: np.ndarray, q: float) -> float:
         return math.nan
     index = int(np.searchsorted(np.cumsum(counts), q * total, side="left"))
     index = min(index, HIST_BINS - 1)
+    if index == HIST_BINS - 1:  # the top bin is open-ended: report its lower edge, a lower bound
+        return float(10 ** (HIST_MIN_LOG10 + index / HIST_BINS_PER_DECADE))
     return float(10 ** (HIST_MIN_LOG10 + (index + 0.5) / HIST_BINS_PER_DECADE))
 
 
@@ -93,6 +95,60 @@ class SimulationResult:
     series: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     @property
+    def status(self) -> str:
+        """One word from :data:`fluidopt.status.STATUSES`: ok, overflow, livelock, starved or truncated.
+
+        ``overflow``: some batch ran with resident memory above C.  ``livelock``: at least ten
+        evictions per completion and fewer than half of the arrivals completed.  ``starved``:
+        requests arrived and none completed.  ``truncated``: a latency quantile fell in the top
+        bin of the histogram (1e6 s), so it is a lower bound.
+        """
+        return self._status_and_message()[0]
+
+    @property
+    def message(self) -> str:
+        """Why the status is what it is."""
+        return self._status_and_message()[1]
+
+    @property
+    def success(self) -> bool:
+        """True when the result can be used as it stands (status ``ok``)."""
+        return self.status == "ok"
+
+    def _status_and_message(self) -> tuple[str, str]:
+        """The most severe problem (starved > livelock > overflow > truncated) and every problem found."""
+        problems: list[tuple[str, str]] = []
+        if self.arrived_requests > 0 and self.completed_requests == 0:
+            problems.append(("starved", f"{self.arrived_requests} requests arrived and none completed"))
+        elif self.evictions >= 10 * max(self.completed_requests, 1) and self.completed_requests < 0.5 * max(
+            self.arrived_requests, 1
+        ):
+            problems.append(
+                (
+                    "livelock",
+                    f"{self.evictions} evictions for {self.completed_requests} completions of "
+                    f"{self.arrived_requests} arrivals: requests are evicted and readmitted without finishing",
+                )
+            )
+        if self.overflow_iterations > 0:
+            problems.append(
+                (
+                    "overflow",
+                    f"{self.overflow_iterations} of {self.iterations} batches ran with resident memory above C "
+                    f"(peak {self.peak_memory_tokens} = {self.peak_memory_tokens / self.kv_capacity_tokens:.3g} x C): "
+                    "latencies describe a GPU with more memory than this one",
+                )
+            )
+        top_bin = 10 ** (HIST_MIN_LOG10 + (HIST_BINS - 1) / HIST_BINS_PER_DECADE)
+        if any(v >= top_bin * (1 - 1e-9) for v in self.latency_quantiles_s.values() if math.isfinite(v)):
+            problems.append(
+                ("truncated", "a latency quantile reached the histogram's top (1e6 s); it is a lower bound")
+            )
+        if not problems:
+            return "ok", "simulated as asked"
+        return problems[0][0], "; ".join(message for _, message in problems)
+
+    @property
     def p99_latency_s(self) -> float:
         """99th percentile of end-to-end latency."""
         return self.latency_quantiles_s["p99"]
@@ -121,6 +177,9 @@ class SimulationResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (per-request records and series are left out)."""
         out = {
+            "status": self.status,
+            "success": self.success,
+            "message": self.message,
             "policy": self.policy,
             "eviction": self.eviction,
             "seed": self.seed,
