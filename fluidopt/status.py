@@ -33,3 +33,14 @@ def is_success(status: str) -> bool:
 def describe(status: str) -> str:
     """The vocabulary's one-line meaning of ``status``."""
     return STATUSES[status][1]
+
+
+class HasStatus:
+    """Mixin: ``success`` derived from a ``status`` attribute of the vocabulary."""
+
+    status: str
+
+    @property
+    def success(self) -> bool:
+        """Whether the result can be used as it stands (see :data:`STATUSES`)."""
+        return is_success(self.status)

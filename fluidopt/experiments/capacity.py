@@ -22,6 +22,7 @@ from fluidopt.policies.nested import nested_wait_thresholds
 from fluidopt.policies.wait import wait_thresholds
 from fluidopt.profile import GPUProfile
 from fluidopt.sim.policies import FCFSPolicy, NestedWaitPolicy, Policy, SarathiPolicy, VLLMPolicy, WaitPolicy
+from fluidopt.status import HasStatus
 from fluidopt.workload import Workload
 
 CAPACITY_CHUNKED_SLACKS = (0.15, 0.5)
@@ -84,7 +85,7 @@ def configurations(
 
 
 @dataclass(frozen=True)
-class PolicyCapacity:
+class PolicyCapacity(HasStatus):
     """Largest sustained rate of one policy and the best configuration there.
 
     ``status`` is ``ok``, or ``method-error`` when the search found a rate above the fluid
@@ -104,6 +105,7 @@ class PolicyCapacity:
         out: dict[str, Any] = {
             "max_rate_per_s": self.max_rate_per_s if math.isfinite(self.max_rate_per_s) else None,
             "status": self.status,
+            "success": self.success,
             "message": self.message,
         }
         if self.flagged_rate_per_s is not None:
@@ -118,7 +120,7 @@ class PolicyCapacity:
 
 
 @dataclass(frozen=True)
-class CapacityResult:
+class CapacityResult(HasStatus):
     """Capacity of every policy for one workload mix and profile."""
 
     workload: str
@@ -127,9 +129,25 @@ class CapacityResult:
     targets: Targets
     policies: dict[str, PolicyCapacity]
 
+    @property
+    def status(self) -> str:  # type: ignore[override]
+        """Status from :data:`fluidopt.status.STATUSES`."""
+        return next((c.status for c in self.policies.values() if not c.success), "ok")
+
+    @property
+    def message(self) -> str:  # type: ignore[override]
+        """Why the status is what it is."""
+        return (
+            "; ".join(f"{n}: {c.message}" for n, c in self.policies.items() if not c.success)
+            or "every policy searched as asked"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping: policy -> max rate and the latency at it."""
         return {
+            "status": self.status,
+            "success": self.success,
+            "message": self.message,
             "workload": self.workload,
             "profile": self.profile,
             "fluid_max_rate_per_s": self.fluid_max_rate_per_s,

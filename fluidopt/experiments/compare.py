@@ -29,6 +29,7 @@ from fluidopt.experiments.tune import chunked_candidates
 from fluidopt.fluid.stability import max_stable_scale
 from fluidopt.profile import GPUProfile
 from fluidopt.sim.policies import Policy, SarathiPolicy, VLLMPolicy
+from fluidopt.status import HasStatus
 from fluidopt.workload import Workload
 
 VLLM_BATCH_CAPS = (64, 128, 256)
@@ -87,7 +88,7 @@ class RateVerdict:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(HasStatus):
     """Verdicts at every rate for one workload and profile."""
 
     workload: str
@@ -96,9 +97,22 @@ class Comparison:
     fluid_max_rate_per_s: float
     verdicts: tuple[RateVerdict, ...]
 
+    @property
+    def status(self) -> str:  # type: ignore[override]
+        """Status from :data:`fluidopt.status.STATUSES`."""
+        return "ok"
+
+    @property
+    def message(self) -> str:  # type: ignore[override]
+        """Why the status is what it is."""
+        return f"{len(self.verdicts)} loads compared"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping."""
         return {
+            "status": self.status,
+            "success": self.success,
+            "message": self.message,
             "workload": self.workload,
             "profile": self.profile,
             "conventions": self.conventions,

@@ -20,6 +20,7 @@ from fluidopt.policies.nested import nested_wait_thresholds
 from fluidopt.policies.wait import kappa_interval, wait_thresholds
 from fluidopt.profile import GPUProfile
 from fluidopt.sim.policies import NestedWaitPolicy, Policy, WaitPolicy
+from fluidopt.status import HasStatus
 from fluidopt.workload import Workload
 
 WAIT_SLACKS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -147,7 +148,7 @@ def nested_candidates(workload: Workload, profile: GPUProfile) -> list[tuple[Pol
 
 
 @dataclass(frozen=True)
-class TuneResult:
+class TuneResult(HasStatus):
     """Outcome of :func:`tune`.
 
     ``status`` is ``"ok"`` or ``"no-configuration"`` (then ``message`` says which target could
@@ -166,6 +167,7 @@ class TuneResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping."""
         return {
+            "success": self.success,
             "status": self.status,
             "message": self.message,
             "objective": self.objective,

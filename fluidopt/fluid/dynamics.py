@@ -33,6 +33,7 @@ from scipy.integrate import solve_ivp
 
 from fluidopt.errors import InputError, require, require_finite_number
 from fluidopt.profile import GPUProfile
+from fluidopt.status import HasStatus
 from fluidopt.workload import Workload
 
 PolicyName = Literal["wait", "wait-nowait", "nested-wait", "fcfs"]
@@ -243,7 +244,7 @@ def step(
 
 
 @dataclass(frozen=True)
-class Trajectory:
+class Trajectory(HasStatus):
     """A fluid trajectory sampled at iteration (map) or solver (ODE) times.
 
     Attributes
@@ -277,9 +278,22 @@ class Trajectory:
         t, c = self.times_s[mask], self.completed[mask]
         return float((c[-1] - c[0]) / (t[-1] - t[0])) if t.size > 1 and t[-1] > t[0] else float("nan")
 
+    @property
+    def status(self) -> str:  # type: ignore[override]
+        """Status from :data:`fluidopt.status.STATUSES`."""
+        return "ok"
+
+    @property
+    def message(self) -> str:  # type: ignore[override]
+        """Why the status is what it is."""
+        return f"{self.times_s.size} samples to {float(self.times_s[-1]) if self.times_s.size else 0.0:.6g} s"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping (stage masses summed per class)."""
         return {
+            "status": self.status,
+            "success": self.success,
+            "message": self.message,
             "times_s": self.times_s.tolist(),
             "queue": self.queue.sum(axis=1).tolist(),
             "memory_tokens": self.memory_tokens.tolist(),

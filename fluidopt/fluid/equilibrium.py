@@ -22,6 +22,7 @@ import numpy as np
 from fluidopt.errors import InputError
 from fluidopt.fluid.constraints import Constraints, check_fits, class_costs, resource_loads
 from fluidopt.profile import GPUProfile
+from fluidopt.status import HasStatus
 from fluidopt.workload import Workload
 
 TIGHT = 1e-9
@@ -30,7 +31,7 @@ Method = Literal["auto", "closed-form", "lp", "fixed-point"]
 
 
 @dataclass(frozen=True)
-class EquilibriumResult:
+class EquilibriumResult(HasStatus):
     """Outcome of an equilibrium computation.
 
     Attributes
@@ -85,6 +86,7 @@ class EquilibriumResult:
         out: dict[str, Any] = {
             "stable": self.stable,
             "status": self.status,
+            "success": self.success,
             "message": self.message,
             "method": self.method,
             "iteration_time_s": _finite_or_none(self.iteration_time_s),

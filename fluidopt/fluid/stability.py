@@ -23,13 +23,14 @@ import numpy as np
 from fluidopt.errors import InputError, require, require_whole_number
 from fluidopt.fluid.constraints import Constraints, check_fits, class_costs, resource_loads
 from fluidopt.profile import GPUProfile
+from fluidopt.status import HasStatus
 from fluidopt.workload import Workload
 
 TIE = 1e-9
 
 
 @dataclass(frozen=True)
-class StabilityResult:
+class StabilityResult(HasStatus):
     """Largest stable scaling of a workload's mix.
 
     Attributes
@@ -60,6 +61,19 @@ class StabilityResult:
     bounds: dict[str, float]
 
     @property
+    def status(self) -> str:  # type: ignore[override]
+        """``stable`` when the given rates are inside the region, else ``unstable`` (both are results)."""
+        return "stable" if self.stable else "unstable"
+
+    @property
+    def message(self) -> str:
+        """One line: the largest stable rate and what limits it."""
+        return (
+            f"{self.status}: largest stable rate {self.max_rate_per_s:.6g} requests/s "
+            f"(x{self.max_scale:.4g} the given mix), limited by {', '.join(self.binding) or 'nothing'}"
+        )
+
+    @property
     def regime(self) -> str:
         """``memory-bound`` or ``compute-bound`` when memory limits theta*, else the limiting resource."""
         if "memory" in self.binding or not self.binding:
@@ -69,6 +83,9 @@ class StabilityResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping (the CLI's ``--json`` output)."""
         return {
+            "status": self.status,
+            "success": self.success,
+            "message": self.message,
             "max_scale": _json_float(self.max_scale),
             "max_rate_per_s": _json_float(self.max_rate_per_s),
             "stable": self.stable,

@@ -23,6 +23,7 @@ from fluidopt.errors import InputError, require, require_finite_number, require_
 from fluidopt.fluid.constraints import check_fits
 from fluidopt.policies.conditions import Condition, ConditionsReport
 from fluidopt.profile import GPUProfile
+from fluidopt.status import HasStatus
 from fluidopt.workload import Workload
 
 CutMethod = Literal["equal-width", "equal-mass", "optimal"]
@@ -215,7 +216,7 @@ def _required_memory_for(workload: Workload, cuts: tuple[int, ...], design: dict
 
 
 @dataclass(frozen=True)
-class NestedWaitThresholds:
+class NestedWaitThresholds(HasStatus):
     """A Nested WAIT design: segments, thresholds, buffer and required memory.
 
     The decomposition ``memory_required = base + carry_over + buffer`` is what
@@ -241,9 +242,23 @@ class NestedWaitThresholds:
         """``M_req = M^pi + sum_k (l + r_{k-1} + 1) (n_k + ln(L (1 + zeta T / d0) / delta) / theta_k)``."""
         return self.memory_base_tokens + self.memory_carry_over_tokens + self.memory_buffer_tokens
 
+    @property
+    def status(self) -> str:  # type: ignore[override]
+        """``ok`` when every condition holds, else ``conditions-violated``."""
+        return "ok" if self.conditions.all_hold else "conditions-violated"
+
+    @property
+    def message(self) -> str:
+        """The violated conditions, if any."""
+        violated = [c.name for c in self.conditions.violated]
+        return "every condition holds" if not violated else "violated: " + "; ".join(violated)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping."""
         return {
+            "status": self.status,
+            "success": self.success,
+            "message": self.message,
             "policy": "nested-wait",
             "segments": [
                 {"last_stage": r, "rate_per_s": lam, "prefill_tokens": l}

@@ -18,6 +18,7 @@ from fluidopt.errors import InputError, require, require_finite_number
 from fluidopt.fluid.constraints import Constraints, check_fits, class_costs
 from fluidopt.policies.conditions import Condition, ConditionsReport
 from fluidopt.profile import GPUProfile
+from fluidopt.status import HasStatus
 from fluidopt.workload import Workload
 
 
@@ -35,7 +36,7 @@ class KappaInterval:
 
 
 @dataclass(frozen=True)
-class WaitThresholds:
+class WaitThresholds(HasStatus):
     """A WAIT threshold choice and its memory and timing figures.
 
     Attributes
@@ -66,9 +67,23 @@ class WaitThresholds:
     iteration_time_s: float
     conditions: ConditionsReport
 
+    @property
+    def status(self) -> str:  # type: ignore[override]
+        """``ok`` when every condition holds, else ``conditions-violated``."""
+        return "ok" if self.conditions.all_hold else "conditions-violated"
+
+    @property
+    def message(self) -> str:
+        """The violated conditions, if any."""
+        violated = [c.name for c in self.conditions.violated]
+        return "every condition holds" if not violated else "violated: " + "; ".join(violated)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping."""
         return {
+            "status": self.status,
+            "success": self.success,
+            "message": self.message,
             "policy": "wait",
             "classes": list(self.class_names),
             "thresholds": list(self.thresholds),
