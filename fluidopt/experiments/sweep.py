@@ -1,9 +1,10 @@
 """Sweeps: one executor interface for serial runs, local processes and Dask.
 
 A sweep maps a top-level function over tasks.  Every task has a content key (a hash of its
-configuration and seed); with a cache folder, each finished point is written atomically as
-``<key>.json`` and found again on the next run, so an interrupted sweep resumes without
-recomputing and a half-written result is never read.
+configuration, seed and :func:`code_fingerprint`); with a cache folder, each finished point is
+written atomically as ``<key>.json`` and found again on the next run, so an interrupted sweep
+resumes without recomputing and a half-written result is never read.  A corrupt entry is
+recomputed with a warning naming the file.  Local worker processes end with their parent.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +39,46 @@ def content_key(data: Any) -> str:
     """SHA-256 of the canonical JSON of ``data``."""
     text = json.dumps(data, sort_keys=True, default=_jsonable, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+FINGERPRINTED_LIBRARIES = ("numpy", "scipy", "numba", "cvxpy", "highspy", "sympy")
+
+
+@cache
+def code_fingerprint() -> str:
+    """Hash of fluidopt's source files and the versions of the libraries results depend on.
+
+    Part of every cached task's key, so that changed code or an upgraded library never reuses
+    results computed by the old one.
+    """
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    for name in FINGERPRINTED_LIBRARIES:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            version = "absent"
+        digest.update(f"{name}={version}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _die_with_parent() -> None:
+    """Worker initialiser: end this process when the parent dies, even by SIGKILL (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except OSError:  # pragma: no cover - no libc
+        return
+    if os.getppid() == 1:  # the parent is already gone
+        os._exit(1)
 
 
 def _jsonable(value: Any) -> Any:
@@ -76,7 +121,7 @@ class ProcessExecutor:
         if len(items) <= 1:
             return [func(item) for item in items]
         workers = min(self.workers or os.cpu_count() or 1, len(items))
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
             return list(tqdm(pool.map(func, items), total=len(items), disable=not progress, desc="sweep"))
 
 
@@ -150,7 +195,10 @@ def run_sweep(
         for key in keys:
             path = cache / f"{key}.json"
             if path.exists():
-                values[key] = json.loads(path.read_text(encoding="utf-8"))
+                try:
+                    values[key] = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    warnings.warn(f"cache entry {path} is unreadable ({exc}); recomputing it", stacklevel=2)
     cached = tuple(k for k in dict.fromkeys(keys) if k in values)
     todo = [task for task, key in zip(tasks, keys) if key not in values]
     unique: dict[str, Task] = {}

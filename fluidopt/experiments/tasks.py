@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from fluidopt import __version__
-from fluidopt.experiments.sweep import content_key
+from fluidopt.experiments.sweep import code_fingerprint, content_key
 from fluidopt.profile import GPUProfile
 from fluidopt.sim import simulate
 from fluidopt.sim.policies import Policy
@@ -35,6 +35,7 @@ class SimulationTask:
         return content_key(
             {
                 "version": __version__,
+                "code": code_fingerprint(),
                 "workload": self.workload.to_dict(),
                 "profile": self.profile.to_dict(),
                 "policy": self.policy.to_dict(),
