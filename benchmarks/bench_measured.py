@@ -13,8 +13,8 @@ import time
 
 import fluidopt as fo
 from fluidopt.fluid.fixed_point import solve_fixed_point
-from fluidopt.policies.chunked import wait_cp_thresholds
 from fluidopt.sim import SarathiPolicy, simulate
+from fluidopt.thresholds.chunked import wait_cp_thresholds
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ import argparse
 import time
 
 from fluidopt import max_stable_scale, preset_profile, preset_workload
-from fluidopt.policies import nested_wait_thresholds, wait_thresholds
 from fluidopt.sim import NestedWaitPolicy, SarathiPolicy, VLLMPolicy, WaitPolicy, simulate
+from fluidopt.thresholds import nested_wait_thresholds, wait_thresholds
 
 TARGETS = {"wait": 200_000, "nested-wait": 200_000, "vllm": 20_000, "sarathi": 20_000}
 

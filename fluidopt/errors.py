@@ -30,6 +30,10 @@ class InputError(ValueError):
         super().__init__(f"{field} = {value!r}: {reason}")
 
 
+class SolverError(RuntimeError):
+    """An optimisation solver failed on a well-formed problem (names the solver and its status)."""
+
+
 def require(condition: bool, field: str, value: Any, reason: str) -> None:
     """Raise :class:`InputError` unless ``condition`` holds."""
     if not condition:

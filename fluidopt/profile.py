@@ -22,7 +22,7 @@ import numpy as np
 
 from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
 from fluidopt.timing import MeasuredTiming, _reject_unknown, affine_surrogate
-from fluidopt.tomlio import parse_toml, read_toml
+from fluidopt.tomlio import SCHEMA_VERSION, parse_toml, read_toml
 
 PIECE_KEYS = ("base_s", "per_kv_token_s", "per_prefill_token_s", "per_sequence_s")
 TIMING_KINDS = ("affine", "measured")
@@ -196,7 +196,11 @@ class GPUProfile:
             timing = dict[str, Any](self.pieces[0].to_dict())
             if len(self.pieces) > 1:
                 timing["pieces"] = [p.to_dict() for p in self.pieces[1:]]
-        out: dict[str, Any] = {"name": self.name, "kv_capacity_tokens": self.kv_capacity_tokens}
+        out: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "name": self.name,
+            "kv_capacity_tokens": self.kv_capacity_tokens,
+        }
         if self.block_tokens != 1:
             out["block_tokens"] = self.block_tokens
         if self.description:

@@ -12,6 +12,10 @@ import tomli_w
 
 from fluidopt.errors import InputError
 
+# Version of the layout of every file fluidopt writes (profiles, workloads, thresholds, figure
+# configs, sweep cache entries); readers accept files without it (written before it existed).
+SCHEMA_VERSION = 1
+
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse a TOML file, raising :class:`InputError` naming the file when it is malformed."""

@@ -11,7 +11,7 @@ import os
 import matplotlib.pyplot as plt
 
 import fluidopt as fo
-from fluidopt.policies import kappa_interval, wait_thresholds
+from fluidopt.thresholds import kappa_interval, wait_thresholds
 from fluidopt.sim import DeterministicArrivals, FCFSPolicy, InitialRequests, WaitPolicy, simulate
 
 QUICK = os.environ.get("FLUIDOPT_NOTEBOOK_QUICK", "0") == "1"

@@ -12,7 +12,7 @@ import os
 import matplotlib.pyplot as plt
 
 import fluidopt as fo
-from fluidopt.policies import cramer_lundberg_theta, memory_against_segments, nested_wait_thresholds
+from fluidopt.thresholds import cramer_lundberg_theta, memory_against_segments, nested_wait_thresholds
 from fluidopt.sim import NestedWaitPolicy, simulate
 
 QUICK = os.environ.get("FLUIDOPT_NOTEBOOK_QUICK", "0") == "1"

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 import fluidopt as fo
 from fluidopt.errors import InputError
-from fluidopt.policies.chunked import wait_cp_thresholds
 from fluidopt.sim import simulate
 from fluidopt.sim.policies import WaitCPPolicy
+from fluidopt.thresholds.chunked import wait_cp_thresholds
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ from scipy.optimize import brentq
 
 from fluidopt.errors import InputError
 from fluidopt.fluid import equilibrium
-from fluidopt.policies import (
+from fluidopt.profile import linear_profile, preset_profile
+from fluidopt.sim import NestedWaitPolicy, WaitPolicy
+from fluidopt.thresholds import (
     ThresholdConditionWarning,
     check_wait_conditions,
     choose_cut_points,
@@ -21,8 +23,6 @@ from fluidopt.policies import (
     wait_thresholds,
     write_thresholds,
 )
-from fluidopt.profile import linear_profile, preset_profile
-from fluidopt.sim import NestedWaitPolicy, WaitPolicy
 from fluidopt.workload import RequestClass, Workload, preset_workload
 
 

@@ -7,8 +7,6 @@ from hypothesis import strategies as st
 from sim_helpers import REQUIRED_SUMMARY_KEYS, confidence_interval, replicate
 
 from fluidopt.errors import InputError
-from fluidopt.policies import wait_thresholds
-from fluidopt.policies.wait import batch_time
 from fluidopt.profile import AffinePiece, GPUProfile, linear_profile, preset_profile
 from fluidopt.sim import (
     DeterministicArrivals,
@@ -23,6 +21,8 @@ from fluidopt.sim import (
     make_policy,
     simulate,
 )
+from fluidopt.thresholds import wait_thresholds
+from fluidopt.thresholds.wait import batch_time
 from fluidopt.trace import read_trace
 from fluidopt.workload import RequestClass, Workload, preset_workload
 
@@ -210,7 +210,7 @@ def test_zero_rate_gives_empty_result():
 def test_bad_input():
     with pytest.raises(InputError, match="kv_capacity_tokens"):
         simulate(P512, A100.with_capacity(100), SarathiPolicy(), requests=10)
-    with pytest.raises(InputError, match="wait, wait-nowait, nested-wait, fcfs, vllm, sarathi"):
+    with pytest.raises(InputError, match="unknown policy; choose one of wait, wait-nohold, wait-nowait"):
         make_policy("edf")
     with pytest.raises(InputError, match="requests"):
         simulate(P512, A100, SarathiPolicy())

@@ -6,9 +6,9 @@ import fluidopt as fo
 from fluidopt.experiments.capacity import capacity
 from fluidopt.experiments.tune import tune
 from fluidopt.fluid.dynamics import FluidSystem, iterate_map
-from fluidopt.policies import nested_wait_thresholds, wait_cp_thresholds, wait_thresholds
 from fluidopt.sim import SarathiPolicy, simulate
 from fluidopt.status import STATUSES, is_success
+from fluidopt.thresholds import nested_wait_thresholds, wait_cp_thresholds, wait_thresholds
 
 
 def _check(result) -> None:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from fluidopt.errors import InputError
+from fluidopt.errors import InputError, SolverError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"fluidopt: error: {exc}", file=sys.stderr)
         return 2
+    except SolverError as exc:
+        print(f"fluidopt: error: solver failed: {exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         return 0
 

@@ -75,8 +75,8 @@ def _start_state(text: str, system: FluidSystem) -> tuple[np.ndarray, np.ndarray
 def cmd_trajectory(args: argparse.Namespace) -> int:
     """Print a fluid trajectory summary (or the whole trajectory as JSON)."""
     from fluidopt.fluid.dynamics import FluidSystem, iterate_map, solve_ode
-    from fluidopt.policies.nested import nested_wait_thresholds
-    from fluidopt.policies.wait import wait_thresholds
+    from fluidopt.thresholds.nested import nested_wait_thresholds
+    from fluidopt.thresholds.wait import wait_thresholds
 
     workload, profile = workload_from_args(args), profile_from_args(args)
     if args.thresholds:

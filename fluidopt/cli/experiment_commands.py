@@ -84,8 +84,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     """Tune thresholds and print the chosen configuration."""
     from fluidopt.experiments.sweep import make_executor
     from fluidopt.experiments.tune import tune
-    from fluidopt.policies.io import write_thresholds
     from fluidopt.sim.policies import NestedWaitPolicy, WaitCPPolicy
+    from fluidopt.thresholds.io import write_thresholds
 
     workload, profile = workload_from_args(args), profile_from_args(args)
     result = tune(

@@ -122,7 +122,7 @@ def add_chunked_options(p: argparse.ArgumentParser, *, slack: bool = False) -> N
 
 
 def _chunked_design(args: argparse.Namespace, workload, profile):
-    from fluidopt.policies.chunked import wait_cp_thresholds
+    from fluidopt.thresholds.chunked import wait_cp_thresholds
 
     if args.policy not in ("wait-cp", "nested-wait-cp"):
         for option in ("chunk_tokens", "slack"):
@@ -143,8 +143,8 @@ def _chunked_design(args: argparse.Namespace, workload, profile):
 
 
 def _policy_from_args(args: argparse.Namespace, workload, profile):
-    from fluidopt.policies.io import default_policy, read_thresholds
-    from fluidopt.sim.policies import WaitPolicy, wait_thresholds_from_kappa
+    from fluidopt.sim.policies import NestedWaitPolicy, WaitPolicy, wait_thresholds_from_kappa
+    from fluidopt.thresholds.io import default_policy, read_thresholds
 
     options = {
         key: getattr(args, attr)
@@ -157,11 +157,26 @@ def _policy_from_args(args: argparse.Namespace, workload, profile):
         if getattr(args, attr) is not None
     }
     if args.thresholds:
-        if args.policy not in ("wait", "wait-nowait", "nested-wait", "wait-cp", "nested-wait-cp"):
-            raise InputError("--thresholds", args.thresholds, f"applies to wait and nested-wait, not {args.policy}")
+        families = {
+            "wait": "wait",
+            "wait-nohold": "wait",
+            "wait-nowait": "wait",
+            "nested-wait": "nested-wait",
+            "nested-wait-nohold": "nested-wait",
+            "wait-cp": "wait-cp",
+            "nested-wait-cp": "nested-wait-cp",
+        }
+        if args.policy not in families:
+            raise InputError("--thresholds", args.thresholds, f"applies to the WAIT family, not {args.policy}")
         policy = read_thresholds(args.thresholds, workload)
-        if policy.name != args.policy and not (args.policy == "wait-nowait" and policy.name == "wait"):
+        if families.get(policy.name) != families[args.policy]:
             raise InputError("--thresholds", args.thresholds, f"holds {policy.name} settings, not {args.policy}")
+        if isinstance(policy, WaitPolicy):
+            return WaitPolicy(policy.thresholds, gate=args.policy != "wait-nowait", hold=args.policy != "wait-nohold")
+        if isinstance(policy, NestedWaitPolicy):
+            return NestedWaitPolicy(
+                policy.boundaries, policy.thresholds, policy.repair, hold=args.policy != "nested-wait-nohold"
+            )
         return policy
     if args.policy in ("wait-cp", "nested-wait-cp"):
         from dataclasses import replace
@@ -173,9 +188,13 @@ def _policy_from_args(args: argparse.Namespace, workload, profile):
     if args.wait_gate or args.chunk_tokens is not None:
         raise InputError("--wait-gate/--chunk-tokens", args.policy, "apply to wait-cp and nested-wait-cp only")
     if args.kappa is not None:
-        if args.policy not in ("wait", "wait-nowait"):
-            raise InputError("--kappa", args.kappa, f"applies to wait and wait-nowait, not {args.policy}")
-        return WaitPolicy(wait_thresholds_from_kappa(workload, args.kappa), gate=args.policy == "wait")
+        if args.policy not in ("wait", "wait-nohold", "wait-nowait"):
+            raise InputError("--kappa", args.kappa, f"applies to wait, wait-nohold and wait-nowait, not {args.policy}")
+        return WaitPolicy(
+            wait_thresholds_from_kappa(workload, args.kappa),
+            gate=args.policy != "wait-nowait",
+            hold=args.policy != "wait-nohold",
+        )
     if args.policy in ("fcfs",):
         options = {k: v for k, v in options.items() if k == "max_batch"}
     if args.policy == "vllm":
@@ -185,11 +204,11 @@ def _policy_from_args(args: argparse.Namespace, workload, profile):
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run one simulation and print its summary."""
-    from fluidopt.policies.conditions import ThresholdConditionWarning
-    from fluidopt.policies.io import check_policy_conditions
     from fluidopt.sim import MMPPArrivals, TraceArrivals, arrival_process, simulate
     from fluidopt.sim.engine import check_conventions
     from fluidopt.sim.policies import NestedWaitPolicy, WaitPolicy
+    from fluidopt.thresholds.conditions import ThresholdConditionWarning
+    from fluidopt.thresholds.io import check_policy_conditions
     from fluidopt.trace import read_trace
 
     workload, profile = workload_from_args(args), profile_from_args(args)
@@ -287,10 +306,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_thresholds(args: argparse.Namespace) -> int:
     """Compute thresholds from the fluid model; report conditions and memory."""
-    from fluidopt.policies.io import thresholds_document, write_thresholds
-    from fluidopt.policies.nested import nested_wait_thresholds
-    from fluidopt.policies.wait import wait_thresholds
     from fluidopt.sim.engine import check_conventions
+    from fluidopt.thresholds.io import thresholds_document, write_thresholds
+    from fluidopt.thresholds.nested import nested_wait_thresholds
+    from fluidopt.thresholds.wait import wait_thresholds
 
     workload, profile = workload_from_args(args), profile_from_args(args)
     check_conventions(args.conventions)
@@ -364,7 +383,7 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
 
 
 def _print_chunked(args: argparse.Namespace, workload, profile) -> int:
-    from fluidopt.policies.io import write_thresholds
+    from fluidopt.thresholds.io import write_thresholds
 
     design = _chunked_design(args, workload, profile)
     document = {

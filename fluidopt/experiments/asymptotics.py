@@ -28,10 +28,10 @@ import numpy as np
 from fluidopt.experiments.sweep import Executor, SerialExecutor, run_sweep
 from fluidopt.experiments.tasks import SimulationTask, run_simulation_task, spawn_seeds
 from fluidopt.fluid.dynamics import FluidSystem, solve_ode
-from fluidopt.policies.nested import nested_wait_thresholds
 from fluidopt.profile import AffinePiece, GPUProfile, linear_profile
 from fluidopt.sim import FCFSPolicy, NestedWaitPolicy, WaitPolicy, simulate
 from fluidopt.sim.policies import Policy
+from fluidopt.thresholds.nested import nested_wait_thresholds
 from fluidopt.workload import Workload, preset_workload
 
 

@@ -18,11 +18,11 @@ from fluidopt.experiments.catalog import CAPACITY_POLICIES
 from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate, run_settings
 from fluidopt.experiments.sweep import Executor
 from fluidopt.fluid.stability import max_stable_scale
-from fluidopt.policies.nested import nested_wait_thresholds
-from fluidopt.policies.wait import wait_thresholds
 from fluidopt.profile import GPUProfile
 from fluidopt.sim.policies import FCFSPolicy, NestedWaitPolicy, Policy, SarathiPolicy, VLLMPolicy, WaitPolicy
 from fluidopt.status import HasStatus
+from fluidopt.thresholds.nested import nested_wait_thresholds
+from fluidopt.thresholds.wait import wait_thresholds
 from fluidopt.workload import Workload
 
 CAPACITY_CHUNKED_SLACKS = (0.15, 0.5)

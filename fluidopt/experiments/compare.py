@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from fluidopt.errors import require
 from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate
@@ -29,6 +28,7 @@ from fluidopt.experiments.tune import chunked_candidates
 from fluidopt.fluid.stability import max_stable_scale
 from fluidopt.profile import GPUProfile
 from fluidopt.sim.policies import Policy, SarathiPolicy, VLLMPolicy
+from fluidopt.stats import confidence_interval
 from fluidopt.status import HasStatus
 from fluidopt.workload import Workload
 
@@ -129,8 +129,7 @@ def paired_gain(baseline: Evaluation, fluid: Evaluation, level: float = 0.95) ->
     mean = float(diff.mean())
     if diff.size < 2 or not np.all(np.isfinite(diff)):
         return mean, (mean, mean)
-    half = float(stats.t.ppf(0.5 + level / 2, diff.size - 1) * diff.std(ddof=1) / math.sqrt(diff.size))
-    return mean, (mean - half, mean + half)
+    return mean, confidence_interval(diff, level)
 
 
 def compare_policies(

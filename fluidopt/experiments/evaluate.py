@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from fluidopt.experiments.sweep import Executor, SerialExecutor, run_sweep
 from fluidopt.experiments.tasks import SimulationTask, run_simulation_task, spawn_seeds
 from fluidopt.profile import GPUProfile
 from fluidopt.sim.policies import Policy
+from fluidopt.stats import confidence_interval
 from fluidopt.workload import Workload
 
 UNFINISHED_FRACTION = 0.02
@@ -62,8 +62,7 @@ class Evaluation:
         values = self._values(key)
         if values.size < 2 or not np.all(np.isfinite(values)):
             return (float(values.mean()), float(values.mean()))
-        half = stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
-        return (float(values.mean() - half), float(values.mean() + half))
+        return confidence_interval(values, level)
 
     @property
     def stable(self) -> bool:

@@ -32,10 +32,10 @@ from fluidopt.experiments.sweep import Executor, SerialExecutor
 from fluidopt.fitting import fit_piecewise, read_vidur_mlp_csv
 from fluidopt.fluid.stability import max_stable_scale, stability_boundary
 from fluidopt.plotting import plot_stability_region, use_style
-from fluidopt.policies.nested import memory_against_segments
 from fluidopt.profile import GPUProfile, preset_profile
 from fluidopt.sim import FCFSPolicy, InitialRequests, SarathiPolicy, TraceArrivals, VLLMPolicy, WaitPolicy, simulate
-from fluidopt.tomlio import write_text_atomic
+from fluidopt.thresholds.nested import memory_against_segments
+from fluidopt.tomlio import SCHEMA_VERSION, write_text_atomic
 from fluidopt.trace import read_trace
 from fluidopt.workload import preset_workload, workload_from_trace
 
@@ -100,6 +100,7 @@ def save(output: FigureOutput, ctx: FigureContext) -> list[Path]:
     os.replace(tmp, png)
     data = write_text_atomic(ctx.out / f"{output.name}.csv", _write_csv(output.rows))
     config = {
+        "schema_version": SCHEMA_VERSION,
         "figure": output.name,
         "fluidopt": __version__,
         "profile": ctx.profile.name,

@@ -23,9 +23,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from fluidopt.experiments.evaluate import Targets, evaluate
-from fluidopt.policies.chunked import wait_cp_thresholds
 from fluidopt.profile import preset_profile
 from fluidopt.sim.policies import Policy, SarathiPolicy, VLLMPolicy, WaitCPPolicy
+from fluidopt.thresholds.chunked import wait_cp_thresholds
 from fluidopt.workload import Workload, preset_workload
 
 VIDUR_PROFILE = "a100-80gb-llama-3-8b-vidur"

@@ -10,10 +10,11 @@ import numpy as np
 from fluidopt.errors import InputError
 from fluidopt.experiments.sweep import Executor, SerialExecutor, run_sweep
 from fluidopt.experiments.tasks import SimulationTask, run_simulation_task, spawn_seeds
-from fluidopt.policies.nested import nested_wait_thresholds
-from fluidopt.policies.wait import wait_thresholds
 from fluidopt.profile import GPUProfile
 from fluidopt.sim.policies import FCFSPolicy, NestedWaitPolicy, Policy, SarathiPolicy, VLLMPolicy, WaitPolicy
+from fluidopt.stats import t_half_width
+from fluidopt.thresholds.nested import nested_wait_thresholds
+from fluidopt.thresholds.wait import wait_thresholds
 from fluidopt.workload import Workload
 
 PolicyFactory = Callable[[Workload, GPUProfile], Policy]
@@ -97,7 +98,7 @@ def rate_sweep(
             return float(np.nanmean(data)) if np.isfinite(data).any() else float("nan")
 
         latencies = np.array([np.nan if r["mean_latency_s"] is None else r["mean_latency_s"] for r in runs])
-        half = 1.96 * np.nanstd(latencies, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else 0.0
+        half = t_half_width(latencies)  # Student-t for the replicates actually run
         rows.append(
             {
                 "policy": name,

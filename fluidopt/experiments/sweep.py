@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from fluidopt.errors import InputError
-from fluidopt.tomlio import write_text_atomic
+from fluidopt.tomlio import SCHEMA_VERSION, write_text_atomic
 
 
 class Task(Protocol):
@@ -196,7 +196,10 @@ def run_sweep(
             path = cache / f"{key}.json"
             if path.exists():
                 try:
-                    values[key] = json.loads(path.read_text(encoding="utf-8"))
+                    entry = json.loads(path.read_text(encoding="utf-8"))
+                    if isinstance(entry, dict):
+                        entry.pop("schema_version", None)
+                    values[key] = entry
                 except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                     warnings.warn(f"cache entry {path} is unreadable ({exc}); recomputing it", stacklevel=2)
     cached = tuple(k for k in dict.fromkeys(keys) if k in values)
@@ -208,5 +211,6 @@ def run_sweep(
     for key, value in zip(unique, results):
         values[key] = value
         if cache is not None:
-            write_text_atomic(cache / f"{key}.json", json.dumps(value, default=_jsonable))
+            entry = {"schema_version": SCHEMA_VERSION, **value} if isinstance(value, dict) else value
+            write_text_atomic(cache / f"{key}.json", json.dumps(entry, default=_jsonable))
     return SweepResult([values[k] for k in keys], tuple(unique), cached)

@@ -16,11 +16,11 @@ from fluidopt.errors import InputError, require
 from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate, run_settings
 from fluidopt.experiments.sweep import Executor
 from fluidopt.fluid.stability import max_stable_scale
-from fluidopt.policies.nested import nested_wait_thresholds
-from fluidopt.policies.wait import kappa_interval, wait_thresholds
 from fluidopt.profile import GPUProfile
 from fluidopt.sim.policies import NestedWaitPolicy, Policy, WaitPolicy
 from fluidopt.status import HasStatus
+from fluidopt.thresholds.nested import nested_wait_thresholds
+from fluidopt.thresholds.wait import kappa_interval, wait_thresholds
 from fluidopt.workload import Workload
 
 WAIT_SLACKS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -42,10 +42,10 @@ def chunked_candidates(
     """Chunked WAIT settings from the fluid model over ``kappa = kappa_0 (1 + slack)`` and chunk sizes.
 
     ``kappa_0`` is the boundary ``dT*`` moved up until the rounded budgets keep up
-    (:func:`~fluidopt.policies.chunked.wait_cp_thresholds`); every candidate satisfies the
+    (:func:`~fluidopt.thresholds.chunked.wait_cp_thresholds`); every candidate satisfies the
     conditions of MODEL.md section 10.  Loads without a chunked equilibrium give none.
     """
-    from fluidopt.policies.chunked import wait_cp_thresholds
+    from fluidopt.thresholds.chunked import wait_cp_thresholds
 
     if nested and len({c.decode_tokens for c in workload.classes}) < 2:
         return []

@@ -13,6 +13,8 @@ from functools import cache
 
 import cvxpy as cp
 
+from fluidopt.errors import SolverError
+
 SOLVER = cp.HIGHS
 
 
@@ -36,11 +38,22 @@ PRIMAL_SIMPLEX = {"simplex_strategy": 4}
 SETTLED = (cp.OPTIMAL, cp.INFEASIBLE, cp.UNBOUNDED)
 
 
-def solve(problem: cp.Problem, solver: str = SOLVER) -> None:
+def solve(problem: cp.Problem, solver: str = SOLVER) -> str:
     """Solve ``problem`` with ``solver`` (HiGHS by default) without console output.
 
     On a nearly degenerate LP, HiGHS occasionally ends with status UNKNOWN after presolve; the
     problem is then solved again without presolve, and finally with Clarabel, before giving up.
+
+    Returns
+    -------
+    str
+        The solver (and options) that settled the problem, for the result's record.
+
+    Raises
+    ------
+    fluidopt.errors.SolverError
+        When no attempt settles the problem.
+
     """
     attempts: list[tuple[str, dict]] = [(solver, {})]
     if solver == cp.HIGHS:
@@ -54,5 +67,7 @@ def solve(problem: cp.Problem, solver: str = SOLVER) -> None:
         except (cp.error.SolverError, ValueError):
             continue
         if problem.status in SETTLED:
-            return
-    raise RuntimeError(f"the LP could not be solved (last status {problem.status!r})")
+            return name + (f" {options}" if options else "")
+    raise SolverError(
+        f"the LP could not be solved by {', '.join(n for n, _ in attempts)} (last status {problem.status!r})"
+    )

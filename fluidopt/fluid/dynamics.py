@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from fluidopt._values import ArrayValue
 from fluidopt.errors import InputError, require, require_finite_number
 from fluidopt.profile import GPUProfile
 from fluidopt.status import HasStatus
@@ -243,8 +244,8 @@ def step(
     return queue, stages, tau, float(completions.sum()), batch_memory
 
 
-@dataclass(frozen=True)
-class Trajectory(HasStatus):
+@dataclass(frozen=True, eq=False)
+class Trajectory(HasStatus, ArrayValue):
     """A fluid trajectory sampled at iteration (map) or solver (ODE) times.
 
     Attributes

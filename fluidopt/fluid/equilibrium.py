@@ -14,12 +14,13 @@ solved here with cvxpy and HiGHS; it is feasible iff the load is stable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 
-from fluidopt.errors import InputError
+from fluidopt._values import ArrayValue
+from fluidopt.errors import InputError, SolverError
 from fluidopt.fluid.constraints import Constraints, check_fits, class_costs, resource_loads
 from fluidopt.profile import GPUProfile
 from fluidopt.status import HasStatus
@@ -30,8 +31,8 @@ LP_TOLERANCE = 1e-7
 Method = Literal["auto", "closed-form", "lp", "fixed-point"]
 
 
-@dataclass(frozen=True)
-class EquilibriumResult(HasStatus):
+@dataclass(frozen=True, eq=False)
+class EquilibriumResult(HasStatus, ArrayValue):
     """Outcome of an equilibrium computation.
 
     Attributes
@@ -58,7 +59,13 @@ class EquilibriumResult(HasStatus):
     active_piece : int
         Index of the iteration-time piece that sets ``dT*`` (-1 when unstable).
     duals : dict
-        LP dual values per constraint (empty for the closed form).
+        LP dual values per constraint as arrays (one entry per class for ``arrivals`` and per
+        piece row; empty for the closed form), in the scaled units of the LP (time in units of
+        the largest base time, memory in units of each limit).
+    solver : str
+        The LP solver that settled the problem ("" when no LP was solved).
+    cross_check : float or None
+        Relative difference of ``dT*`` from the closed form, when one exists.
 
     """
 
@@ -74,7 +81,9 @@ class EquilibriumResult(HasStatus):
     binding: tuple[str, ...]
     utilisation: dict[str, float]
     active_piece: int
-    duals: dict[str, float] = field(default_factory=dict)
+    duals: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
+    solver: str = ""
+    cross_check: float | None = None
 
     @property
     def stable(self) -> bool:
@@ -97,7 +106,9 @@ class EquilibriumResult(HasStatus):
             "binding": list(self.binding),
             "utilisation": {k: _finite_or_none(v) for k, v in self.utilisation.items()},
             "active_piece": self.active_piece,
-            "duals": dict(self.duals),
+            "duals": {k: np.asarray(v).tolist() for k, v in self.duals.items()},
+            "solver": self.solver,
+            "cross_check": self.cross_check,
         }
         if not self.stable:
             out["reason"] = self.message
@@ -259,19 +270,38 @@ def equilibrium_lp(
             base, tangent = tangent_costs(workload, profile, exact)
             bases, costs = np.array([base]), tangent[None, :]
             method = "lp-tangent"
-    n = cp.Variable(workload.num_classes, nonneg=True)
-    dt = cp.Variable(nonneg=True)
-    named: dict[str, Any] = {"arrivals": n >= rates * dt}
+    loads = costs @ rates
+    if np.any(loads >= 1):
+        # dT >= base_p + K_p dT with K_p >= 1 and a positive base somewhere: no equilibrium, and
+        # an LP that far from feasibility only tests the solver's numerics.
+        return _unstable(
+            workload,
+            method,
+            ("compute",),
+            f"compute-bound: the iteration-time cost of arriving work is {loads.max():.4g} seconds per second "
+            "(>= 1), so iterations cannot keep up",
+            (workload.decode_token_rate, workload.total_rate_per_s),
+        )
+    # Scaled LP (every coefficient O(1) whatever the units): time in units of the largest base
+    # time t0, per-stage counts in units of the requests arriving per t0, and each resource in
+    # units of its limit.  tau = dT / t0, nu = n / (Lambda t0).
+    t0 = float(bases.max())
+    total = max(float(rates.sum()), 1e-300)
+    shares = rates / total
+    n_unit = total * t0
+    nu = cp.Variable(workload.num_classes, nonneg=True)
+    tau = cp.Variable(nonneg=True)
+    named: dict[str, Any] = {"arrivals": nu >= shares * tau}
     for p in range(bases.size):
-        named[f"compute[{p}]"] = dt >= bases[p] + costs[p] @ n
+        named[f"compute[{p}]"] = tau >= bases[p] / t0 + (costs[p] * total) @ nu
     for resource, (usage, limit) in resource_loads(workload, constraints, profile).items():
-        named[resource] = usage @ n <= limit
+        named[resource] = (usage * (n_unit / limit)) @ nu <= 1
     if constraints.tbt_max_s is not None:
-        named["tbt"] = dt <= constraints.tbt_max_s
-    problem = cp.Problem(cp.Minimize(dt), list(named.values()))
+        named["tbt"] = tau <= constraints.tbt_max_s / t0
+    problem = cp.Problem(cp.Minimize(tau), list(named.values()))
     from fluidopt.fluid._solver import solve
 
-    solve(problem, solver)
+    used = solve(problem, solver)
     benchmark = workload.decode_token_rate, workload.total_rate_per_s
     if problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
         from fluidopt.fluid.stability import max_stable_scale
@@ -286,10 +316,17 @@ def equilibrium_lp(
             reason = "no fluid equilibrium at any positive load (limited by " + ", ".join(scale.binding) + ")"
         return _unstable(workload, "lp", scale.binding, reason, benchmark)
     if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-        raise RuntimeError(f"equilibrium LP ended with solver status {problem.status!r}")
-    per_stage = np.maximum(np.asarray(n.value, dtype=float), 0.0)
-    iteration_time = float(np.asarray(dt.value))
-    duals = {name: float(np.sum(np.abs(c.dual_value))) for name, c in named.items() if c.dual_value is not None}
+        raise SolverError(f"equilibrium LP ({used}) ended with status {problem.status!r}")
+    per_stage = np.maximum(np.asarray(nu.value, dtype=float), 0.0) * n_unit
+    iteration_time = float(np.asarray(tau.value)) * t0
+    duals = {
+        name: np.atleast_1d(np.asarray(c.dual_value, dtype=float)).copy()
+        for name, c in named.items()
+        if c.dual_value is not None
+    }
+    for value in duals.values():
+        value.setflags(write=False)
+    dual_size = {name: float(np.sum(np.abs(v))) for name, v in duals.items()}
     utilisation = _utilisation(workload, profile, constraints, per_stage, iteration_time)
     over = tuple(k for k, v in utilisation.items() if v > 1 + LP_TOLERANCE)
     if over:
@@ -298,9 +335,20 @@ def equilibrium_lp(
         return _unstable(
             workload, "lp", over, "the equilibrium batch exceeds " + ", ".join(over), benchmark, utilisation
         )
-    binding = tuple(k for k, v in utilisation.items() if v >= 1 - LP_TOLERANCE or duals.get(k, 0.0) > 1e-9)
+    binding = tuple(k for k, v in utilisation.items() if v >= 1 - LP_TOLERANCE or dual_size.get(k, 0.0) > 1e-9)
     piece_times = bases + costs @ per_stage
-    return _stable(
+    cross_check = None
+    if method == "lp" and constraints == Constraints():
+        # A closed form exists: the LP must reproduce it (MODEL.md section 8).
+        closed = equilibrium_closed_form(workload, profile)
+        if closed.stable:
+            cross_check = abs(iteration_time - closed.iteration_time_s) / closed.iteration_time_s
+            if cross_check > 1e-6:
+                raise SolverError(
+                    f"equilibrium LP ({used}) gives dT = {iteration_time:.9g} s but the closed form gives "
+                    f"{closed.iteration_time_s:.9g} s (relative difference {cross_check:.2e})"
+                )
+    result = _stable(
         workload,
         profile,
         method,
@@ -312,6 +360,7 @@ def equilibrium_lp(
         int(np.argmax(piece_times)),
         duals,
     )
+    return replace(result, solver=used, cross_check=cross_check)
 
 
 def _utilisation(
@@ -336,7 +385,7 @@ def _stable(
     binding: tuple[str, ...],
     utilisation: dict[str, float],
     piece: int,
-    duals: dict[str, float] | None = None,
+    duals: dict[str, np.ndarray] | None = None,
 ) -> EquilibriumResult:
     memory = float(per_stage @ workload.kv_mass)
     return EquilibriumResult(

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fluidopt._values import ArrayValue
 from fluidopt.errors import InputError, require, require_whole_number
 from fluidopt.fluid.constraints import Constraints, check_fits, class_costs, resource_loads
 from fluidopt.profile import GPUProfile
@@ -222,53 +223,65 @@ def _max_scale_bisection(workload: Workload, profile: GPUProfile, constraints: C
 
 
 class _ScaleLP:
-    """The Charnes-Cooper LP with the mix as a cvxpy Parameter, re-solved across directions."""
+    """The Charnes-Cooper LP with the mix as a cvxpy Parameter, re-solved across directions.
+
+    Scaled so every coefficient is O(1) whatever the units and the size of the rates: with
+    ``t0`` the larger of the largest base time and the largest per-request cost, the variables
+    are the served requests per ``t0`` (``x'' = t0 x``), ``y' = t0 / dT`` and
+    ``phi = theta Lambda t0``; the mix enters only through its shares, and each resource row is
+    divided by its limit.
+    """
 
     def __init__(self, workload: Workload, profile: GPUProfile, constraints: Constraints) -> None:
         import cvxpy as cp  # imported here: the closed forms do not need it
 
-        self.mix = cp.Parameter(workload.num_classes, nonneg=True)
+        bases = profile.coefficient_matrix()[:, 0]
+        costs = class_costs(workload, profile)
+        # The time unit bounds every coefficient of the compute rows by 1: the larger of the
+        # largest base time and the largest per-request cost.
+        self.t0 = float(max(bases.max(), costs.max()))
+        self.shares = cp.Parameter(workload.num_classes, nonneg=True)
         self.x = cp.Variable(workload.num_classes, nonneg=True)
         self.y = cp.Variable(nonneg=True)
-        self.theta = cp.Variable(nonneg=True)
-        costs = class_costs(workload, profile)
-        bases = profile.coefficient_matrix()[:, 0]
-        self.named: dict[str, Any] = {"arrivals": self.x >= cp.multiply(self.theta, self.mix)}
+        self.phi = cp.Variable(nonneg=True)
+        self.named: dict[str, Any] = {"arrivals": self.x >= cp.multiply(self.phi, self.shares)}
         for p in range(len(profile.pieces)):
-            self.named[f"compute[{p}]"] = bases[p] * self.y + costs[p] @ self.x <= 1
+            self.named[f"compute[{p}]"] = (bases[p] / self.t0) * self.y + (costs[p] / self.t0) @ self.x <= 1
         for resource, (usage, limit) in resource_loads(workload, constraints, profile).items():
-            self.named[resource] = usage @ self.x <= limit * self.y
+            self.named[resource] = (usage / limit) @ self.x <= self.y
         if constraints.tbt_max_s is not None:
-            self.named["tbt"] = self.y >= 1 / constraints.tbt_max_s
-        self.problem = cp.Problem(cp.Maximize(self.theta), list(self.named.values()))
-        self.limits = {r: limit for r, (_, limit) in resource_loads(workload, constraints, profile).items()}
+            self.named["tbt"] = self.y >= self.t0 / constraints.tbt_max_s
+        self.problem = cp.Problem(cp.Maximize(self.phi), list(self.named.values()))
+        self.resources = tuple(resource_loads(workload, constraints, profile))
         self.tbt_max_s = constraints.tbt_max_s
-
-    def _limit_terms(self, y: float) -> dict[str, float]:
-        terms = {name: limit * y for name, limit in self.limits.items()}
-        if self.tbt_max_s is not None:
-            terms["tbt"] = 1 / self.tbt_max_s
-        return terms
+        self.solver = ""
 
     def solve(self, mix: np.ndarray) -> tuple[float, tuple[str, ...], float]:
         import cvxpy as cp
 
+        from fluidopt.errors import SolverError
         from fluidopt.fluid._solver import solve
 
-        self.mix.value = np.asarray(mix, dtype=float)
-        solve(self.problem)
+        mix = np.asarray(mix, dtype=float)
+        total = float(mix.sum())
+        self.shares.value = mix / total
+        self.solver = solve(self.problem)
         if self.problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
             if self.problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
                 return 0.0, ("tbt",), 0.0
-            raise RuntimeError(f"stability LP ended with solver status {self.problem.status!r}")
-        theta = float(np.asarray(self.theta.value))
-        # Scale-free reading of the duals: mu_r * L_r * y / theta is the elasticity of theta*
-        # with respect to the limit L_r (envelope theorem); a resource binds when it is > 0.
+            raise SolverError(f"stability LP ({self.solver}) ended with status {self.problem.status!r}")
+        phi = float(np.asarray(self.phi.value))
+        theta = phi / (total * self.t0)
+        # Scale-free reading of the duals: in the scaled LP, mu_r * y' / phi is the elasticity of
+        # theta* with respect to the limit L_r (envelope theorem); a resource binds when > 0.
         y = float(np.asarray(self.y.value))
+        terms = {name: y for name in self.resources}
+        if self.tbt_max_s is not None:
+            terms["tbt"] = self.t0 / self.tbt_max_s
         elasticities = {}
-        for name, limit_times_y in self._limit_terms(y).items():
+        for name, term in terms.items():
             dual = float(np.sum(np.abs(self.named[name].dual_value)))
-            elasticities[name] = dual * limit_times_y / theta if theta > 0 else 0.0
+            elasticities[name] = dual * term / phi if phi > 0 else 0.0
         binding = tuple(k for k, v in elasticities.items() if v > 1e-7)
         elasticity = elasticities.get("memory", 0.0)
         return theta, binding, float(np.clip(elasticity, 0.0, 1.0))
@@ -312,8 +325,8 @@ def peer_max_scales(workload: Workload, profile: GPUProfile, *, token_budget: fl
     return {"li_dai_peng": ldp, "nie_si_zhou": nsz}
 
 
-@dataclass(frozen=True)
-class BoundaryResult:
+@dataclass(frozen=True, eq=False)
+class BoundaryResult(ArrayValue):
     """The 2-class stability boundary traced over directions.
 
     Attributes

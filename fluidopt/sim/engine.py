@@ -550,7 +550,9 @@ def _result(state, policy, eviction, seed, workload, profile, cfg_f, arrivals, l
         peak_memory_tokens=int(si[layout.S_PEAK_MEMORY]),
         kv_capacity_tokens=profile.kv_capacity_tokens,
         busy_fraction=per_window(float(sf[layout.T_BUSY])),
-        max_stage_excess=int(si[layout.S_STAGE_EXCESS]) if policy.name in ("wait", "wait-nowait") else None,
+        max_stage_excess=int(si[layout.S_STAGE_EXCESS])
+        if policy.name in ("wait", "wait-nohold", "wait-nowait")
+        else None,
         state_slots=state.slots,
         wall_time_s=wall,
         requests=requests,

@@ -105,8 +105,10 @@ N_CFG_FLOAT = 4
 
 POLICY_IDS = {
     "wait": 0,
+    "wait-nohold": 0,
     "wait-nowait": 1,
     "nested-wait": 2,
+    "nested-wait-nohold": 2,
     "fcfs": 3,
     "vllm": 4,
     "sarathi": 5,

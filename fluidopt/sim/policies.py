@@ -24,7 +24,18 @@ import numpy as np
 from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
 from fluidopt.workload import Workload
 
-POLICY_NAMES = ("wait", "wait-nowait", "nested-wait", "fcfs", "vllm", "sarathi", "wait-cp", "nested-wait-cp")
+POLICY_NAMES = (
+    "wait",
+    "wait-nohold",
+    "wait-nowait",
+    "nested-wait",
+    "nested-wait-nohold",
+    "fcfs",
+    "vllm",
+    "sarathi",
+    "wait-cp",
+    "nested-wait-cp",
+)
 
 
 def _whole_tuple(values: Any, name: str, minimum: int) -> tuple[int, ...]:
@@ -53,8 +64,10 @@ class WaitPolicy:
 
     @property
     def name(self) -> str:
-        """Policy name."""
-        return "wait" if self.gate else "wait-nowait"
+        """``wait``, ``wait-nohold`` (``hold=False``) or ``wait-nowait`` (``gate=False``)."""
+        if not self.gate:
+            return "wait-nowait"
+        return "wait" if self.hold else "wait-nohold"
 
     def config(self) -> dict[str, Any]:
         """Knobs for the kernel."""
@@ -98,7 +111,10 @@ class NestedWaitPolicy:
             "must increase",
         )
 
-    name = "nested-wait"
+    @property
+    def name(self) -> str:
+        """``nested-wait``, or ``nested-wait-nohold`` with ``hold=False``."""
+        return "nested-wait" if self.hold else "nested-wait-nohold"
 
     def config(self) -> dict[str, Any]:
         """Knobs for the kernel."""
@@ -360,15 +376,20 @@ def make_policy(name: str, **options: Any) -> Policy:
     """Build a policy by name with keyword options (see the policy dataclasses)."""
     if name not in POLICY_NAMES:
         raise InputError("policy", name, f"unknown policy; choose one of {', '.join(POLICY_NAMES)}")
-    if name in ("wait", "wait-nowait"):
+    if name in ("wait", "wait-nohold", "wait-nowait"):
         if "thresholds" not in options:
             raise InputError("thresholds", None, f"policy {name} needs thresholds (or kappa)")
-        return WaitPolicy(options["thresholds"], gate=name == "wait")
-    if name == "nested-wait":
+        return WaitPolicy(options["thresholds"], gate=name != "wait-nowait", hold=name != "wait-nohold")
+    if name in ("nested-wait", "nested-wait-nohold"):
         for key in ("boundaries", "thresholds"):
             if key not in options:
-                raise InputError(key, None, "policy nested-wait needs boundaries and thresholds")
-        return NestedWaitPolicy(options["boundaries"], options["thresholds"], bool(options.get("repair", False)))
+                raise InputError(key, None, f"policy {name} needs boundaries and thresholds")
+        return NestedWaitPolicy(
+            options["boundaries"],
+            options["thresholds"],
+            bool(options.get("repair", False)),
+            hold=name == "nested-wait",
+        )
     if name in ("wait-cp", "nested-wait-cp"):
         return WaitCPPolicy(**options)
     known = {"fcfs": FCFSPolicy, "vllm": VLLMPolicy, "sarathi": SarathiPolicy}[name]

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fluidopt._values import ArrayValue
 from fluidopt.sim.layout import HIST_BINS, HIST_BINS_PER_DECADE, HIST_MIN_LOG10
 
 QUANTILES = (0.5, 0.9, 0.99)
@@ -25,8 +26,8 @@ def histogram_quantile(counts: np.ndarray, q: float) -> float:
     return float(10 ** (HIST_MIN_LOG10 + (index + 0.5) / HIST_BINS_PER_DECADE))
 
 
-@dataclass(frozen=True)
-class SimulationResult:
+@dataclass(frozen=True, eq=False)
+class SimulationResult(ArrayValue):
     """Outcome of one simulation run (immutable; :meth:`to_dict` is JSON-ready).
 
     Throughput and completion rates are over the measurement window ``[warmup_s, window_end_s]``;

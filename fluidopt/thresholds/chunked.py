@@ -32,10 +32,10 @@ import numpy as np
 from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
 from fluidopt.fluid.constraints import check_fits
 from fluidopt.fluid.fixed_point import fluid_batch, solve_fixed_point
-from fluidopt.policies.conditions import Condition, ConditionsReport
 from fluidopt.profile import GPUProfile
 from fluidopt.sim.policies import WaitCPPolicy
 from fluidopt.status import HasStatus
+from fluidopt.thresholds.conditions import Condition, ConditionsReport
 from fluidopt.workload import Workload
 
 DEFAULT_CHUNK_TOKENS = 256
@@ -329,7 +329,7 @@ def _segments(
         count = max(longest - first + 1, 1)
         # One segment: the per-stage real is the rate-weighted decode steps per stage.
         return (longest,), [count], [float(kappa * steps / count)]
-    from fluidopt.policies.nested import choose_cut_points, make_segments
+    from fluidopt.thresholds.nested import choose_cut_points, make_segments
 
     distinct = len({int(c.decode_tokens) for c in workload.classes})
     count = require_whole_number(segments if segments is not None else distinct, "segments", 1)

@@ -26,11 +26,11 @@ from typing import Any
 
 from fluidopt import __version__
 from fluidopt.errors import InputError, require
-from fluidopt.policies.nested import NestedWaitThresholds, nested_wait_thresholds
-from fluidopt.policies.wait import WaitThresholds, check_wait_conditions, wait_thresholds
 from fluidopt.profile import GPUProfile
 from fluidopt.sim.policies import NestedWaitPolicy, Policy, WaitPolicy, make_policy
-from fluidopt.tomlio import dumps_toml, read_toml, write_text_atomic
+from fluidopt.thresholds.nested import NestedWaitThresholds, nested_wait_thresholds
+from fluidopt.thresholds.wait import WaitThresholds, check_wait_conditions, wait_thresholds
+from fluidopt.tomlio import SCHEMA_VERSION, dumps_toml, read_toml, write_text_atomic
 from fluidopt.workload import Workload
 
 
@@ -57,6 +57,7 @@ def thresholds_document(
 
 
 def write_thresholds(path: str | os.PathLike[str], document: dict[str, Any]) -> Path:
+    document = {"schema_version": SCHEMA_VERSION, **document}
     """Write a thresholds document as TOML (or JSON for a ``.json`` path), atomically."""
     path = Path(path)
     if path.suffix == ".json":
@@ -142,17 +143,19 @@ def default_policy(
 ) -> Policy:
     """The policy ``name`` with thresholds from the fluid model when it needs them.
 
-    WAIT and its no-wait ablation use :func:`~fluidopt.policies.wait.wait_thresholds` (or
+    WAIT and its no-wait ablation use :func:`~fluidopt.thresholds.wait.wait_thresholds` (or
     ``n_j = ceil(kappa lambda_j)`` with ``kappa``); Nested WAIT uses
-    :func:`~fluidopt.policies.nested.nested_wait_thresholds` with ``segments``.  Baselines take
+    :func:`~fluidopt.thresholds.nested.nested_wait_thresholds` with ``segments``.  Baselines take
     their knobs from ``options``.
     """
-    if name in ("wait", "wait-nowait"):
+    if name in ("wait", "wait-nohold", "wait-nowait"):
         wait_design = wait_thresholds(workload, profile, kappa=kappa)
-        return WaitPolicy(wait_design.thresholds, gate=name == "wait")
-    if name == "nested-wait":
+        return WaitPolicy(wait_design.thresholds, gate=name != "wait-nowait", hold=name != "wait-nohold")
+    if name in ("nested-wait", "nested-wait-nohold"):
         nested_design = nested_wait_thresholds(workload, profile, segments=segments)
-        return NestedWaitPolicy(nested_design.segments.boundaries, nested_design.thresholds, repair)
+        return NestedWaitPolicy(
+            nested_design.segments.boundaries, nested_design.thresholds, repair, hold=name == "nested-wait"
+        )
     return make_policy(name, **options)
 
 
@@ -162,7 +165,7 @@ def check_policy_conditions(policy: Policy, workload: Workload, profile: GPUProf
         if len(policy.thresholds) == workload.num_classes:
             check_wait_conditions(workload, profile, policy.thresholds).enforce(strict, "thresholds")
     elif isinstance(policy, NestedWaitPolicy):
-        from fluidopt.policies.nested import make_segments, nested_conditions
+        from fluidopt.thresholds.nested import make_segments, nested_conditions
 
         try:
             cuts = _cuts_for_boundaries(workload, policy.boundaries)

@@ -16,9 +16,9 @@ import numpy as np
 
 from fluidopt.errors import InputError, require, require_finite_number
 from fluidopt.fluid.constraints import Constraints, check_fits, class_costs
-from fluidopt.policies.conditions import Condition, ConditionsReport
 from fluidopt.profile import GPUProfile
 from fluidopt.status import HasStatus
+from fluidopt.thresholds.conditions import Condition, ConditionsReport
 from fluidopt.workload import Workload
 
 

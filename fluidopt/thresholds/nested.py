@@ -21,9 +21,9 @@ import numpy as np
 
 from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
 from fluidopt.fluid.constraints import check_fits
-from fluidopt.policies.conditions import Condition, ConditionsReport
 from fluidopt.profile import GPUProfile
 from fluidopt.status import HasStatus
+from fluidopt.thresholds.conditions import Condition, ConditionsReport
 from fluidopt.workload import Workload
 
 CutMethod = Literal["equal-width", "equal-mass", "optimal"]
