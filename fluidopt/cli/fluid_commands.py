@@ -103,7 +103,7 @@ def cmd_equilibrium(args: argparse.Namespace) -> int:
         print(format_table(["class", "prefill", "decode", "rate/s", "per stage n*"], rows))
         print(
             f"throughput benchmark: {result.throughput_tokens_per_s:.6g} decode tokens/s, "
-            f"{result.completions_per_s:.6g} requests/s"
+            f"{result.completed_per_s:.6g} requests/s"
         )
         print("utilisation: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in result.utilisation.items()))
         print("binding: " + (", ".join(result.binding) or "none"))

@@ -31,7 +31,7 @@ from fluidopt.experiments.rate_sweep import rate_sweep
 from fluidopt.experiments.sweep import Executor, SerialExecutor
 from fluidopt.fitting import fit_piecewise, read_vidur_mlp_csv
 from fluidopt.fluid.stability import max_stable_scale, stability_boundary
-from fluidopt.plotting import plot_stability_region, use_style
+from fluidopt.plotting import plot_stability_region
 from fluidopt.profile import GPUProfile, preset_profile
 from fluidopt.sim import FCFSPolicy, InitialRequests, SarathiPolicy, TraceArrivals, VLLMPolicy, WaitPolicy, simulate
 from fluidopt.thresholds.nested import memory_against_segments
@@ -113,7 +113,6 @@ def save(output: FigureOutput, ctx: FigureContext) -> list[Path]:
 
 
 def _latency_figure(rows, title: str, extra: str | None = None):
-    use_style()
     panels = 3 if extra else 2
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6))
     for policy in dict.fromkeys(r["policy"] for r in rows):
@@ -144,7 +143,6 @@ def _latency_figure(rows, title: str, extra: str | None = None):
 
 def fig_profile_fit(ctx: FigureContext) -> FigureOutput:
     """Iteration-time fit of the profile against its measurements (or the stored fit alone)."""
-    use_style()
     fit = ctx.profile.fit
     fig, ax = plt.subplots()
     rows: list[dict[str, Any]] = []
@@ -355,7 +353,6 @@ def fig_lmsys(ctx: FigureContext) -> FigureOutput:
 
 def fig_long_horizon(ctx: FigureContext) -> FigureOutput:
     """Latency against the number of requests near the stability boundary."""
-    use_style()
     workload = preset_workload("mix-p512d20-p512d50")
     limit = max_stable_scale(workload, ctx.profile).max_rate_per_s
     counts = [2000, 5000, 10000] if ctx.quick else [2000, 5000, 10000, 15000, 20000]
@@ -393,7 +390,6 @@ def fig_long_horizon(ctx: FigureContext) -> FigureOutput:
 
 def fig_nested_memory(ctx: FigureContext) -> FigureOutput:
     """Nested WAIT required memory decomposed against the number of segments L."""
-    use_style()
     workload = preset_workload("lmsys-like")
     profile = preset_profile("paper-linear")
     settings = [(30.0, 600.0, 0.01), (50.0, 600.0, 0.01), (50.0, 36000.0, 1e-4)]
@@ -442,7 +438,6 @@ def fig_nested_memory(ctx: FigureContext) -> FigureOutput:
 
 def fig_asymptotics(ctx: FigureContext) -> FigureOutput:
     """Fitted asymptotic rates from the scaling experiment, and scaled sample paths."""
-    use_style()
     result = run_asymptotics(quick=ctx.quick, seed=ctx.seed, executor=ctx.executor)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     rows = []
@@ -483,7 +478,6 @@ def fig_asymptotics(ctx: FigureContext) -> FigureOutput:
 
 def fig_memory_cascade(ctx: FigureContext) -> FigureOutput:
     """Resident memory over time: the FCFS eviction cascade against WAIT (toy, C = M*)."""
-    use_style()
     workload, profile = preset_workload("toy"), preset_profile("toy")
     start = [InitialRequests(0, 0, 6), InitialRequests(0, 1, 3)]
     fig, ax = plt.subplots()
@@ -550,7 +544,10 @@ def make_figures(
         executor or SerialExecutor(),
         data if data is not None and data.is_dir() else None,
     )
-    return {name: save(FIGURES[name](ctx), ctx) for name in names}
+    from fluidopt.plotting import style
+
+    with style():  # the figures' style stays inside this call (no global matplotlib state changes)
+        return {name: save(FIGURES[name](ctx), ctx) for name in names}
 
 
 def _register_paper_figures() -> None:

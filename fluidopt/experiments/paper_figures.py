@@ -146,9 +146,6 @@ def _measure(ctx, figure: str, workload: Workload, rate: float, policies: dict[s
 
 
 def _plot(rows: list[dict], title: str, x: str = "rate_per_s", xlabel: str = "nominal rate (requests/s)"):
-    from fluidopt.plotting import use_style
-
-    use_style()
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8))
     ours = [r for r in rows if r["series"] == "fluidopt"]
     colours: dict[str, Any] = {}
@@ -336,9 +333,7 @@ def fig_fluid_vs_tuned(ctx):
     """Fluid-derived chunked thresholds against tuned baselines at 70, 85 and 95 % of the fluid limit."""
     from fluidopt.experiments.compare import compare_policies
     from fluidopt.experiments.figures import FigureOutput
-    from fluidopt.plotting import use_style
 
-    use_style()
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8))
     rows: list[dict[str, Any]] = []
     for ax, (workload_name, profile_name) in zip(

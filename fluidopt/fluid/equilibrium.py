@@ -49,7 +49,7 @@ class EquilibriumResult(HasStatus, ArrayValue):
         ``n_j*``, requests of class j per stage per batch (NaN when unstable).
     memory_tokens : float
         Resident KV memory ``M* = sum_j n_j S_j`` (NaN when unstable).
-    throughput_tokens_per_s, completions_per_s : float
+    throughput_tokens_per_s, completed_per_s : float
         The benchmark ``sum lambda_j l'_j`` and ``sum lambda_j`` (what a stable policy can reach).
     binding : tuple of str
         Resources at their limit (``memory``, ``tbt``, ``batch_sequences``, ``prefill_budget``);
@@ -77,7 +77,7 @@ class EquilibriumResult(HasStatus, ArrayValue):
     per_stage: np.ndarray
     memory_tokens: float
     throughput_tokens_per_s: float
-    completions_per_s: float
+    completed_per_s: float
     binding: tuple[str, ...]
     utilisation: dict[str, float]
     active_piece: int
@@ -102,7 +102,7 @@ class EquilibriumResult(HasStatus, ArrayValue):
             "memory_tokens": _finite_or_none(self.memory_tokens),
             "per_stage": {n: _finite_or_none(v) for n, v in zip(self.class_names, self.per_stage)},
             "throughput_tokens_per_s": self.throughput_tokens_per_s,
-            "completions_per_s": self.completions_per_s,
+            "completed_per_s": self.completed_per_s,
             "binding": list(self.binding),
             "utilisation": {k: _finite_or_none(v) for k, v in self.utilisation.items()},
             "active_piece": self.active_piece,
@@ -397,7 +397,7 @@ def _stable(
         per_stage=per_stage,
         memory_tokens=memory,
         throughput_tokens_per_s=benchmark[0],
-        completions_per_s=benchmark[1],
+        completed_per_s=benchmark[1],
         binding=binding,
         utilisation=utilisation,
         active_piece=piece,
@@ -429,7 +429,7 @@ def _unstable(
         per_stage=np.full(workload.num_classes, np.nan),
         memory_tokens=float("nan"),
         throughput_tokens_per_s=benchmark[0],
-        completions_per_s=benchmark[1],
+        completed_per_s=benchmark[1],
         binding=binding,
         utilisation=utilisation or {},
         active_piece=-1,
