@@ -34,6 +34,21 @@ class SolverError(RuntimeError):
     """An optimisation solver failed on a well-formed problem (names the solver and its status)."""
 
 
+def reject_unknown_keys(table: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    """Raise :class:`InputError` for the first key of ``table`` not in ``known``, with a did-you-mean.
+
+    A misspelt key in a TOML file would otherwise be silently ignored (and its value replaced by a
+    default), so unknown keys are errors.
+    """
+    import difflib
+
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+            raise InputError(f"{where}.{key}", table[key], "is not a known key" + hint)
+
+
 def require(condition: bool, field: str, value: Any, reason: str) -> None:
     """Raise :class:`InputError` unless ``condition`` holds."""
     if not condition:

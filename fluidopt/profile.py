@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
-from fluidopt.timing import MeasuredTiming, _reject_unknown, affine_surrogate
+from fluidopt.errors import InputError, reject_unknown_keys, require, require_finite_number, require_whole_number
+from fluidopt.timing import MeasuredTiming, affine_surrogate
 from fluidopt.tomlio import SCHEMA_VERSION, parse_toml, read_toml
 
 PIECE_KEYS = ("base_s", "per_kv_token_s", "per_prefill_token_s", "per_sequence_s")
@@ -214,7 +214,7 @@ class GPUProfile:
     def from_dict(cls, data: dict[str, Any], source: str = "profile") -> GPUProfile:
         """Build a profile from a mapping in the TOML schema."""
         require(isinstance(data, dict), source, type(data).__name__, "must be a table")
-        _reject_unknown(data, PROFILE_KEYS, source)
+        reject_unknown_keys(data, PROFILE_KEYS, source)
         require("kv_capacity_tokens" in data, f"{source}: kv_capacity_tokens", None, "is required")
         timing = data.get("iteration_time")
         require(isinstance(timing, dict), f"{source}: iteration_time", timing, "must be a table [iteration_time]")
@@ -243,7 +243,7 @@ class GPUProfile:
                 mixed,
                 "mixes incompatible timing kinds: measured tables need kind = 'measured' and no affine keys",
             )
-            _reject_unknown(timing, (*PIECE_KEYS, "pieces", "kind"), f"{source}: iteration_time")
+            reject_unknown_keys(timing, (*PIECE_KEYS, "pieces", "kind"), f"{source}: iteration_time")
             first = {key: value for key, value in timing.items() if key not in ("pieces", "kind")}
             pieces = [_piece_from_dict(first, f"{source}: iteration_time")]
             extra = timing.get("pieces", [])
@@ -263,7 +263,7 @@ class GPUProfile:
 
 def _piece_from_dict(raw: Any, where: str) -> AffinePiece:
     require(isinstance(raw, dict), where, raw, "must be a table")
-    _reject_unknown(raw, PIECE_KEYS, where)
+    reject_unknown_keys(raw, PIECE_KEYS, where)
     require("base_s" in raw, f"{where}.base_s", None, "is required")
     values = {}
     for key in PIECE_KEYS:

@@ -36,7 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
+from fluidopt.errors import (
+    InputError,
+    reject_unknown_keys,
+    require,
+    require_finite_number,
+    require_whole_number,
+)
 
 PREFILL_KEYS = ("base_s", "per_chunk_token_s", "per_chunk_kv_token_s", "per_chunk_token_sq_s")
 DECODE_KEYS = ("base_s", "per_sequence_s", "per_kv_token_s", "floor_base_s", "floor_per_mean_kv_token_s")
@@ -219,12 +225,12 @@ class MeasuredTiming:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str, fit: dict[str, Any] | None = None) -> MeasuredTiming:
         """Build the model from the ``[iteration_time]`` table of a measured profile."""
-        _reject_unknown(data, TIMING_KEYS, where)
+        reject_unknown_keys(data, TIMING_KEYS, where)
         for key in ("layers", "tokens", "prefill_attention", "decode_attention", "decode_kv_save"):
             require(key in data, f"{where}.{key}", None, "is required for kind = 'measured'")
         tokens = data["tokens"]
         require(isinstance(tokens, dict), f"{where}.tokens", tokens, "must be a table")
-        _reject_unknown(tokens, TOKENS_KEYS, f"{where}.tokens")
+        reject_unknown_keys(tokens, TOKENS_KEYS, f"{where}.tokens")
         for key in TOKENS_KEYS:
             require(key in tokens, f"{where}.tokens.{key}", None, "is required")
         prefill = _coefficients(data["prefill_attention"], PREFILL_KEYS, f"{where}.prefill_attention")
@@ -262,22 +268,12 @@ def _number_tuple(values: Any, name: str) -> tuple[float, ...]:
 
 def _coefficients(raw: Any, keys: tuple[str, ...], where: str) -> tuple[float, ...]:
     require(isinstance(raw, dict), where, raw, "must be a table")
-    _reject_unknown(raw, keys, where)
+    reject_unknown_keys(raw, keys, where)
     values = []
     for key in keys:
         require(key in raw, f"{where}.{key}", None, "is required")
         values.append(require_finite_number(raw[key], f"{where}.{key}"))
     return tuple(values)
-
-
-def _reject_unknown(table: dict[str, Any], known: tuple[str, ...], where: str) -> None:
-    import difflib
-
-    for key in table:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
-            raise InputError(f"{where}.{key}", table[key], "is not a known key" + hint)
 
 
 def affine_surrogate(timing: MeasuredTiming, iterations: int = 20) -> tuple[tuple[float, float, float, float], ...]:

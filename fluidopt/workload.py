@@ -19,7 +19,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
+from fluidopt.errors import (
+    InputError,
+    reject_unknown_keys,
+    require,
+    require_finite_number,
+    require_whole_number,
+)
 from fluidopt.tomlio import parse_toml, read_toml
 from fluidopt.trace import Trace, read_trace
 
@@ -212,7 +218,7 @@ class Workload:
     def from_dict(cls, data: dict[str, Any], source: str = "workload") -> Workload:
         """Build a workload from a mapping in the TOML schema (see :func:`load_workload`)."""
         require(isinstance(data, dict), source, type(data).__name__, "must be a table")
-        _reject_unknown_keys(data, ("name", "description", "classes", "schema_version"), source)
+        reject_unknown_keys(data, ("name", "description", "classes", "schema_version"), source)
         raw_classes = data.get("classes")
         require(
             isinstance(raw_classes, list) and len(raw_classes) > 0,
@@ -225,7 +231,7 @@ class Workload:
         for index, raw in enumerate(raw_classes):
             where = f"{source}: classes[{index}]"
             require(isinstance(raw, dict), where, raw, "must be a table")
-            _reject_unknown_keys(raw, ("name", "prefill_tokens", "decode_tokens", "rate_per_s"), where)
+            reject_unknown_keys(raw, ("name", "prefill_tokens", "decode_tokens", "rate_per_s"), where)
             for key in ("prefill_tokens", "decode_tokens", "rate_per_s"):
                 require(key in raw, f"{where}.{key}", None, "is required")
             classes.append(
@@ -237,17 +243,6 @@ class Workload:
                 )
             )
         return cls(str(data.get("name", "workload")), tuple(classes), str(data.get("description", "")))
-
-
-def _reject_unknown_keys(table: dict[str, Any], known: tuple[str, ...], where: str) -> None:
-    """Unknown keys are errors (a misspelt key would otherwise be silently ignored)."""
-    import difflib
-
-    for key in table:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
-            raise InputError(f"{where}.{key}", table[key], "is not a known key" + hint)
 
 
 # ---------------------------------------------------------------- presets

@@ -20,20 +20,11 @@ import math
 from pathlib import Path
 
 import fluidopt as fo
+from fluidopt.experiments.paper_figures import authors_wait_cp
 from fluidopt.sim import SarathiPolicy, VLLMPolicy, simulate
-from fluidopt.sim.policies import WaitCPPolicy
 
 PROFILE = "a100-80gb-llama-3-8b-vidur"
 RATES = {"p512d20": (12, 14, 16, 18, 20, 22, 23, 24), "mix-p512d20-p512d50": (12, 14, 16, 18, 20, 22)}
-
-
-def authors_wait_cp(tl: int = 21, chunk: int = 256, decode_stages: int = 20) -> WaitCPPolicy:
-    """The authors' figure-B WAIT-CP: tl 21, cs 256, budgets from MODEL.md section 9's formulas."""
-    prefill_stages = math.ceil(512 / chunk)
-    per_stage = tl / (prefill_stages + decode_stages)
-    prefill_budget = math.ceil(per_stage * prefill_stages * chunk)
-    total = math.ceil(tl - per_stage * prefill_stages + per_stage * prefill_stages * chunk)
-    return WaitCPPolicy(tl, chunk, prefill_budget, total, (total - prefill_budget,), (20,), per_stage=(per_stage,))
 
 
 def published(folder: Path, workload: str) -> dict[tuple[float, str], float]:
@@ -62,7 +53,7 @@ def main() -> None:
         paper = published(Path(args.paper), name)
         policies = {"vllm": VLLMPolicy(), "sarathi": SarathiPolicy()}
         if name == "p512d20":
-            policies["wait-cp"] = authors_wait_cp()
+            policies["wait-cp"] = authors_wait_cp(fo.preset_workload(name), 21, 256)
         for rate in rates:
             workload = fo.preset_workload(name).with_total_rate(rate)
             for label, policy in policies.items():

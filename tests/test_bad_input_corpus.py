@@ -253,7 +253,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(argv, corpus_dir, capsys):
     assert sorted(p.name for p in Path(corpus_dir).rglob("*")) == before
 
 
-def test_json_error_files_are_not_left_behind(corpus_dir, capsys):
+def test_a_valid_out_writes_its_file(corpus_dir, capsys):
     # A valid command with --out into a folder that exists writes exactly one file.
     code = main(["thresholds", "--policy", "wait", "--out", str(corpus_dir / "ok.json"), "--json"])
     assert code == 0 and json.loads((corpus_dir / "ok.json").read_text())["thresholds"]

@@ -252,8 +252,6 @@ def _profile_fit_components(args: argparse.Namespace) -> int:
     """Measured (attention-aware) or per-batch-log fits: every component's error, then the TOML."""
     from fluidopt.fitting import fit_batch_log_profile, fit_vidur_measured_profile, read_batch_log_csv
 
-    if args.out:
-        check_writable(args.out)
     if args.batch_log:
         if args.attention:
             raise InputError("--attention", args.attention, "does not combine with --batch-log")
@@ -296,16 +294,3 @@ def _profile_fit_components(args: argparse.Namespace) -> int:
     if args.out:
         print(f"wrote {args.out}")
     return 0
-
-
-def check_writable(path: str) -> None:
-    """Raise :class:`InputError` unless ``path`` can be written (checked before any work)."""
-    import os
-    from pathlib import Path
-
-    target = Path(path)
-    if target.is_dir():
-        raise InputError("--out", path, "is a directory")
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise InputError("--out", path, "cannot be written (no such folder or no permission)")

@@ -371,12 +371,7 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
             f"(C = {profile.kv_capacity_tokens})"
         )
     print(f"M^pi = {details['memory_base_tokens']:.6g} tokens, dT(n) = {details['iteration_time_s']:.6g} s")
-    print(
-        format_table(
-            ["condition", "lhs", "rhs", "holds"],
-            [(c.name, c.lhs, c.rhs, "yes" if c.holds else "NO") for c in design.conditions.conditions],
-        )
-    )
+    _print_conditions(design.conditions)
     if args.out:
         print(f"wrote {args.out}")
     return 0
@@ -417,12 +412,17 @@ def _print_chunked(args: argparse.Namespace, workload, profile) -> int:
         ("M^pi (tokens)", f"{design.memory_tokens:.6g} of C = {profile.kv_capacity_tokens}"),
     ]
     print(format_table(["setting", "value"], rows))
-    print(
-        format_table(
-            ["condition", "lhs", "rhs", "holds"],
-            [(c.name, c.lhs, c.rhs, "yes" if c.holds else "NO") for c in design.conditions.conditions],
-        )
-    )
+    _print_conditions(design.conditions)
     if args.out:
         print(f"wrote {args.out}")
     return 0
+
+
+def _print_conditions(report) -> None:
+    """The conditions of a threshold design as a table."""
+    print(
+        format_table(
+            ["condition", "lhs", "rhs", "holds"],
+            [(c.name, c.lhs, c.rhs, "yes" if c.holds else "NO") for c in report.conditions],
+        )
+    )

@@ -17,19 +17,19 @@ MAX_RATE_PER_S = 1e7
 MAX_KAPPA_S = 1e6
 MAX_SEED = 2**63 - 1
 
-# option attribute -> (smallest allowed, strict, description)
+# option attribute -> smallest allowed value
 POSITIVE_INTEGERS = {
-    "replicates": (1, "replicates per configuration"),
-    "requests": (1, "requests per simulation"),
-    "steps": (1, "bisection steps"),
-    "segments": (1, "segments"),
-    "chunk_tokens": (1, "tokens per chunk"),
-    "max_batch": (0, "sequences per iteration (0: no cap)"),
-    "token_budget": (1, "tokens per iteration"),
-    "block_size": (1, "tokens per block"),
-    "capacity_tokens": (1, "KV tokens"),
-    "kv_capacity_tokens": (1, "KV tokens"),
-    "tensor_parallel": (1, "tensor-parallel workers"),
+    "replicates": 1,
+    "requests": 1,
+    "steps": 1,
+    "segments": 1,
+    "chunk_tokens": 1,
+    "max_batch": 0,
+    "token_budget": 1,
+    "block_size": 1,
+    "capacity_tokens": 1,
+    "kv_capacity_tokens": 1,
+    "tensor_parallel": 1,
 }
 POSITIVE_FLOATS = (
     "p99_latency_s",
@@ -49,9 +49,9 @@ def validate_common_arguments(args: argparse.Namespace) -> None:
     seed = values.get("seed")
     if seed is not None and not 0 <= seed <= MAX_SEED:
         raise InputError("--seed", seed, f"must be a whole number in [0, {MAX_SEED}]")
-    for name, (minimum, _) in POSITIVE_INTEGERS.items():
+    for name, minimum in POSITIVE_INTEGERS.items():
         value = values.get(name)
-        if value is None or minimum is None or not isinstance(value, int):
+        if value is None or not isinstance(value, int):
             continue
         if value < minimum:
             raise InputError(f"--{name.replace('_', '-')}", value, f"must be >= {minimum}")

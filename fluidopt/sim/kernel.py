@@ -122,6 +122,7 @@ from fluidopt.sim.layout import (
     T_WAITING_AREA,
     fingerprint,
 )
+from fluidopt.timing import TC_D0, TC_DB, TC_DKV, TC_E0, TC_EK, TC_P0, TC_PC, TC_PCC, TC_PCK, TC_S0, TC_S1
 
 # ----------------------------------------------------------------- helpers
 
@@ -237,10 +238,10 @@ def _measured_tau(tcoef, ttable, tokens, decodes, decode_kv, prefill_extra):
     tau = _interp(ttable, 1, float(tokens)) + prefill_extra
     if decodes > 0:
         b = float(decodes)
-        save = tcoef[9] + tcoef[10] * b
+        save = tcoef[TC_S0] + tcoef[TC_S1] * b
         tau += save if save > 0.0 else 0.0
-        linear = tcoef[4] + tcoef[5] * b + tcoef[6] * decode_kv
-        floor = tcoef[7] + tcoef[8] * decode_kv / b
+        linear = tcoef[TC_D0] + tcoef[TC_DB] * b + tcoef[TC_DKV] * decode_kv
+        floor = tcoef[TC_E0] + tcoef[TC_EK] * decode_kv / b
         attention = linear if linear > floor else floor
         tau += attention if attention > 0.0 else 0.0
     return tau
@@ -251,7 +252,7 @@ def _prefill_chunk_time(tcoef, ttable, chunk, cached):
     """Prefill attention ``p(c, k)`` plus the KV save ``c r(k + c)`` of one chunk."""
     c = float(chunk)
     k = float(cached)
-    attention = tcoef[0] + tcoef[1] * c + tcoef[2] * c * k + tcoef[3] * c * c
+    attention = tcoef[TC_P0] + tcoef[TC_PC] * c + tcoef[TC_PCK] * c * k + tcoef[TC_PCC] * c * c
     rate = _interp(ttable, 2, k + c)
     return (attention if attention > 0.0 else 0.0) + c * (rate if rate > 0.0 else 0.0)
 

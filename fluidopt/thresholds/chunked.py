@@ -34,8 +34,7 @@ from fluidopt.fluid.constraints import check_fits
 from fluidopt.fluid.fixed_point import fluid_batch, solve_fixed_point
 from fluidopt.profile import GPUProfile
 from fluidopt.sim.policies import WaitCPPolicy
-from fluidopt.status import HasStatus
-from fluidopt.thresholds.conditions import Condition, ConditionsReport
+from fluidopt.thresholds.conditions import Condition, ConditionsReport, ConditionsStatus
 from fluidopt.workload import Workload
 
 DEFAULT_CHUNK_TOKENS = 256
@@ -44,7 +43,7 @@ ROUNDING_STEP = 1.01
 
 
 @dataclass(frozen=True)
-class WaitCPThresholds(HasStatus):
+class WaitCPThresholds(ConditionsStatus):
     """Chunked WAIT settings derived from the fluid model, and their conditions.
 
     Attributes
@@ -111,17 +110,6 @@ class WaitCPThresholds(HasStatus):
             block_size=self.block_tokens,
             watermark=self.watermark,
         )
-
-    @property
-    def status(self) -> str:  # type: ignore[override]
-        """``ok`` when every condition holds, else ``conditions-violated``."""
-        return "ok" if self.conditions.all_hold else "conditions-violated"
-
-    @property
-    def message(self) -> str:
-        """The violated conditions, if any."""
-        violated = [c.name for c in self.conditions.violated]
-        return "every condition holds" if not violated else "violated: " + "; ".join(violated)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping (the CLI's ``--json`` output and thresholds files)."""

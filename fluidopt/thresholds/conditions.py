@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fluidopt.errors import InputError
+from fluidopt.status import HasStatus
 
 
 class ThresholdConditionWarning(UserWarning):
@@ -86,3 +87,20 @@ class ConditionsReport:
             warnings.warn(
                 f"{source} violate the condition {condition.name}: {detail}", ThresholdConditionWarning, stacklevel=3
             )
+
+
+class ConditionsStatus(HasStatus):
+    """Mixin for threshold designs: status and message from their ``conditions`` report."""
+
+    conditions: ConditionsReport
+
+    @property
+    def status(self) -> str:  # type: ignore[override]
+        """``ok`` when every condition holds, else ``conditions-violated``."""
+        return "ok" if self.conditions.all_hold else "conditions-violated"
+
+    @property
+    def message(self) -> str:
+        """The violated conditions, if any."""
+        violated = [c.name for c in self.conditions.violated]
+        return "every condition holds" if not violated else "violated: " + "; ".join(violated)

@@ -22,8 +22,7 @@ import numpy as np
 from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
 from fluidopt.fluid.constraints import check_fits
 from fluidopt.profile import GPUProfile
-from fluidopt.status import HasStatus
-from fluidopt.thresholds.conditions import Condition, ConditionsReport
+from fluidopt.thresholds.conditions import Condition, ConditionsReport, ConditionsStatus
 from fluidopt.workload import Workload
 
 CutMethod = Literal["equal-width", "equal-mass", "optimal"]
@@ -216,7 +215,7 @@ def _required_memory_for(workload: Workload, cuts: tuple[int, ...], design: dict
 
 
 @dataclass(frozen=True)
-class NestedWaitThresholds(HasStatus):
+class NestedWaitThresholds(ConditionsStatus):
     """A Nested WAIT design: segments, thresholds, buffer and required memory.
 
     The decomposition ``memory_required = base + carry_over + buffer`` is what
@@ -241,17 +240,6 @@ class NestedWaitThresholds(HasStatus):
     def memory_required_tokens(self) -> float:
         """``M_req = M^pi + sum_k (l + r_{k-1} + 1) (n_k + ln(L (1 + zeta T / d0) / delta) / theta_k)``."""
         return self.memory_base_tokens + self.memory_carry_over_tokens + self.memory_buffer_tokens
-
-    @property
-    def status(self) -> str:  # type: ignore[override]
-        """``ok`` when every condition holds, else ``conditions-violated``."""
-        return "ok" if self.conditions.all_hold else "conditions-violated"
-
-    @property
-    def message(self) -> str:
-        """The violated conditions, if any."""
-        violated = [c.name for c in self.conditions.violated]
-        return "every condition holds" if not violated else "violated: " + "; ".join(violated)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping."""

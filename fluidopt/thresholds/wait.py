@@ -17,8 +17,7 @@ import numpy as np
 from fluidopt.errors import InputError, require, require_finite_number
 from fluidopt.fluid.constraints import Constraints, check_fits, class_costs
 from fluidopt.profile import GPUProfile
-from fluidopt.status import HasStatus
-from fluidopt.thresholds.conditions import Condition, ConditionsReport
+from fluidopt.thresholds.conditions import Condition, ConditionsReport, ConditionsStatus
 from fluidopt.workload import Workload
 
 
@@ -36,7 +35,7 @@ class KappaInterval:
 
 
 @dataclass(frozen=True)
-class WaitThresholds(HasStatus):
+class WaitThresholds(ConditionsStatus):
     """A WAIT threshold choice and its memory and timing figures.
 
     Attributes
@@ -66,17 +65,6 @@ class WaitThresholds(HasStatus):
     memory_base_tokens: float
     iteration_time_s: float
     conditions: ConditionsReport
-
-    @property
-    def status(self) -> str:  # type: ignore[override]
-        """``ok`` when every condition holds, else ``conditions-violated``."""
-        return "ok" if self.conditions.all_hold else "conditions-violated"
-
-    @property
-    def message(self) -> str:
-        """The violated conditions, if any."""
-        violated = [c.name for c in self.conditions.violated]
-        return "every condition holds" if not violated else "violated: " + "; ".join(violated)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping."""
