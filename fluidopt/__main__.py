@@ -1,7 +1,5 @@
 """``python -m fluidopt`` runs the command-line interface."""
 
-import sys
+from fluidopt.cli import run
 
-from fluidopt.cli import main
-
-sys.exit(main())
+run()

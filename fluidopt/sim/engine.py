@@ -19,6 +19,7 @@ import numpy as np
 from numba.core.registry import CPUDispatcher as Dispatcher
 
 import fluidopt.sim.layout as layout
+from fluidopt._gc import collection_paused
 from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
 from fluidopt.fluid.constraints import check_fits
 from fluidopt.profile import GPUProfile
@@ -62,12 +63,17 @@ class InitialRequests:
 
 @cache
 def ensure_fresh_kernel() -> None:
-    """Recompile the kernel if its on-disk cache was built against another state layout."""
-    if compiled_layout_fingerprint() == layout.fingerprint():
-        return
-    for value in vars(kernel_module).values():
-        if isinstance(value, Dispatcher):
-            value.recompile()
+    """Load the compiled kernel; recompile it if its on-disk cache has another state layout.
+
+    The first load builds numba's typing and target registries, long-lived objects only, so
+    the cyclic garbage collector is paused meanwhile (:mod:`fluidopt._gc`).
+    """
+    with collection_paused():
+        if compiled_layout_fingerprint() == layout.fingerprint():
+            return
+        for value in vars(kernel_module).values():
+            if isinstance(value, Dispatcher):
+                value.recompile()
 
 
 class _State:
