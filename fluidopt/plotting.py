@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from fluidopt.fluid.stability import BoundaryResult
 
+MEASURED_MARKERS = ("o", "s", "^", "v", "D", "P")
 PEER_LABELS = {"li_dai_peng": "Li-Dai-Peng (token budget)", "nie_si_zhou": "Nie-Si-Zhou (KV service rate)"}
 
 
@@ -71,9 +72,19 @@ def plot_stability_region(
         for name, points in boundary.peer_rates.items():
             finite = np.all(np.isfinite(points), axis=1)
             ax.plot(points[finite, 0], points[finite, 1], ls="--", label=PEER_LABELS.get(name, name))
-        for name, points in (measured or {}).items():
+        # Policies often land on the same rate: hollow markers of shrinking size keep each visible.
+        for index, (name, points) in enumerate((measured or {}).items()):
             points = np.asarray(points)
-            ax.plot(points[:, 0], points[:, 1], marker="o", ls=":", label=f"{name} (simulated)")
+            ax.plot(
+                points[:, 0],
+                points[:, 1],
+                marker=MEASURED_MARKERS[index % len(MEASURED_MARKERS)],
+                markersize=max(12 - 2.5 * index, 4),
+                markerfacecolor="none",
+                markeredgewidth=1.5,
+                ls=":",
+                label=f"{name} (simulated)",
+            )
         ax.set_xlabel(f"{boundary.class_names[0]} rate (requests/s)")
         ax.set_ylabel(f"{boundary.class_names[1]} rate (requests/s)")
         ax.set_xlim(left=0)

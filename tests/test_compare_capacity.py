@@ -10,7 +10,7 @@ import pytest
 import fluidopt as fo
 import fluidopt.experiments.capacity as capacity_module
 from fluidopt.experiments.compare import compare_policies, paired_gain
-from fluidopt.experiments.evaluate import Evaluation, Targets
+from fluidopt.experiments.evaluate import Evaluation, Targets, run_settings
 from fluidopt.experiments.tasks import SimulationTask, run_simulation_task
 from fluidopt.sim import SarathiPolicy
 
@@ -48,6 +48,41 @@ def test_a_rate_above_the_fluid_limit_is_a_method_error_never_a_capacity(monkeyp
     assert found.status == "method-error" and math.isnan(found.max_rate_per_s)
     assert found.flagged_rate_per_s > fluid
     assert found.to_dict()["max_rate_per_s"] is None
+
+
+def _run(status: str) -> dict:
+    return {
+        "status": status,
+        "measured_arrivals": 1000,
+        "arrived_requests": 1000,
+        "completed_in_window": 1000,
+        "drift_latency_ratio": 1.0,
+        "drift_queue_ratio": 1.0,
+        "mean_latency_s": 1.0,
+        "p99_latency_s": 2.0,
+    }
+
+
+@pytest.mark.parametrize("bad", ["overflow", "livelock", "starved", "truncated"])
+def test_a_replicate_that_did_not_run_as_simulated_is_never_stable(bad):
+    policy = SarathiPolicy()
+    assert Evaluation(policy, {}, 1.0, [_run("ok"), _run("ok")], Targets()).meets
+    evaluation = Evaluation(policy, {}, 1.0, [_run("ok"), _run(bad)], Targets())
+    assert not evaluation.stable and not evaluation.meets
+
+
+def test_literal_wait_capacity_on_a_ray_is_within_the_fluid_limit():
+    # WAIT thresholds designed above the fluid limit overflow the KV cache while their latency
+    # still looks finite; such runs used to pass and put WAIT above the fluid limit.
+    profile = fo.preset_profile("a100-80gb-llama-3-8b")
+    ray = fo.preset_workload("mix-p512d20-p512d50").with_rates(np.array([math.cos(0.785), math.sin(0.785)]))
+    fluid = fo.max_stable_scale(ray.with_total_rate(1.0), profile).max_rate_per_s
+    run = run_settings(Targets(), replicates=2, requests=10_000, seed=0)
+    found = capacity_module.max_sustained_rate(
+        "wait", ray.with_total_rate(1.0), profile, low=0.0, high=1.2 * fluid, steps=6, run=run
+    )
+    assert found.status == "ok" and 0.9 * fluid < found.max_rate_per_s <= fluid
+    assert all(r["status"] == "ok" for r in found.evaluation.runs)
 
 
 def test_every_policy_capacity_is_within_the_fluid_limit():

@@ -66,13 +66,17 @@ class Evaluation:
 
     @property
     def stable(self) -> bool:
-        """In every replicate, completions keep up with arrivals and nothing drifts upward.
+        """Every replicate ran as simulated (status ``ok``), kept up with arrivals and did not drift.
 
-        In steady state the number in the system is stationary, so completions match arrivals
-        up to noise; an overloaded queue falls behind by ``(lambda - mu) / lambda``.  Allowed:
+        A replicate that overflowed the KV capacity, livelocked or starved describes another GPU
+        or no service at all, so it never counts as stable, whatever its latency.  In steady
+        state the number in the system is stationary, so completions match arrivals up to noise;
+        an overloaded queue falls behind by ``(lambda - mu) / lambda``.  Allowed:
         ``UNFINISHED_FRACTION`` of the arrivals plus three standard deviations of a Poisson count.
         Besides, the drift test pooled over the replicates (:attr:`drifts`) must find no growth.
         """
+        if any(r.get("status", "ok") != "ok" for r in self.runs):
+            return False
         for r in self.runs:
             arrived = r["measured_arrivals"]
             if r.get("settings", {}).get("conventions") == "vidur":
