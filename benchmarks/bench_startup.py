@@ -43,6 +43,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15, help="counted runs per command (default 15)")
     runs = parser.parse_args().runs
+    if runs < 1:
+        parser.error(f"--runs must be >= 1, got {runs}")
     for command, _ in COMMANDS.values():  # warm-up round
         wall_time(command)
     times: dict[str, list[float]] = {label: [] for label in COMMANDS}

@@ -3,9 +3,10 @@
 Importing numba and loading the compiled simulator from its on-disk cache create about a
 million objects (numba's typing and target registries) that live as long as the process.
 Python's cyclic collector runs its full passes many times while they are built, and scans
-them again at interpreter exit, which together cost about as much as the loading itself
-(measured in ``benchmarks/bench_startup.py``).  Nothing built in these phases is garbage, so
-pausing the collector loses nothing.
+them again at interpreter exit (the console entry point ``fluidopt.cli.run`` freezes them
+first), which together cost about as much as the loading itself (measured in
+``benchmarks/bench_startup.py``).  Nothing built in these phases is garbage, so pausing the
+collector loses nothing.
 """
 
 from __future__ import annotations
@@ -29,13 +30,3 @@ def collection_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def freeze_before_exit() -> None:
-    """Move every live object to the collector's permanent generation before the process ends.
-
-    The interpreter's final collections then skip the long-lived numba and library objects
-    instead of traversing them once more.  Only for a process that is about to exit: frozen
-    cyclic garbage is never collected.
-    """
-    gc.freeze()

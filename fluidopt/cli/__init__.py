@@ -7,11 +7,12 @@ prints one line on stderr naming the field and value, and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from fluidopt._gc import collection_paused, freeze_before_exit
+from fluidopt._gc import collection_paused
 from fluidopt.errors import InputError, SolverError
 
 
@@ -74,10 +75,11 @@ def run() -> NoReturn:
     """Console entry point: run :func:`main` and exit with its status.
 
     The process ends right after, so every live object is frozen first and the interpreter's
-    final garbage collections do not traverse numba's registries again (about 0.4 s).
+    final garbage collections do not traverse numba's registries again (about 0.4 s).  Frozen
+    cyclic garbage is never collected, which is why only the exiting process does this.
     """
     status = main()
-    freeze_before_exit()
+    gc.freeze()
     sys.exit(status)
 
 

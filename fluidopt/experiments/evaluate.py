@@ -68,8 +68,9 @@ class Evaluation:
     def stable(self) -> bool:
         """Every replicate ran as simulated (status ``ok``), kept up with arrivals and did not drift.
 
-        A replicate that overflowed the KV capacity, livelocked or starved describes another GPU
-        or no service at all, so it never counts as stable, whatever its latency.  In steady
+        A replicate that overflowed the KV capacity, livelocked, starved or ran off the latency
+        histogram describes another GPU, no service or an unbounded queue, so it never counts as
+        stable, whatever its latency.  In steady
         state the number in the system is stationary, so completions match arrivals up to noise;
         an overloaded queue falls behind by ``(lambda - mu) / lambda``.  Allowed:
         ``UNFINISHED_FRACTION`` of the arrivals plus three standard deviations of a Poisson count.
