@@ -44,6 +44,11 @@ class RequestClass:
         Output length ``l'_j`` (>= 1 decode iterations).
     rate_per_s : float
         Poisson arrival rate ``lambda_j`` (>= 0).
+    max_new_tokens : int, optional
+        The output cap a client sends with each request (``max_new_tokens`` / ``max_tokens``),
+        an upper bound on the output that SGLang reserves KV against.  Default: the class's
+        decode length (known lengths).  For trace replays each request's own output length is
+        used (what ``vllm bench serve`` and ``sglang.bench_serving`` send).
 
     """
 
@@ -51,6 +56,7 @@ class RequestClass:
     prefill_tokens: int
     decode_tokens: int
     rate_per_s: float
+    max_new_tokens: int | None = None
 
     def __post_init__(self) -> None:
         prefix = f"class {self.name!r}"
@@ -64,6 +70,15 @@ class RequestClass:
         rate = require_finite_number(self.rate_per_s, f"{prefix}: rate_per_s")
         require(rate >= 0, f"{prefix}: rate_per_s", self.rate_per_s, "must be >= 0")
         object.__setattr__(self, "rate_per_s", rate)
+        if self.max_new_tokens is not None:
+            cap = require_whole_number(self.max_new_tokens, f"{prefix}: max_new_tokens", 1)
+            require(
+                cap >= self.decode_tokens,
+                f"{prefix}: max_new_tokens",
+                cap,
+                f"must be >= decode_tokens ({self.decode_tokens}): it caps the output",
+            )
+            object.__setattr__(self, "max_new_tokens", cap)
 
     @property
     def kv_mass_tokens(self) -> float:
@@ -82,6 +97,7 @@ class RequestClass:
             "prefill_tokens": self.prefill_tokens,
             "decode_tokens": self.decode_tokens,
             "rate_per_s": self.rate_per_s,
+            **({"max_new_tokens": self.max_new_tokens} if self.max_new_tokens is not None else {}),
         }
 
 
@@ -231,7 +247,7 @@ class Workload:
         for index, raw in enumerate(raw_classes):
             where = f"{source}: classes[{index}]"
             require(isinstance(raw, dict), where, raw, "must be a table")
-            reject_unknown_keys(raw, ("name", "prefill_tokens", "decode_tokens", "rate_per_s"), where)
+            reject_unknown_keys(raw, ("name", "prefill_tokens", "decode_tokens", "rate_per_s", "max_new_tokens"), where)
             for key in ("prefill_tokens", "decode_tokens", "rate_per_s"):
                 require(key in raw, f"{where}.{key}", None, "is required")
             classes.append(
@@ -240,6 +256,7 @@ class Workload:
                     prefill_tokens=raw["prefill_tokens"],
                     decode_tokens=raw["decode_tokens"],
                     rate_per_s=raw["rate_per_s"],
+                    max_new_tokens=raw.get("max_new_tokens"),
                 )
             )
         return cls(str(data.get("name", "workload")), tuple(classes), str(data.get("description", "")))

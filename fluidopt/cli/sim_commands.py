@@ -34,12 +34,16 @@ def _floats(text: str, name: str, count: int) -> tuple[float, ...]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``simulate`` and ``thresholds``."""
-    from fluidopt.sim import POLICY_NAMES
+    from fluidopt.sim.policies import POLICY_NAMES, REGISTRY
 
-    p = subparsers.add_parser("simulate", help="simulate a scheduling policy on a GPU profile")
+    p = subparsers.add_parser(
+        "simulate",
+        help="simulate a scheduling policy on a GPU profile",
+        epilog="policies: " + "; ".join(f"{name}: {spec.summary}" for name, spec in REGISTRY.items()),
+    )
     add_workload_options(p)
     add_profile_options(p)
-    p.add_argument("--policy", required=True, choices=POLICY_NAMES, help="scheduling policy")
+    p.add_argument("--policy", required=True, choices=POLICY_NAMES, help="scheduling policy (see below)")
     horizon = p.add_mutually_exclusive_group()
     horizon.add_argument("--requests", type=int, help="number of arrivals (default 10000)")
     horizon.add_argument("--horizon-s", type=float, help="simulated time horizon (s)")
@@ -55,7 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="wait / nested-wait: residents of closed classes or segments keep decoding (MODEL.md holds them)",
     )
-    p.add_argument("--eviction", choices=("restart", "recompute"), default="restart")
+    p.add_argument(
+        "--eviction",
+        choices=("restart", "recompute"),
+        help="what an evicted request loses (default restart; vllm-v1 and sglang always recompute)",
+    )
     p.add_argument(
         "--arrivals",
         choices=("poisson", "deterministic", "mmpp", "trace"),
@@ -71,10 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="thresholds violating their conditions are an error (exit 2); a run that overflows, livelocks, "
         "starves or truncates exits with status 3",
     )
-    p.add_argument("--max-batch", type=int, help="baselines: sequences per iteration")
-    p.add_argument("--token-budget", type=int, help="sarathi: tokens per iteration")
-    p.add_argument("--block-size", type=int, help="vllm/sarathi: KV block size")
-    p.add_argument("--watermark", type=float, help="vllm/sarathi/wait-cp: fraction of blocks kept free")
+    add_policy_knobs(p)
     add_chunked_options(p)
     p.add_argument(
         "--conventions",
@@ -111,6 +116,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 STRICT_FAILURE = 3  # exit status of --strict when a simulation overflows, livelocks or starves
 
 
+def add_policy_knobs(p: argparse.ArgumentParser) -> None:
+    """One option per knob of the registered policies (engines' own names, e.g. ``--max-num-seqs``)."""
+    from fluidopt.sim.policies import REGISTRY, all_knobs
+
+    for flag, knob in all_knobs().items():
+        owners = [name for name, spec in REGISTRY.items() if any(k.flag == flag for k in spec.knobs)]
+        text = f"{knob.help} [{', '.join(owners)}]"
+        if knob.const is not None:
+            p.add_argument(flag, dest=knob.dest, action="store_const", const=knob.const, help=text)
+        else:
+            p.add_argument(flag, dest=knob.dest, type=knob.type, help=text)
+
+
+def knob_options(args: argparse.Namespace, policy: str) -> dict[str, Any]:
+    """The knobs given on the command line as dataclass options; a knob the policy lacks is an error."""
+    from fluidopt.sim.policies import all_knobs, policy_spec
+
+    spec = policy_spec(policy)
+    own = {knob.flag for knob in spec.knobs}
+    options: dict[str, Any] = {}
+    for flag, knob in all_knobs().items():
+        value = getattr(args, knob.dest, None)
+        if value is None:
+            continue
+        if flag not in own:
+            takes = ", ".join(sorted(own)) or "none"
+            raise InputError(flag, value, f"is not a knob of policy {policy} (its knobs: {takes})")
+        options[knob.field] = value
+    return options
+
+
 def add_chunked_options(p: argparse.ArgumentParser, *, slack: bool = False) -> None:
     """Options of the chunked policies (wait-cp, nested-wait-cp)."""
     p.add_argument(
@@ -143,19 +179,12 @@ def _chunked_design(args: argparse.Namespace, workload, profile):
 
 
 def _policy_from_args(args: argparse.Namespace, workload, profile):
-    from fluidopt.sim.policies import NestedWaitPolicy, WaitPolicy, wait_thresholds_from_kappa
+    from dataclasses import replace
+
+    from fluidopt.sim.policies import NestedWaitPolicy, WaitPolicy, make_policy, wait_thresholds_from_kappa
     from fluidopt.thresholds.io import default_policy, read_thresholds
 
-    options = {
-        key: getattr(args, attr)
-        for key, attr in (
-            ("max_batch", "max_batch"),
-            ("token_budget", "token_budget"),
-            ("block_size", "block_size"),
-            ("watermark", "watermark"),
-        )
-        if getattr(args, attr) is not None
-    }
+    options = knob_options(args, args.policy)
     if args.thresholds:
         families = {
             "wait": "wait",
@@ -177,13 +206,11 @@ def _policy_from_args(args: argparse.Namespace, workload, profile):
             return NestedWaitPolicy(
                 policy.boundaries, policy.thresholds, policy.repair, hold=args.policy != "nested-wait-nohold"
             )
-        return policy
+        return replace(policy, **options) if options else policy
     if args.policy in ("wait-cp", "nested-wait-cp"):
-        from dataclasses import replace
-
         policy = _chunked_design(args, workload, profile).policy(wait_gate=args.wait_gate)
-        if args.block_size is not None:
-            policy = replace(policy, block_size=args.block_size)
+        if "block_size" in options:
+            policy = replace(policy, block_size=options["block_size"])
         return policy
     if args.wait_gate or args.chunk_tokens is not None:
         raise InputError("--wait-gate/--chunk-tokens", args.policy, "apply to wait-cp and nested-wait-cp only")
@@ -195,11 +222,11 @@ def _policy_from_args(args: argparse.Namespace, workload, profile):
             gate=args.policy != "wait-nowait",
             hold=args.policy != "wait-nohold",
         )
-    if args.policy in ("fcfs",):
-        options = {k: v for k, v in options.items() if k == "max_batch"}
-    if args.policy == "vllm":
-        options.pop("token_budget", None)
-    return default_policy(args.policy, workload, profile, segments=args.segments, repair=args.repair, **options)
+    if args.segments is not None and not args.policy.startswith("nested-wait"):
+        raise InputError("--segments", args.segments, f"applies to nested-wait, not {args.policy}")
+    if args.policy.startswith(("wait", "nested-wait")):
+        return default_policy(args.policy, workload, profile, segments=args.segments, repair=args.repair)
+    return make_policy(args.policy, **options)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -290,12 +317,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"{result.latency_quantiles_s['p99']:.4g}",
         ),
         ("TTFT mean / p99 (s)", f"{result.mean_ttft_s:.4g} / {result.ttft_quantiles_s['p99']:.4g}"),
+        (
+            "TPOT mean / p99 (s)",
+            f"{result.mean_tpot_s:.4g} / {result.tpot_quantiles_s.get('p99', float('nan')):.4g}",
+        ),
         ("time between tokens mean / p99 (s)", f"{result.mean_tbt_s:.4g} / {result.tbt_quantiles_s['p99']:.4g}"),
+        ("peak running requests", f"{result.peak_running_requests}"),
         (
             "memory mean / peak / C (tokens)",
             f"{result.mean_memory_tokens:.6g} / {result.peak_memory_tokens} / {result.kv_capacity_tokens}",
         ),
-        ("evictions (wasted tokens)", f"{result.evictions} ({result.wasted_tokens})"),
+        (
+            "preemptions (wasted / recomputed tokens)",
+            f"{result.evictions} ({result.wasted_tokens} / {result.recomputed_tokens})",
+        ),
         ("iterations (overflowing)", f"{result.iterations} ({result.overflow_iterations})"),
         ("simulation speed", f"{result.simulated_requests_per_wall_s:,.0f} requests/s"),
         ("status", f"{result.status}: {result.message}"),

@@ -1,8 +1,9 @@
 """Capacity: the largest rate each policy sustains under a target, by bisection on the rate.
 
 A rate is sustained when some configuration of the policy (its knobs, tuned fairly: batch-size
-cap for vLLM, token budget for Sarathi, thresholds from the fluid model for WAIT and Nested
-WAIT, and for WAIT whether residents of a closed class hold or keep decoding) keeps a stable
+cap for vLLM, token budget for Sarathi, each baseline's grid in the policy registry, thresholds
+from the fluid model for WAIT and Nested WAIT, and for WAIT whether residents of a closed class
+hold or keep decoding) keeps a stable
 queue in every replicate and meets the targets.
 """
 
@@ -19,7 +20,7 @@ from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate, run_set
 from fluidopt.experiments.sweep import Executor
 from fluidopt.fluid.stability import max_stable_scale
 from fluidopt.profile import GPUProfile
-from fluidopt.sim.policies import FCFSPolicy, NestedWaitPolicy, Policy, SarathiPolicy, VLLMPolicy, WaitPolicy
+from fluidopt.sim.policies import NestedWaitPolicy, Policy, WaitPolicy, policy_spec
 from fluidopt.status import HasStatus
 from fluidopt.thresholds.nested import nested_wait_thresholds
 from fluidopt.thresholds.wait import wait_thresholds
@@ -27,8 +28,6 @@ from fluidopt.workload import Workload
 
 CAPACITY_CHUNKED_SLACKS = (0.15, 0.5)
 CAPACITY_CHUNK_SIZES = (256, 512)
-VLLM_BATCH_CAPS = (64, 128, 256)
-SARATHI_BUDGETS = (256, 512, 1024, 2048)
 WAIT_SLACKS = (0.2, 1.0)
 FLUID_TOLERANCE = 1e-6
 
@@ -75,13 +74,12 @@ def configurations(
             )
             for hold in (True, False)
         ]
-    if name == "vllm":
-        return [(VLLMPolicy(max_batch=cap), {"max_batch": cap}) for cap in VLLM_BATCH_CAPS]
-    if name == "sarathi":
-        return [(SarathiPolicy(token_budget=budget), {"token_budget": budget}) for budget in SARATHI_BUDGETS]
-    if name == "fcfs":
-        return [(FCFSPolicy(), {})]
-    raise InputError("policy", name, f"unknown policy; choose from {', '.join(CAPACITY_POLICIES)}")
+    if name not in CAPACITY_POLICIES:
+        raise InputError("policy", name, f"unknown policy; choose from {', '.join(CAPACITY_POLICIES)}")
+    spec = policy_spec(name)
+    if spec.grid is not None:
+        return spec.grid()
+    return [(spec.build(), {})]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-# Policies `fluidopt capacity` evaluates by default (fluidopt.experiments.capacity).
-CAPACITY_POLICIES = ("wait-cp", "nested-wait-cp", "wait", "nested-wait", "vllm", "sarathi", "fcfs")
-# The profile behind the paper's experiment figures (MODEL.md section 7).
+from fluidopt.sim.policies import BASELINE_POLICIES
+
+# Policies `fluidopt capacity` evaluates by default (fluidopt.experiments.capacity): the fluid-guided
+# designs, then every baseline the policy registry marks (fluidopt.sim.policies).
+FLUID_GUIDED_POLICIES = ("wait-cp", "nested-wait-cp", "wait", "nested-wait")
+CAPACITY_POLICIES = FLUID_GUIDED_POLICIES + BASELINE_POLICIES
+# The profile behind the paper's experiment figures (docs/theory.md, the paper's experiments).
 PAPER_PROFILE = "a100-80gb-llama-3-8b"

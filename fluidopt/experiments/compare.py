@@ -27,22 +27,22 @@ from fluidopt.experiments.sweep import Executor
 from fluidopt.experiments.tune import chunked_candidates
 from fluidopt.fluid.stability import max_stable_scale
 from fluidopt.profile import GPUProfile
-from fluidopt.sim.policies import Policy, SarathiPolicy, VLLMPolicy
+from fluidopt.sim.policies import BASELINE_POLICIES, Policy, SarathiPolicy, VLLMPolicy, policy_spec
 from fluidopt.stats import confidence_interval
 from fluidopt.status import HasStatus
 from fluidopt.workload import Workload
 
-VLLM_BATCH_CAPS = (64, 128, 256)
-SARATHI_BUDGETS = (256, 512, 1024, 2048)
 DEFAULT_FRACTIONS = (0.7, 0.85, 0.95)
 
 
 def baseline_candidates() -> list[tuple[Policy, dict[str, Any]]]:
-    """VLLM over batch caps and Sarathi over token budgets (the paper's defaults among them)."""
-    out: list[tuple[Policy, dict[str, Any]]] = [
-        (VLLMPolicy(max_batch=cap), {"family": "vllm", "max_batch": cap}) for cap in VLLM_BATCH_CAPS
-    ]
-    out += [(SarathiPolicy(token_budget=b), {"family": "sarathi", "token_budget": b}) for b in SARATHI_BUDGETS]
+    """Every registered baseline over its tuning grid (the paper's and the engines' defaults among them)."""
+    out: list[tuple[Policy, dict[str, Any]]] = []
+    for name in BASELINE_POLICIES:
+        spec = policy_spec(name)
+        if spec.grid is None:
+            continue  # fcfs: the paper's counterexample, not a tuned baseline
+        out += [(policy, {"family": name, **setting}) for policy, setting in spec.grid()]
     return out
 
 

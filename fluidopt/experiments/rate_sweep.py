@@ -11,7 +11,7 @@ from fluidopt.errors import InputError
 from fluidopt.experiments.sweep import Executor, SerialExecutor, run_sweep
 from fluidopt.experiments.tasks import SimulationTask, run_simulation_task, spawn_seeds
 from fluidopt.profile import GPUProfile
-from fluidopt.sim.policies import FCFSPolicy, NestedWaitPolicy, Policy, SarathiPolicy, VLLMPolicy, WaitPolicy
+from fluidopt.sim.policies import BASELINE_POLICIES, NestedWaitPolicy, Policy, WaitPolicy, make_policy
 from fluidopt.stats import t_half_width
 from fluidopt.thresholds.nested import nested_wait_thresholds
 from fluidopt.thresholds.wait import wait_thresholds
@@ -48,10 +48,18 @@ FACTORIES: dict[str, PolicyFactory] = {
     "wait-nowait": _wait_nowait,
     "nested-wait": _nested,
     "nested-wait-nohold": _nested_nohold,
-    "vllm": lambda w, p: VLLMPolicy(),
-    "sarathi": lambda w, p: SarathiPolicy(),
-    "fcfs": lambda w, p: FCFSPolicy(),
 }
+
+
+def _at_defaults(name: str) -> PolicyFactory:
+    def factory(workload: Workload, profile: GPUProfile) -> Policy:
+        return make_policy(name)
+
+    return factory
+
+
+# Every registered baseline at its defaults (vllm, sarathi, fcfs, vllm-v1, sglang, ...).
+FACTORIES.update({name: _at_defaults(name) for name in BASELINE_POLICIES})
 
 
 def rate_sweep(

@@ -18,6 +18,9 @@ _EXPORTS = {
     "FCFSPolicy": "fluidopt.sim.policies",
     "NestedWaitPolicy": "fluidopt.sim.policies",
     "SarathiPolicy": "fluidopt.sim.policies",
+    "SGLangPolicy": "fluidopt.sim.policies",
+    "VLLMV1Policy": "fluidopt.sim.policies",
+    "policy_spec": "fluidopt.sim.policies",
     "VLLMPolicy": "fluidopt.sim.policies",
     "WaitCPPolicy": "fluidopt.sim.policies",
     "WaitPolicy": "fluidopt.sim.policies",
@@ -42,10 +45,13 @@ if TYPE_CHECKING:
         FCFSPolicy,
         NestedWaitPolicy,
         SarathiPolicy,
+        SGLangPolicy,
         VLLMPolicy,
+        VLLMV1Policy,
         WaitCPPolicy,
         WaitPolicy,
         make_policy,
+        policy_spec,
         wait_thresholds_from_kappa,
     )
     from fluidopt.sim.results import SimulationResult

@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
 
 import numpy as np
 from numba.core.registry import CPUDispatcher as Dispatcher
@@ -24,10 +23,14 @@ from fluidopt.errors import InputError, require, require_finite_number, require_
 from fluidopt.fluid.constraints import check_fits
 from fluidopt.profile import GPUProfile
 from fluidopt.sim import kernel as kernel_module
+from fluidopt.sim import policies as policies_package
 from fluidopt.sim.arrivals import ArrivalProcess, PoissonArrivals, TraceArrivals
-from fluidopt.sim.kernel import compiled_layout_fingerprint, run_kernel
-from fluidopt.sim.policies import NestedWaitPolicy, Policy, WaitCPPolicy, WaitPolicy
+from fluidopt.sim.kernel import compiled_kernel_fingerprint, run_kernel
+from fluidopt.sim.policies import Policy, selector_index
+from fluidopt.sim.policies import _compiled as compiled_helpers
+from fluidopt.sim.policies._base import EVICTIONS, KernelPack
 from fluidopt.sim.results import QUANTILES, SimulationResult, histogram_quantile
+from fluidopt.sim.sources import sources_fingerprint
 from fluidopt.workload import Workload
 
 INITIAL_SLOTS = 1024
@@ -63,17 +66,19 @@ class InitialRequests:
 
 @cache
 def ensure_fresh_kernel() -> None:
-    """Load the compiled kernel; recompile it if its on-disk cache has another state layout.
+    """Load the compiled kernel; recompile it if its on-disk cache predates a source change.
 
     The first load builds numba's typing and target registries, long-lived objects only, so
     the cyclic garbage collector is paused meanwhile (:mod:`fluidopt._gc`).
     """
     with collection_paused():
-        if compiled_layout_fingerprint() == layout.fingerprint():
+        if compiled_kernel_fingerprint() == sources_fingerprint():
             return
-        for value in vars(kernel_module).values():
-            if isinstance(value, Dispatcher):
-                value.recompile()
+        modules = (compiled_helpers, *policies_package.POLICY_MODULES, kernel_module)
+        for module in modules:
+            for value in vars(module).values():
+                if isinstance(value, Dispatcher) and value.signatures:
+                    value.recompile()
 
 
 class _State:
@@ -93,7 +98,7 @@ class _State:
         self.cnt = np.zeros((max(classes, 1), max_stage + 2), dtype=np.int64)
         self.bsel = np.zeros(slots, dtype=np.int64)
         self.bchunk = np.zeros(slots, dtype=np.int64)
-        self.hist = np.zeros((3, layout.HIST_BINS), dtype=np.float64)
+        self.hist = np.zeros((layout.N_HISTOGRAMS, layout.HIST_BINS), dtype=np.float64)
 
     @property
     def slots(self) -> int:
@@ -124,39 +129,6 @@ class _State:
         self.bchunk = np.zeros(new, np.int64)
 
 
-def _policy_arrays(
-    policy: Policy, workload: Workload, max_stage: int
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
-    config = policy.config()
-    thresholds = config.get("thresholds", np.zeros(1, dtype=np.int64))
-    seg_of_stage = np.zeros(max_stage + 2, dtype=np.int64)
-    seg_entry = np.zeros(1, dtype=np.int64)
-    if isinstance(policy, WaitPolicy):
-        require(
-            thresholds.size == workload.num_classes,
-            "thresholds",
-            list(policy.thresholds),
-            f"needs one threshold per class ({workload.num_classes})",
-        )
-    if isinstance(policy, (NestedWaitPolicy, WaitCPPolicy)):
-        boundaries = config["boundaries"]
-        require(
-            boundaries[-1] >= max_stage,
-            "boundaries",
-            list(policy.boundaries),
-            f"the last segment must reach the longest decode length ({max_stage})",
-        )
-        previous = 0
-        seg_entry = np.zeros(boundaries.size, dtype=np.int64)
-        for k, end in enumerate(boundaries):
-            seg_entry[k] = 0 if k == 0 else previous + 1
-            low = 0 if k == 0 else previous + 1
-            seg_of_stage[low : end + 1] = k
-            previous = int(end)
-        seg_of_stage[boundaries[-1] + 1 :] = boundaries.size - 1
-    return config, thresholds.astype(np.int64), seg_of_stage, seg_entry
-
-
 def simulate(
     workload: Workload,
     profile: GPUProfile,
@@ -167,7 +139,7 @@ def simulate(
     warmup_s: float | None = None,
     rng: int | np.random.Generator | None = 0,
     arrivals: ArrivalProcess | None = None,
-    eviction: str = "restart",
+    eviction: str | None = None,
     drain: bool = False,
     drain_timeout_s: float | None = None,
     record_requests: bool = False,
@@ -193,8 +165,10 @@ def simulate(
         arrivals and lengths.
     arrivals : ArrivalProcess, optional
         Poisson (default), deterministic, MMPP or trace replay.
-    eviction : {"restart", "recompute"}
-        What an evicted request loses (see :mod:`fluidopt.sim.kernel`).
+    eviction : {"restart", "recompute"}, optional
+        What an evicted request loses (see :mod:`fluidopt.sim.kernel`); default ``restart`` (the
+        paper's).  The engine policies (vllm-v1, sglang) always recompute, as the engines do;
+        asking them to restart is an error.
     drain : bool
         Keep serving after the last arrival until every request completes.
     drain_timeout_s : float, optional
@@ -227,8 +201,8 @@ def simulate(
     if horizon_s is not None:
         horizon_s = require_finite_number(horizon_s, "horizon_s")
         require(horizon_s > 0, "horizon_s", horizon_s, "must be > 0")
-    if eviction not in layout.EVICTION_IDS:
-        raise InputError("eviction", eviction, f"must be one of {', '.join(layout.EVICTION_IDS)}")
+    if eviction is not None and eviction not in EVICTIONS:
+        raise InputError("eviction", eviction, f"must be one of {', '.join(EVICTIONS)}")
     check_fits(workload, profile)
     check_conventions(conventions)
     measure_lo, measure_hi = 0, NO_ID_LIMIT
@@ -236,6 +210,8 @@ def simulate(
         if requests is None:
             raise InputError("horizon_s", horizon_s, "conventions 'vidur' count requests: give requests instead")
         arrivals = arrivals or PoissonArrivals(max_gap_factor=VIDUR_MAX_GAP_FACTOR)
+        if eviction == "restart":
+            raise InputError("eviction", eviction, "conventions 'vidur' recompute evicted requests")
         eviction = "recompute"
         drain = True
         warmup_s = 0.0
@@ -264,8 +240,16 @@ def simulate(
     warmup_s = require_finite_number(warmup_s, "warmup_s")
     require(warmup_s >= 0, "warmup_s", warmup_s, "must be >= 0")
 
-    config, thresholds, seg_of_stage, seg_entry = _policy_arrays(policy, workload, max_stage)
-    block = int(config.get("block_size", 1))
+    index = selector_index(policy)
+    pack: KernelPack = policy.kernel_pack(workload, max_stage)
+    if pack.eviction is not None:
+        if eviction is not None and eviction != pack.eviction:
+            raise InputError(
+                "eviction", eviction, f"policy {policy.name} always uses {pack.eviction}, as the engine does"
+            )
+        eviction = pack.eviction
+    eviction = eviction or "restart"
+    block = pack.block_size
     if block > 1:
         # A request whose peak, in whole blocks, exceeds the capacity can never complete: refuse it
         # up front instead of simulating a run in which nothing finishes.
@@ -279,43 +263,34 @@ def simulate(
             profile.kv_capacity_tokens,
             f"cannot hold one request at its peak in {block}-token blocks ({peak} tokens = {peak_blocks} in blocks)",
         )
-    if isinstance(policy, WaitCPPolicy):
+    if pack.reserves_prompt:
         longest = int(max(c.prefill_tokens for c in workload.classes))
-        need = -(-longest // policy.block_size) * policy.block_size
+        need = -(-longest // block) * block
         require(
             need <= profile.kv_capacity_tokens,
             "kv_capacity_tokens",
             profile.kv_capacity_tokens,
-            f"cannot reserve one {longest}-token prompt in {policy.block_size}-token blocks",
+            f"cannot reserve one {longest}-token prompt in {block}-token blocks",
         )
-    policy_id = layout.POLICY_IDS[policy.name]
-    queues = workload.num_classes if policy_id in (0, 1) else 1
+    queues = workload.num_classes if pack.per_class_queues else 1
     state = _State(INITIAL_SLOTS, queues, workload.num_classes, max_stage)
     state.scal_i[layout.S_STAGE_EXCESS] = -(10**9)
     cfg_i = np.zeros(layout.N_CFG_INT, dtype=np.int64)
     cfg_f = np.zeros(layout.N_CFG_FLOAT, dtype=np.float64)
-    cfg_i[layout.C_POLICY] = policy_id
-    cfg_i[layout.C_BLOCK] = config.get("block_size", 1)
-    cfg_i[layout.C_MAX_BATCH] = config.get("max_batch", 0)
-    cfg_i[layout.C_MAX_TOKENS] = config.get("max_tokens", 0)
-    cfg_i[layout.C_TOKEN_BUDGET] = config.get("token_budget", 0)
-    cfg_i[layout.C_EVICTION] = layout.EVICTION_IDS[eviction]
-    cfg_i[layout.C_REPAIR] = int(config.get("repair", False))
-    cfg_i[layout.C_NUM_SEGMENTS] = config.get("segments", thresholds.size)
-    cfg_i[layout.C_TL] = config.get("tl", 0)
-    cfg_i[layout.C_CHUNK] = config.get("chunk_tokens", 0)
-    cfg_i[layout.C_PREFILL_BUDGET] = config.get("prefill_budget", 0)
-    cfg_i[layout.C_WAIT_GATE] = int(config.get("wait_gate", False))
+    cfg_i[layout.C_SELECTOR] = index
+    cfg_i[layout.C_BLOCK] = block
+    cfg_i[layout.C_EVICTION] = EVICTIONS.index(eviction)
     cfg_i[layout.C_TIMING] = layout.TIMING_IDS["measured" if profile.is_measured else "affine"]
-    cfg_i[layout.C_FIRST_TOKEN_PREFILL] = int(conventions == "vidur")
+    cfg_i[layout.C_FIRST_TOKEN_PREFILL] = int(conventions == "vidur" or pack.engine_tokens)
+    cfg_i[layout.C_ENGINE_TOKENS] = int(pack.engine_tokens)
+    cfg_i[layout.C_PER_CLASS_QUEUES] = int(pack.per_class_queues)
     cfg_i[layout.C_MEASURE_LO] = measure_lo
     cfg_i[layout.C_MEASURE_HI] = measure_hi
     cfg_i[layout.C_DRAIN] = int(drain)
     cfg_i[layout.C_RECORD] = int(record_requests)
     cfg_i[layout.C_SERIES] = int(record_series)
     cfg_i[layout.C_CAPACITY] = profile.kv_capacity_tokens
-    cfg_i[layout.C_HOLD] = int(config.get("hold", True))
-    cfg_f[layout.CF_WATERMARK] = config.get("watermark", 0.0)
+    cfg_f[layout.CF_WATERMARK] = pack.watermark
     cfg_f[layout.CF_WARMUP] = warmup_s
     cfg_f[layout.CF_WINDOW_END] = horizon_s if horizon_s is not None else math.inf
     if drain_timeout_s is None:
@@ -337,7 +312,12 @@ def simulate(
     _load_initial(state, workload, initial, cfg_i, cfg_f)
     logs: list[np.ndarray] = []
     series_logs: list[np.ndarray] = []
-    series = np.zeros((SERIES_ROWS if record_series else 1, 7))
+    series = np.zeros((SERIES_ROWS if record_series else 1, layout.N_SERIES_COLUMNS))
+    params_i = np.ascontiguousarray(pack.params_i, dtype=np.int64)
+    params_f = np.ascontiguousarray(pack.params_f, dtype=np.float64)
+    state_i = np.array(pack.state_i, dtype=np.int64)
+    state_f = np.array(pack.state_f, dtype=np.float64)
+    class_max_new = np.array([c.max_new_tokens or 0 for c in workload.classes], dtype=np.int64)
     stream = arrivals.stream(workload, generator, requests=requests, horizon_s=horizon_s)
     chunk = next(stream)
     position = 0
@@ -370,9 +350,10 @@ def simulate(
             state.scal_f,
             cfg_i,
             cfg_f,
-            thresholds,
-            seg_of_stage,
-            seg_entry,
+            params_i,
+            params_f,
+            state_i,
+            state_f,
             coef,
             tcoef,
             ttable,
@@ -381,6 +362,7 @@ def simulate(
             chunk.prefill[position:],
             chunk.decode[position:],
             chunk.ids[position:],
+            class_max_new,
             chunk.final,
             state.cnt,
             state.bsel,
@@ -455,6 +437,7 @@ def _load_initial(state: _State, workload: Workload, initial: Sequence[InitialRe
             fields[layout.I_STAGE] = stage
             fields[layout.I_TARGET] = request_class.prefill_tokens
             fields[layout.I_RESUME] = 1
+            fields[layout.I_MAX_NEW] = request_class.max_new_tokens or request_class.decode_tokens
             fields[layout.I_STATUS] = layout.STATUS_RESIDENT
             fields[layout.I_ADMIT] = state.scal_i[layout.S_ADMIT_COUNTER]
             fields[layout.I_REQUEST] = request_id
@@ -505,8 +488,7 @@ def _result(state, policy, eviction, seed, workload, profile, cfg_f, arrivals, l
     series = None
     if series_logs:
         table = np.concatenate(series_logs)
-        names = ("start_s", "end_s", "memory_tokens", "waiting", "batch_size", "completions", "prefill_tokens")
-        series = {name: table[:, k] for k, name in enumerate(names)}
+        series = {name: table[:, k] for k, name in enumerate(layout.SERIES_COLUMNS)}
     settings = {
         **settings,
         **policy.to_dict(),
@@ -559,6 +541,10 @@ def _result(state, policy, eviction, seed, workload, profile, cfg_f, arrivals, l
         max_stage_excess=int(si[layout.S_STAGE_EXCESS])
         if policy.name in ("wait", "wait-nohold", "wait-nowait")
         else None,
+        mean_tpot_s=mean(sf[layout.T_TPOT_SUM], sf[layout.T_TPOT_COUNT]),
+        tpot_quantiles_s=quantiles(layout.H_TPOT),
+        peak_running_requests=int(si[layout.S_PEAK_RUNNING]),
+        preemption_steps=int(si[layout.S_PREEMPT_STEPS]),
         state_slots=state.slots,
         wall_time_s=wall,
         requests=requests,

@@ -4,7 +4,7 @@ Everything here works on the flat arrays described in :mod:`fluidopt.sim.layout`
 functions run compiled (``run_kernel``) or as plain Python (``run_kernel.py_func``); a test
 checks that both give identical results.
 
-Semantics (MODEL.md sections 1 and 4-7; arXiv:2504.11320):
+Semantics (docs/theory.md; arXiv:2504.11320):
 
 - One batch at a time.  A batch's iteration time is the profile's maximum over affine pieces of
   ``base + per_kv * K + per_prefill * P + per_sequence * B``: K the KV tokens the batch touches
@@ -15,6 +15,11 @@ Semantics (MODEL.md sections 1 and 4-7; arXiv:2504.11320):
   per decode step, including the token of the step it is about to run.  Completion frees it.
 - Memory is checked when a batch is formed.  Policies that evict (FCFS, vLLM, Sarathi, Nested
   WAIT with repair) do so then; a batch formed with memory above C is counted as an overflow.
+- Engine policies (vLLM V1, SGLang; ``C_ENGINE_TOKENS``) allocate KV themselves when they form a
+  batch: a request holds the tokens computed after the step (prompt chunks so far, or prompt plus
+  generated tokens), the prefill that ends emits a token (also after a recompute).
+- The batch comes from the policy's selection function (``fluidopt.sim.policies``): the kernel
+  unrolls the registry's tuple of compiled functions, so each is called directly.
 - Eviction ``restart`` (the paper's): the victim loses cache and progress and returns to the
   front of the prefill queue.  ``recompute`` (Vidur's): it keeps its progress and re-prefills
   prompt plus generated tokens in one go when readmitted.
@@ -32,43 +37,33 @@ from numba import njit
 from fluidopt.sim.layout import (
     C_BLOCK,
     C_CAPACITY,
-    C_CHUNK,
     C_DRAIN,
-    C_EVICTION,
+    C_ENGINE_TOKENS,
     C_FIRST_TOKEN_PREFILL,
-    C_HOLD,
-    C_MAX_BATCH,
-    C_MAX_TOKENS,
     C_MEASURE_HI,
     C_MEASURE_LO,
-    C_NUM_SEGMENTS,
-    C_POLICY,
-    C_PREFILL_BUDGET,
     C_RECORD,
-    C_REPAIR,
+    C_SELECTOR,
     C_SERIES,
     C_TIMING,
-    C_TL,
-    C_TOKEN_BUDGET,
-    C_WAIT_GATE,
     CF_DRAIN_TIMEOUT,
     CF_WARMUP,
-    CF_WATERMARK,
     CF_WINDOW_END,
     F_ARRIVAL,
     F_FIRST_TOKEN,
     F_LAST_TOKEN,
     H_LATENCY,
     H_TBT,
+    H_TPOT,
     H_TTFT,
     HIST_BINS,
     HIST_BINS_PER_DECADE,
     HIST_MIN_LOG10,
-    I_ADMIT,
     I_CHARGE,
     I_CLASS,
     I_DECODE,
     I_EVICTIONS,
+    I_MAX_NEW,
     I_PREFILL,
     I_PREFILL_DONE,
     I_REQUEST,
@@ -99,13 +94,11 @@ from fluidopt.sim.layout import (
     S_NRES,
     S_OVERFLOW_ITERATIONS,
     S_PEAK_MEMORY,
+    S_PREEMPT_STEPS,
     S_PREFILL_ITERATIONS,
-    S_RECOMPUTED_TOKENS,
     S_SERIES_COUNT,
-    S_STAGE_EXCESS,
     S_TOKENS_WINDOW,
     S_WAITING,
-    S_WASTED_TOKENS,
     STATUS_FREE,
     STATUS_RESIDENT,
     STATUS_WAITING,
@@ -118,30 +111,57 @@ from fluidopt.sim.layout import (
     T_RESIDENT_AREA,
     T_TBT_COUNT,
     T_TBT_SUM,
+    T_TPOT_COUNT,
+    T_TPOT_SUM,
     T_TTFT_SUM,
     T_WAITING_AREA,
-    fingerprint,
 )
+from fluidopt.sim.policies import compiled_selectors
+from fluidopt.sim.sources import sources_fingerprint
 from fluidopt.timing import TC_D0, TC_DB, TC_DKV, TC_E0, TC_EK, TC_P0, TC_PC, TC_PCC, TC_PCK, TC_S0, TC_S1
+
+# Compile the policy modules' functions first (numba), then bind each selection function to a
+# global of its own: numba calls a global dispatcher directly (and can inline it), whereas a tuple
+# of functions would be called through pointers.  Unused slots run `select_none`.
+MAX_POLICY_MODULES = 16
+_SELECTORS = compiled_selectors()
+if len(_SELECTORS) > MAX_POLICY_MODULES:
+    raise RuntimeError(f"more than {MAX_POLICY_MODULES} policy modules: add slots in fluidopt/sim/kernel.py")
+
+from fluidopt.sim.policies._compiled import blocks, queue_of, queue_push_back, select_none  # noqa: E402
+
+(
+    SELECT_0,
+    SELECT_1,
+    SELECT_2,
+    SELECT_3,
+    SELECT_4,
+    SELECT_5,
+    SELECT_6,
+    SELECT_7,
+    SELECT_8,
+    SELECT_9,
+    SELECT_10,
+    SELECT_11,
+    SELECT_12,
+    SELECT_13,
+    SELECT_14,
+    SELECT_15,
+) = _SELECTORS + (select_none,) * (MAX_POLICY_MODULES - len(_SELECTORS))
 
 # ----------------------------------------------------------------- helpers
 
-# numba's on-disk cache is keyed on this file only, so a change to layout.py alone would leave
-# compiled code with stale indices; engine.ensure_fresh_kernel() compares this value, frozen at
-# compile time, with layout.fingerprint() and recompiles on a mismatch.
-LAYOUT_FINGERPRINT = fingerprint()
+# numba's on-disk cache is keyed on each file alone, so a change to layout.py, to a policy module or
+# to the registry would leave this file's compiled code stale (it links the helpers and selection
+# functions in); engine.ensure_fresh_kernel() compares this value, frozen at compile time, with
+# the current sources_fingerprint() and recompiles every kernel function on a mismatch.
+KERNEL_FINGERPRINT = sources_fingerprint()
 
 
 @njit(cache=True)
-def compiled_layout_fingerprint():
-    """The layout fingerprint this module was compiled with."""
-    return LAYOUT_FINGERPRINT
-
-
-@njit(cache=True)
-def _blocks(tokens, block):
-    """Tokens rounded up to whole KV blocks."""
-    return ((tokens + block - 1) // block) * block
+def compiled_kernel_fingerprint():
+    """The sources fingerprint this module was compiled with."""
+    return KERNEL_FINGERPRINT
 
 
 @njit(cache=True)
@@ -155,34 +175,6 @@ def _hist_add(hist, row, value):
         elif index >= HIST_BINS:
             index = HIST_BINS - 1
     hist[row, index] += 1.0
-
-
-@njit(cache=True)
-def _queue_push_back(queues, qhead, qlen, q, slot):
-    cap = queues.shape[1]
-    queues[q, (qhead[q] + qlen[q]) % cap] = slot
-    qlen[q] += 1
-
-
-@njit(cache=True)
-def _queue_push_front(queues, qhead, qlen, q, slot):
-    cap = queues.shape[1]
-    qhead[q] = (qhead[q] - 1 + cap) % cap
-    queues[q, qhead[q]] = slot
-    qlen[q] += 1
-
-
-@njit(cache=True)
-def _queue_pop_front(queues, qhead, qlen, q):
-    slot = queues[q, qhead[q]]
-    qhead[q] = (qhead[q] + 1) % queues.shape[1]
-    qlen[q] -= 1
-    return slot
-
-
-@njit(cache=True)
-def _queue_peek(queues, qhead, q, k):
-    return queues[q, (qhead[q] + k) % queues.shape[1]]
 
 
 @njit(cache=True)
@@ -257,429 +249,375 @@ def _prefill_chunk_time(tcoef, ttable, chunk, cached):
     return (attention if attention > 0.0 else 0.0) + c * (rate if rate > 0.0 else 0.0)
 
 
-@njit(cache=True)
-def _queue_id(slot_i, cfg_i, slot):
-    policy = cfg_i[C_POLICY]
-    if policy == 0 or policy == 1:
-        return slot_i[I_CLASS, slot]
-    return 0
-
-
-@njit(cache=True)
-def _admit(slot_i, res, scal_i, cfg_i, slot):
-    """Make a waiting request resident: charge its prompt (or re-prefill) tokens."""
-    slot_i[I_STATUS, slot] = STATUS_RESIDENT
-    slot_i[I_ADMIT, slot] = scal_i[S_ADMIT_COUNTER]
-    scal_i[S_ADMIT_COUNTER] += 1
-    charge = _blocks(slot_i[I_TARGET, slot], cfg_i[C_BLOCK])
-    slot_i[I_CHARGE, slot] = charge
-    scal_i[S_MEMORY] += charge
-    res[scal_i[S_NRES]] = slot
-    scal_i[S_NRES] += 1
-    scal_i[S_WAITING] -= 1
-
-
-@njit(cache=True)
-def _evict(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, position):
-    """Evict the resident at ``position`` of the resident list back to the front of its queue."""
-    slot = res[position]
-    for r in range(position, scal_i[S_NRES] - 1):
-        res[r] = res[r + 1]
-    scal_i[S_NRES] -= 1
-    scal_i[S_MEMORY] -= slot_i[I_CHARGE, slot]
-    slot_i[I_CHARGE, slot] = 0
-    slot_i[I_STATUS, slot] = STATUS_WAITING
-    slot_i[I_EVICTIONS, slot] += 1
-    scal_i[S_EVICTIONS] += 1
-    stage = slot_i[I_STAGE, slot]
-    if cfg_i[C_EVICTION] == 0:  # restart: cache and progress lost (prompt work and decode tokens)
-        if stage >= 1:
-            scal_i[S_WASTED_TOKENS] += slot_i[I_PREFILL, slot] + stage - 1
-        else:
-            scal_i[S_WASTED_TOKENS] += slot_i[I_PREFILL_DONE, slot]
-        slot_i[I_STAGE, slot] = 0
-        slot_i[I_TARGET, slot] = slot_i[I_PREFILL, slot]
-        slot_i[I_RESUME, slot] = 1
-    elif stage >= 1:  # recompute: re-prefill prompt plus generated tokens, keep progress
-        slot_i[I_TARGET, slot] = slot_i[I_PREFILL, slot] + stage - 1
-        slot_i[I_RESUME, slot] = stage
-        slot_i[I_STAGE, slot] = 0
-        scal_i[S_RECOMPUTED_TOKENS] += slot_i[I_TARGET, slot]
-    slot_i[I_PREFILL_DONE, slot] = 0
-    scal_i[S_WAITING] += 1
-    _queue_push_front(queues, qhead, qlen, _queue_id(slot_i, cfg_i, slot), slot)
-
-
-@njit(cache=True)
-def _latest_arrived_position(slot_i, res, nres):
-    best = 0
-    for r in range(1, nres):
-        if slot_i[I_REQUEST, res[r]] > slot_i[I_REQUEST, res[best]]:
-            best = r
-    return best
-
-
-@njit(cache=True)
-def _add(bsel, bchunk, nb, slot, chunk):
-    bsel[nb] = slot
-    bchunk[nb] = chunk
-    return nb + 1
-
-
-# ----------------------------------------------------------------- policies
-# Every policy has the same job: given the state, admit/evict as it wishes and write the batch
-# (slots and prefill-token chunks) into ``bsel``/``bchunk``; it returns the batch size.
-
-
-@njit(cache=True)
-def _select_wait(gate, flush, slot_i, res, queues, qhead, qlen, scal_i, cfg_i, thr, cnt, bsel, bchunk):
-    """WAIT (MODEL.md section 4); ``gate=False`` is the no-wait ablation."""
-    m = thr.size
-    nres = scal_i[S_NRES]
-    resident_count = np.zeros(m, np.int64)
-    for r in range(nres):
-        resident_count[slot_i[I_CLASS, res[r]]] += 1
-    eligible = np.zeros(m, np.bool_)
-    for j in range(m):
-        if gate and not flush:
-            eligible[j] = qlen[j] >= thr[j]
-        else:
-            eligible[j] = qlen[j] >= 1 or resident_count[j] > 0
-    hold = cfg_i[C_HOLD] == 1
-    nb = 0
-    for r in range(nres):
-        slot = res[r]
-        j = slot_i[I_CLASS, slot]
-        if eligible[j] or (not hold and slot_i[I_STAGE, slot] >= 1):
-            stage = slot_i[I_STAGE, slot]
-            if cnt[j, stage] < thr[j]:
-                cnt[j, stage] += 1
-                chunk = slot_i[I_TARGET, slot] - slot_i[I_PREFILL_DONE, slot] if stage == 0 else 0
-                nb = _add(bsel, bchunk, nb, slot, chunk)
-    for j in range(m):
-        if eligible[j]:
-            take = min(thr[j] - cnt[j, 0], qlen[j])
-            for _ in range(take):
-                slot = _queue_pop_front(queues, qhead, qlen, j)
-                _admit(slot_i, res, scal_i, cfg_i, slot)
-                nb = _add(bsel, bchunk, nb, slot, slot_i[I_TARGET, slot])
-    for b in range(nb):
-        cnt[slot_i[I_CLASS, bsel[b]], slot_i[I_STAGE, bsel[b]]] = 0
-    return nb
-
-
-@njit(cache=True)
-def _select_nested(
-    flush, slot_i, res, queues, qhead, qlen, scal_i, cfg_i, thr, seg_of_stage, seg_entry, cnt, bsel, bchunk
-):
-    """Nested WAIT (MODEL.md section 6): the prefix rule over segments, optional memory repair."""
-    segments = cfg_i[C_NUM_SEGMENTS]
-    capacity = cfg_i[C_CAPACITY]
-    if cfg_i[C_REPAIR] == 1:
-        projected = scal_i[S_MEMORY]
-        if qlen[0] >= thr[0] or flush:
-            for k in range(min(thr[0], qlen[0])):
-                projected += _blocks(slot_i[I_TARGET, _queue_peek(queues, qhead, 0, k)], cfg_i[C_BLOCK])
-        position = scal_i[S_NRES] - 1
-        while projected > capacity and position >= 0:
-            slot = res[position]
-            stage = slot_i[I_STAGE, slot]
-            segment = seg_of_stage[stage]
-            if segment > 0 and stage == seg_entry[segment]:
-                projected -= slot_i[I_CHARGE, slot]
-                _evict(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, position)
-            position -= 1
-    nres = scal_i[S_NRES]
-    entry = np.zeros(segments, np.int64)
-    entry[0] = qlen[0]
-    for r in range(nres):
-        stage = slot_i[I_STAGE, res[r]]
-        segment = seg_of_stage[stage]
-        if segment > 0 and stage == seg_entry[segment]:
-            entry[segment] += 1
-    top = 0
-    if flush:
-        top = segments
-    else:
-        while top < segments and entry[top] >= thr[top]:
-            top += 1
-    hold = cfg_i[C_HOLD] == 1
-    if top == 0 and hold:
-        return 0
-    nb = 0
-    for r in range(nres):
-        slot = res[r]
-        stage = slot_i[I_STAGE, slot]
-        segment = seg_of_stage[stage]
-        # Without hold, interior stages of closed segments keep decoding; entry stages still wait.
-        interior = stage >= 1 and not (segment > 0 and stage == seg_entry[segment])
-        if (segment < top or (not hold and interior)) and cnt[0, stage] < thr[segment]:
-            cnt[0, stage] += 1
-            chunk = slot_i[I_TARGET, slot] - slot_i[I_PREFILL_DONE, slot] if stage == 0 else 0
-            nb = _add(bsel, bchunk, nb, slot, chunk)
-    take = min(thr[0] - cnt[0, 0], qlen[0]) if top > 0 else 0
-    for _ in range(take):
-        slot = _queue_pop_front(queues, qhead, qlen, 0)
-        _admit(slot_i, res, scal_i, cfg_i, slot)
-        nb = _add(bsel, bchunk, nb, slot, slot_i[I_TARGET, slot])
-    for b in range(nb):
-        cnt[0, slot_i[I_STAGE, bsel[b]]] = 0
-    return nb
-
-
-@njit(cache=True)
-def _select_fcfs(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, bsel, bchunk):
-    """Greedy FCFS: evict last-in-first-out on overflow, run every resident, admit while memory allows."""
-    capacity = cfg_i[C_CAPACITY]
-    while scal_i[S_MEMORY] > capacity and scal_i[S_NRES] > 0:
-        _evict(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, scal_i[S_NRES] - 1)
-    cap = cfg_i[C_MAX_BATCH]
-    nb = 0
-    for r in range(scal_i[S_NRES]):
-        if cap > 0 and nb >= cap:
-            break
-        slot = res[r]
-        chunk = slot_i[I_TARGET, slot] - slot_i[I_PREFILL_DONE, slot] if slot_i[I_STAGE, slot] == 0 else 0
-        nb = _add(bsel, bchunk, nb, slot, chunk)
-    while qlen[0] > 0 and (cap == 0 or nb < cap):
-        slot = _queue_peek(queues, qhead, 0, 0)
-        if scal_i[S_MEMORY] + _blocks(slot_i[I_TARGET, slot], cfg_i[C_BLOCK]) > capacity:
-            break
-        _queue_pop_front(queues, qhead, qlen, 0)
-        _admit(slot_i, res, scal_i, cfg_i, slot)
-        nb = _add(bsel, bchunk, nb, slot, slot_i[I_TARGET, slot])
-    return nb
-
-
-@njit(cache=True)
-def _free_blocks(scal_i, cfg_i):
-    return (cfg_i[C_CAPACITY] - scal_i[S_MEMORY]) // cfg_i[C_BLOCK]
-
-
-@njit(cache=True)
-def _watermark_blocks(cfg_i, cfg_f):
-    return int(cfg_f[CF_WATERMARK] * (cfg_i[C_CAPACITY] // cfg_i[C_BLOCK]))
-
-
-@njit(cache=True)
-def _select_vllm(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, bsel, bchunk):
-    """VLLM v0 / Vidur: prefill-only iterations when requests are admitted, else decode-only."""
-    block = cfg_i[C_BLOCK]
-    while scal_i[S_MEMORY] > cfg_i[C_CAPACITY] and scal_i[S_NRES] > 0:
-        _evict(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, _latest_arrived_position(slot_i, res, scal_i[S_NRES]))
-    cap = cfg_i[C_MAX_BATCH]
-    watermark = _watermark_blocks(cfg_i, cfg_f)
-    nb = 0
-    longest = 0
-    while qlen[0] > nb:
-        slot = _queue_peek(queues, qhead, 0, nb)
-        target = slot_i[I_TARGET, slot]
-        if cap > 0 and scal_i[S_NRES] + 1 > cap:
-            break
-        padded = max(longest, target) * (nb + 1)
-        if padded > cfg_i[C_MAX_TOKENS] and nb > 0:
-            break
-        if _free_blocks(scal_i, cfg_i) - _blocks(target, block) // block < watermark:
-            break
-        longest = max(longest, target)
-        nb += 1
-        _admit(slot_i, res, scal_i, cfg_i, slot)
-    if nb > 0:
-        for b in range(nb):
-            slot = _queue_pop_front(queues, qhead, qlen, 0)
-            bsel[b] = slot
-            bchunk[b] = slot_i[I_TARGET, slot]
-        return nb
-    for r in range(scal_i[S_NRES]):
-        slot = res[r]
-        chunk = slot_i[I_TARGET, slot] - slot_i[I_PREFILL_DONE, slot] if slot_i[I_STAGE, slot] == 0 else 0
-        nb = _add(bsel, bchunk, nb, slot, chunk)
-    return nb
-
-
-@njit(cache=True)
-def _select_sarathi(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, bsel, bchunk):
-    """Sarathi-Serve: a token budget filled by decodes, then partial prefills, then new requests FCFS."""
-    block = cfg_i[C_BLOCK]
-    while scal_i[S_MEMORY] > cfg_i[C_CAPACITY] and scal_i[S_NRES] > 0:
-        _evict(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, _latest_arrived_position(slot_i, res, scal_i[S_NRES]))
-    cap = cfg_i[C_MAX_BATCH]
-    budget = cfg_i[C_TOKEN_BUDGET]
-    watermark = _watermark_blocks(cfg_i, cfg_f)
-    nb = 0
-    nres = scal_i[S_NRES]
-    for r in range(nres):
-        slot = res[r]
-        if slot_i[I_STAGE, slot] >= 1 and budget > 0 and (cap == 0 or nb < cap):
-            nb = _add(bsel, bchunk, nb, slot, 0)
-            budget -= 1
-    for r in range(nres):
-        slot = res[r]
-        if slot_i[I_STAGE, slot] == 0 and budget > 0 and (cap == 0 or nb < cap):
-            chunk = min(slot_i[I_TARGET, slot] - slot_i[I_PREFILL_DONE, slot], budget)
-            nb = _add(bsel, bchunk, nb, slot, chunk)
-            budget -= chunk
-    while qlen[0] > 0 and budget > 0 and (cap == 0 or nb < cap):
-        slot = _queue_peek(queues, qhead, 0, 0)
-        target = slot_i[I_TARGET, slot]
-        if _free_blocks(scal_i, cfg_i) - _blocks(target, block) // block < watermark:
-            break
-        _queue_pop_front(queues, qhead, qlen, 0)
-        _admit(slot_i, res, scal_i, cfg_i, slot)
-        chunk = min(target, budget)
-        nb = _add(bsel, bchunk, nb, slot, chunk)
-        budget -= chunk
-    return nb
-
-
-@njit(cache=True)
-def _select_wait_cp(
-    slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, thr, seg_of_stage, seg_entry, cnt, bsel, bchunk
-):
-    """Chunked WAIT (WAIT-CP, MODEL.md section 9): decodes by segment, then chunked prefills, never evict.
-
-    ``thr`` holds, per segment k, the decode budget ``thr[k]``, the in-segment cap
-    ``thr[K + k]`` (boundary admissions stop when ``interior_k`` reaches it) and the gate's
-    per-stage count rounded down ``thr[2K + k]`` and up ``thr[3K + k]`` (K segments).
-    ``cnt[0, s]`` counts residents at stage s.
-    A segment's entry stage is its first decode stage; a request there has not yet entered it.
-    """
-    segments = cfg_i[C_NUM_SEGMENTS]
-    block = cfg_i[C_BLOCK]
-    capacity = cfg_i[C_CAPACITY]
-    nres = scal_i[S_NRES]
-    budget = cfg_i[C_TOKEN_BUDGET]
-    prefill_budget = cfg_i[C_PREFILL_BUDGET]
-    gate = cfg_i[C_WAIT_GATE] == 1
-    stages = cnt.shape[1]
-    projected = scal_i[S_MEMORY]
-    nb = 0
-    # Residents by stage (counting sort), decodes only.
-    prefilling = 0
-    for r in range(nres):
-        stage = slot_i[I_STAGE, res[r]]
-        if stage >= 1:
-            cnt[0, stage] += 1
-        else:
-            prefilling += 1
-    start = np.zeros(stages + 1, np.int64)
-    for stage in range(stages):
-        start[stage + 1] = start[stage] + cnt[0, stage]
-    order = np.empty(start[stages], np.int64)
-    fill = start.copy()
-    for r in range(nres):
-        stage = slot_i[I_STAGE, res[r]]
-        if stage >= 1:
-            order[fill[stage]] = res[r]
-            fill[stage] += 1
-    first_decode = 2 if cfg_i[C_FIRST_TOKEN_PREFILL] == 1 else 1
-    for k in range(segments):
-        first = seg_entry[k] if k > 0 else first_decode
-        last = stages - 1
-        for stage in range(first, stages):
-            if seg_of_stage[stage] != k:
-                last = stage - 1
-                break
-        entry = cnt[0, first] if first < stages else 0
-        interior = 0
-        for stage in range(first + 1, last + 1):
-            interior += cnt[0, stage]
-        seg_budget = thr[k]
-        admit_entry = entry if k == 0 else max(0, min(entry, thr[segments + k] - interior))
-        if gate:
-            # Wait gate: skip the segment this iteration unless its entry backlog and interior fill
-            # its cap or the backlog reaches its per-stage count, rounded down and up in rotation
-            # (MODEL.md section 9).  Segment 1's backlog is the prefill queue plus the requests
-            # still prefilling.
-            backlog = entry if k > 0 else qlen[0] + prefilling
-            rounded = thr[2 * segments + k] if scal_i[S_ITERATIONS] % 2 == 0 else thr[3 * segments + k]
-            if backlog + interior + (entry if k == 0 else 0) < thr[segments + k] and backlog < rounded:
-                continue
-        # Entry stage first (boundary admissions), then the interior in ascending stage order.
-        for stage in range(first, last + 1):
-            allowed = admit_entry if stage == first else cnt[0, stage]
-            for i in range(start[stage], start[stage] + allowed):
-                if seg_budget <= 0 or budget <= 0:
-                    break
-                slot = order[i]
-                grown = _blocks(slot_i[I_PREFILL, slot] + stage + 1, block) - slot_i[I_CHARGE, slot]
-                if projected + grown > capacity:
-                    continue  # cannot get a block: waits with its cache kept
-                projected += grown
-                nb = _add(bsel, bchunk, nb, slot, 0)
-                seg_budget -= 1
-                budget -= 1
-    for stage in range(stages):
-        cnt[0, stage] = 0
-    chunk_cap = cfg_i[C_CHUNK]
-    budget_left = min(budget, prefill_budget)
-    for r in range(nres):
-        slot = res[r]
-        if slot_i[I_STAGE, slot] == 0 and budget_left > 0:
-            chunk = min(slot_i[I_TARGET, slot] - slot_i[I_PREFILL_DONE, slot], chunk_cap, budget_left)
-            nb = _add(bsel, bchunk, nb, slot, chunk)
-            budget_left -= chunk
-    watermark = _watermark_blocks(cfg_i, cfg_f)
-    while qlen[0] > 0 and budget_left > 0 and scal_i[S_NRES] < cfg_i[C_TL]:
-        slot = _queue_peek(queues, qhead, 0, 0)
-        target = slot_i[I_TARGET, slot]
-        need = _blocks(target, block)
-        if (capacity - projected) // block - need // block < watermark or projected + need > capacity:
-            break
-        _queue_pop_front(queues, qhead, qlen, 0)
-        _admit(slot_i, res, scal_i, cfg_i, slot)
-        projected += need
-        chunk = min(target, chunk_cap, budget_left)
-        nb = _add(bsel, bchunk, nb, slot, chunk)
-        budget_left -= chunk
-    return nb
-
-
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _select(
-    flush, slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, thr, seg_of_stage, seg_entry, cnt, bsel, bchunk
+    flush,
+    slot_i,
+    slot_f,
+    res,
+    queues,
+    qhead,
+    qlen,
+    scal_i,
+    scal_f,
+    cfg_i,
+    cfg_f,
+    p_i,
+    p_f,
+    st_i,
+    st_f,
+    cnt,
+    bsel,
+    bchunk,
 ):
-    policy = cfg_i[C_POLICY]
-    if policy == 0 or policy == 1:
-        return _select_wait(policy == 0, flush, slot_i, res, queues, qhead, qlen, scal_i, cfg_i, thr, cnt, bsel, bchunk)
-    if policy == 2:
-        return _select_nested(
-            flush, slot_i, res, queues, qhead, qlen, scal_i, cfg_i, thr, seg_of_stage, seg_entry, cnt, bsel, bchunk
+    """Form the next batch with the policy's selection function (slot ``cfg_i[C_SELECTOR]``)."""
+    chosen = cfg_i[C_SELECTOR]
+    if chosen == 0:
+        return SELECT_0(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
         )
-    if policy == 3:
-        return _select_fcfs(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, bsel, bchunk)
-    if policy == 4:
-        return _select_vllm(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, bsel, bchunk)
-    if policy == 6:
-        return _select_wait_cp(
-            slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, thr, seg_of_stage, seg_entry, cnt, bsel, bchunk
+    if chosen == 1:
+        return SELECT_1(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
         )
-    return _select_sarathi(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, cfg_f, bsel, bchunk)
+    if chosen == 2:
+        return SELECT_2(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
+        )
+    if chosen == 3:
+        return SELECT_3(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
+        )
+    if chosen == 4:
+        return SELECT_4(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
+        )
+    if chosen == 5:
+        return SELECT_5(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
+        )
+    if chosen == 6:
+        return SELECT_6(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
+        )
+    if chosen == 7:
+        return SELECT_7(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
+        )
+    if chosen == 8:
+        return SELECT_8(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
+        )
+    if chosen == 9:
+        return SELECT_9(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
+        )
+    if chosen == 10:
+        return SELECT_10(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
+        )
+    if chosen == 11:
+        return SELECT_11(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
+        )
+    if chosen == 12:
+        return SELECT_12(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
+        )
+    if chosen == 13:
+        return SELECT_13(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
+        )
+    if chosen == 14:
+        return SELECT_14(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
+        )
+    if chosen == 15:
+        return SELECT_15(
+            flush,
+            slot_i,
+            slot_f,
+            res,
+            queues,
+            qhead,
+            qlen,
+            scal_i,
+            scal_f,
+            cfg_i,
+            cfg_f,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
+            cnt,
+            bsel,
+            bchunk,
+        )
+    return 0
 
 
 # ----------------------------------------------------------------- engine
 
 
 @njit(cache=True)
-def _track_stage_excess(slot_i, res, scal_i, thr, cnt):
-    """Record the largest excess of residents per (class, decode stage) over the WAIT cap ``n_j``."""
-    nres = scal_i[S_NRES]
-    for r in range(nres):
-        slot = res[r]
-        stage = slot_i[I_STAGE, slot]
-        if stage >= 1:
-            j = slot_i[I_CLASS, slot]
-            cnt[j, stage] += 1
-            excess = cnt[j, stage] - thr[j]
-            if excess > scal_i[S_STAGE_EXCESS]:
-                scal_i[S_STAGE_EXCESS] = excess
-    for r in range(nres):
-        slot = res[r]
-        cnt[slot_i[I_CLASS, slot], slot_i[I_STAGE, slot]] = 0
-
-
-@njit(cache=True)
-def _enqueue_arrival(slot_i, slot_f, queues, qhead, qlen, free, scal_i, scal_f, cfg_i, cfg_f, t, cls, pre, dec, rid):
+def _enqueue_arrival(
+    slot_i, slot_f, queues, qhead, qlen, free, scal_i, scal_f, cfg_i, cfg_f, t, cls, pre, dec, rid, max_new
+):
     _integrate(scal_i, scal_f, cfg_f, t)
     scal_i[S_NFREE] -= 1
     slot = free[scal_i[S_NFREE]]
@@ -694,6 +632,7 @@ def _enqueue_arrival(slot_i, slot_f, queues, qhead, qlen, free, scal_i, scal_f, 
     slot_i[I_CHARGE, slot] = 0
     slot_i[I_REQUEST, slot] = rid
     slot_i[I_EVICTIONS, slot] = 0
+    slot_i[I_MAX_NEW, slot] = max_new if max_new > 0 else dec
     slot_f[F_ARRIVAL, slot] = t
     slot_f[F_FIRST_TOKEN, slot] = np.nan
     slot_f[F_LAST_TOKEN, slot] = np.nan
@@ -706,7 +645,7 @@ def _enqueue_arrival(slot_i, slot_f, queues, qhead, qlen, free, scal_i, scal_f, 
             scal_i[S_ARRIVED_TOKENS] += dec
     if scal_i[S_WAITING] > scal_i[S_MAX_WAITING]:
         scal_i[S_MAX_WAITING] = scal_i[S_WAITING]
-    _queue_push_back(queues, qhead, qlen, _queue_id(slot_i, cfg_i, slot), slot)
+    queue_push_back(queues, qhead, qlen, queue_of(slot_i, cfg_i, slot), slot)
 
 
 @njit(cache=True)
@@ -726,6 +665,7 @@ def _enqueue_until(
     arr_pre,
     arr_dec,
     arr_id,
+    class_max_new,
     ai,
     t_limit,
 ):
@@ -747,6 +687,7 @@ def _enqueue_until(
             arr_pre[ai],
             arr_dec[ai],
             arr_id[ai],
+            class_max_new[arr_cls[ai]],
         )
         ai += 1
     return ai
@@ -764,6 +705,12 @@ def _complete(slot_i, slot_f, free, scal_i, scal_f, cfg_i, cfg_f, hist, comp_log
             scal_f[T_LATENCY_MAX] = latency
         _hist_add(hist, H_LATENCY, latency)
         _hist_add(hist, H_TTFT, slot_f[F_FIRST_TOKEN, slot] - arrival)
+        outputs = slot_i[I_DECODE, slot]
+        if outputs >= 2:
+            tpot = (t - slot_f[F_FIRST_TOKEN, slot]) / (outputs - 1)
+            scal_f[T_TPOT_SUM] += tpot
+            scal_f[T_TPOT_COUNT] += 1.0
+            _hist_add(hist, H_TPOT, tpot)
     if cfg_f[CF_WARMUP] <= t <= cfg_f[CF_WINDOW_END]:
         scal_i[S_COMPLETED_WINDOW] += 1
         scal_i[S_TOKENS_WINDOW] += slot_i[I_DECODE, slot]
@@ -798,9 +745,10 @@ def run_kernel(
     scal_f,
     cfg_i,
     cfg_f,
-    thr,
-    seg_of_stage,
-    seg_entry,
+    p_i,
+    p_f,
+    st_i,
+    st_f,
     coef,
     tcoef,
     ttable,
@@ -809,6 +757,7 @@ def run_kernel(
     arr_pre,
     arr_dec,
     arr_id,
+    class_max_new,
     arrivals_final,
     cnt,
     bsel,
@@ -830,6 +779,7 @@ def run_kernel(
     drain = cfg_i[C_DRAIN] == 1
     measured_timing = cfg_i[C_TIMING] == 1
     first_token_prefill = cfg_i[C_FIRST_TOKEN_PREFILL] == 1
+    engine_tokens = cfg_i[C_ENGINE_TOKENS] == 1
     while True:
         t = scal_f[T_NOW]
         ai = _enqueue_until(
@@ -848,6 +798,7 @@ def run_kernel(
             arr_pre,
             arr_dec,
             arr_id,
+            class_max_new,
             ai,
             t,
         )
@@ -864,23 +815,31 @@ def run_kernel(
             break
         if drain and t >= window_end + cfg_f[CF_DRAIN_TIMEOUT]:
             break
+        admitted_before = scal_i[S_ADMIT_COUNTER]
+        evicted_before = scal_i[S_EVICTIONS]
         nb = _select(
             done and drain,
             slot_i,
+            slot_f,
             res,
             queues,
             qhead,
             qlen,
             scal_i,
+            scal_f,
             cfg_i,
             cfg_f,
-            thr,
-            seg_of_stage,
-            seg_entry,
+            p_i,
+            p_f,
+            st_i,
+            st_f,
             cnt,
             bsel,
             bchunk,
         )
+        preempted = scal_i[S_EVICTIONS] - evicted_before
+        if preempted > 0:
+            scal_i[S_PREEMPT_STEPS] += 1
         if nb == 0:
             if ai < n_arr:
                 nxt = arr_t[ai]
@@ -942,6 +901,7 @@ def run_kernel(
             arr_pre,
             arr_dec,
             arr_id,
+            class_max_new,
             ai,
             t_end,
         )
@@ -960,16 +920,17 @@ def run_kernel(
                         slot_f[F_FIRST_TOKEN, slot] = t_end
                     slot_f[F_LAST_TOKEN, slot] = t_end
                     new_stage = slot_i[I_RESUME, slot]
-                    if first_token_prefill and new_stage == 1:
-                        new_stage = 2  # Vidur: the prefill iteration emits the first output token
+                    if first_token_prefill and (new_stage == 1 or engine_tokens):
+                        new_stage += 1  # the prefill iteration emits an output token (Vidur, engines)
                     if new_stage > slot_i[I_DECODE, slot]:
                         _complete(slot_i, slot_f, free, scal_i, scal_f, cfg_i, cfg_f, hist, comp_log, slot, t_end)
                         completions += 1
                         continue
                     slot_i[I_STAGE, slot] = new_stage
-                    new_charge = _blocks(slot_i[I_PREFILL, slot] + new_stage, block)
-                    scal_i[S_MEMORY] += new_charge - slot_i[I_CHARGE, slot]
-                    slot_i[I_CHARGE, slot] = new_charge
+                    if not engine_tokens:
+                        new_charge = blocks(slot_i[I_PREFILL, slot] + new_stage, block)
+                        scal_i[S_MEMORY] += new_charge - slot_i[I_CHARGE, slot]
+                        slot_i[I_CHARGE, slot] = new_charge
             else:
                 if measured:
                     gap = t_end - slot_f[F_LAST_TOKEN, slot]
@@ -982,9 +943,10 @@ def run_kernel(
                     completions += 1
                 else:
                     slot_i[I_STAGE, slot] = stage + 1
-                    new_charge = _blocks(slot_i[I_PREFILL, slot] + stage + 1, block)
-                    scal_i[S_MEMORY] += new_charge - slot_i[I_CHARGE, slot]
-                    slot_i[I_CHARGE, slot] = new_charge
+                    if not engine_tokens:
+                        new_charge = blocks(slot_i[I_PREFILL, slot] + stage + 1, block)
+                        scal_i[S_MEMORY] += new_charge - slot_i[I_CHARGE, slot]
+                        slot_i[I_CHARGE, slot] = new_charge
         if completions > 0:
             kept = 0
             for r in range(scal_i[S_NRES]):
@@ -1006,6 +968,10 @@ def run_kernel(
             series[row, 4] = nb
             series[row, 5] = completions
             series[row, 6] = prefill
+            series[row, 7] = scal_i[S_NRES] + completions
+            series[row, 8] = scal_i[S_ADMIT_COUNTER] - admitted_before
+            series[row, 9] = preempted
+            series[row, 10] = prefill + decodes
             scal_i[S_SERIES_COUNT] += 1
             if scal_i[S_SERIES_COUNT] == series.shape[0]:
                 scal_i[S_CONSUMED] = ai

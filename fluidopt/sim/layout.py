@@ -18,7 +18,8 @@ I_STATUS = 8  # 0 free, 1 waiting (not resident), 2 resident
 I_CHARGE = 9  # KV tokens charged to the slot (0 when not resident)
 I_REQUEST = 10  # global request id (arrival order)
 I_EVICTIONS = 11  # times this request was evicted
-N_INT_FIELDS = 12
+I_MAX_NEW = 12  # max_new_tokens the client sent (an upper bound on the output; SGLang's reservation)
+N_INT_FIELDS = 13
 
 # Per-slot float fields (rows of ``slot_f``).
 F_ARRIVAL = 0
@@ -57,7 +58,9 @@ S_PREFILL_ITERATIONS = 22
 S_CONSUMED = 23  # arrivals of the current chunk consumed by the last kernel call
 S_STAGE_EXCESS = 24  # WAIT: max over time of (residents of class j at a decode stage) - n_j
 S_ARRIVED_TOKENS = 25  # decode tokens of the arrivals inside the measurement window
-N_INT_SCALARS = 26
+S_PEAK_RUNNING = 26  # most requests holding KV at once (vLLM's / SGLang's running requests)
+S_PREEMPT_STEPS = 27  # steps in which the policy preempted (or retracted) at least one request
+N_INT_SCALARS = 28
 
 # Float scalars (entries of ``scal_f``).
 T_NOW = 0
@@ -71,50 +74,33 @@ T_TBT_SUM = 7
 T_TBT_COUNT = 8
 T_LATENCY_MAX = 9
 T_RESIDENT_AREA = 10
-N_FLOAT_SCALARS = 11
+T_TPOT_SUM = 11  # sum over measured completions with >= 2 output tokens of (E2E - TTFT) / (output - 1)
+T_TPOT_COUNT = 12
+N_FLOAT_SCALARS = 13
 
-# Policy configuration (entries of ``cfg_i`` / ``cfg_f``).
-C_POLICY = 0
+# Run configuration (entries of ``cfg_i`` / ``cfg_f``).  Policy knobs are not here: each policy
+# packs its own parameter arrays (``fluidopt.sim.policies``), whose layout its module names.
+C_SELECTOR = 0  # index of the policy's selection function in fluidopt.sim.policies.SELECTORS
 C_BLOCK = 1  # KV block size in tokens
-C_MAX_BATCH = 2  # sequences per iteration (0 = no cap)
-C_MAX_TOKENS = 3  # vLLM padded prefill-token limit
-C_TOKEN_BUDGET = 4  # Sarathi tokens per iteration
-C_EVICTION = 5  # 0 restart, 1 recompute
-C_REPAIR = 6  # Nested WAIT memory repair on/off
-C_NUM_SEGMENTS = 7
-C_DRAIN = 8  # keep serving after the last arrival until empty
-C_RECORD = 9  # write the completion log
-C_SERIES = 10  # write the time-series log
-C_CAPACITY = 11  # KV capacity C in tokens
-C_HOLD = 12  # WAIT: residents of ineligible classes wait (1, MODEL.md) or keep decoding (0)
-C_TIMING = 13  # 0 affine pieces, 1 measured model (fluidopt.timing)
-C_FIRST_TOKEN_PREFILL = 14  # 1: the first output token comes out of the prefill iteration (Vidur)
-C_MEASURE_LO = 15  # statistics cover requests with id in [C_MEASURE_LO, C_MEASURE_HI) (and arrival >= warm-up)
-C_MEASURE_HI = 16
-C_TL = 17  # WAIT-CP: most requests holding KV
-C_CHUNK = 18  # WAIT-CP: most prefill tokens one request gets per iteration
-C_PREFILL_BUDGET = 19  # WAIT-CP: prefill tokens per iteration
-C_WAIT_GATE = 20  # WAIT-CP: per-segment wait gate on (1) / off (0)
-N_CFG_INT = 21
+C_EVICTION = 2  # 0 restart, 1 recompute
+C_DRAIN = 3  # keep serving after the last arrival until empty
+C_RECORD = 4  # write the completion log
+C_SERIES = 5  # write the time-series log
+C_CAPACITY = 6  # KV capacity C in tokens
+C_TIMING = 7  # 0 affine pieces, 1 measured model (fluidopt.timing)
+C_FIRST_TOKEN_PREFILL = 8  # 1: the first output token comes out of the prefill iteration (Vidur, engines)
+C_MEASURE_LO = 9  # statistics cover requests with id in [C_MEASURE_LO, C_MEASURE_HI) (and arrival >= warm-up)
+C_MEASURE_HI = 10
+C_PER_CLASS_QUEUES = 11  # 1: one waiting queue per class (WAIT), 0: one FCFS queue
+C_ENGINE_TOKENS = 12  # 1: engine token accounting (the selector allocates KV; a re-prefill emits a token)
+N_CFG_INT = 13
 
-CF_WATERMARK = 0  # fraction of blocks kept free at admission (vLLM, Sarathi)
+CF_WATERMARK = 0  # fraction of blocks kept free at admission (paged policies)
 CF_WARMUP = 1  # measurement starts here (s)
 CF_WINDOW_END = 2  # measurement window end (s)
 CF_DRAIN_TIMEOUT = 3  # draining stops this long after the window end (thrashing guard)
 N_CFG_FLOAT = 4
 
-POLICY_IDS = {
-    "wait": 0,
-    "wait-nohold": 0,
-    "wait-nowait": 1,
-    "nested-wait": 2,
-    "nested-wait-nohold": 2,
-    "fcfs": 3,
-    "vllm": 4,
-    "sarathi": 5,
-    "wait-cp": 6,
-    "nested-wait-cp": 6,
-}
 TIMING_IDS = {"affine": 0, "measured": 1}
 EVICTION_IDS = {"restart": 0, "recompute": 1}
 
@@ -125,6 +111,8 @@ HIST_BINS = 12 * HIST_BINS_PER_DECADE
 H_LATENCY = 0
 H_TTFT = 1
 H_TBT = 2
+H_TPOT = 3
+N_HISTOGRAMS = 4
 
 # Kernel return codes.
 RC_DONE = 0
@@ -132,8 +120,26 @@ RC_NEED_ARRIVALS = 1
 RC_SERIES_FULL = 2
 RC_NEED_SLOTS = 3
 
+# Columns of the per-iteration series log.
+SERIES_COLUMNS = (
+    "start_s",
+    "end_s",
+    "memory_tokens",
+    "waiting",
+    "batch_size",
+    "completions",
+    "prefill_tokens",
+    "running",
+    "admitted",
+    "preempted",
+    "scheduled_tokens",
+)
+
 
 def fingerprint() -> int:
     """A number that changes whenever a size or index above changes (checked against the kernel's cache)."""
     values = [v for k, v in sorted(globals().items()) if k.isupper() and isinstance(v, (int, float))]
     return hash(tuple(values)) % (2**61)
+
+
+N_SERIES_COLUMNS = len(SERIES_COLUMNS)

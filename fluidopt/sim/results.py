@@ -45,8 +45,18 @@ class SimulationResult(ArrayValue):
         With ``record_requests=True``: per completed request ``id``, ``class``, ``arrival_s``,
         ``first_token_s``, ``completion_s``, ``evictions``.
     series : dict of numpy.ndarray or None
-        With ``record_series=True``: per iteration ``start_s``, ``end_s``, ``memory_tokens``,
-        ``waiting``, ``batch_size``, ``completions``, ``prefill_tokens``.
+        With ``record_series=True``: per iteration the columns of
+        :data:`fluidopt.sim.layout.SERIES_COLUMNS` (``start_s``, ``end_s``, ``memory_tokens`` (KV
+        held when the batch ran), ``waiting``, ``batch_size``, ``completions``, ``prefill_tokens``,
+        ``running`` (requests holding KV), ``admitted`` and ``preempted`` (in that step), and
+        ``scheduled_tokens`` (prefill chunks plus decodes)).
+    mean_tpot_s, tpot_quantiles_s : float, dict
+        Time per output token after the first, per request: ``(E2E - TTFT) / (outputs - 1)``
+        (requests with at least two output tokens), as ``vllm bench serve`` defines TPOT.
+    peak_running_requests : int
+        Most requests holding KV at once.
+    preemption_steps : int
+        Steps in which the policy preempted (vLLM) or retracted (SGLang) at least one request.
 
     """
 
@@ -91,6 +101,10 @@ class SimulationResult(ArrayValue):
     busy_fraction: float
     wall_time_s: float
     max_stage_excess: int | None = None
+    mean_tpot_s: float = math.nan
+    tpot_quantiles_s: dict[str, float] = field(default_factory=dict)
+    peak_running_requests: int = 0
+    preemption_steps: int = 0
     state_slots: int = 0
     requests: dict[str, np.ndarray] | None = field(default=None, repr=False)
     series: dict[str, np.ndarray] | None = field(default=None, repr=False)
@@ -175,8 +189,46 @@ class SimulationResult(ArrayValue):
         """Simulation speed: arrivals simulated per second of wall time."""
         return self.arrived_requests / self.wall_time_s if self.wall_time_s > 0 else math.inf
 
+    def engine_metrics(self) -> dict[str, Any]:
+        """Latency statistics named as ``vllm bench serve`` names them (milliseconds), and engine counters.
+
+        ``ttft``, ``tpot``, ``itl`` (time between consecutive tokens of a request) and ``e2el``
+        (end-to-end latency), each ``{mean, median, p90, p99}`` in ms; ``preemptions`` (vLLM's
+        name; SGLang calls them ``retractions``), ``recomputed_tokens`` (prompt plus generated
+        tokens prefilled again), ``peak_running_requests`` and the KV usage (fraction of C).
+        """
+
+        def stats(mean: float, quantiles: dict[str, float]) -> dict[str, float | None]:
+            values = {
+                "mean_ms": 1e3 * mean,
+                "median_ms": 1e3 * quantiles.get("p50", math.nan),
+                "p90_ms": 1e3 * quantiles.get("p90", math.nan),
+                "p99_ms": 1e3 * quantiles.get("p99", math.nan),
+            }
+            return {k: (v if math.isfinite(v) else None) for k, v in values.items()}
+
+        capacity = max(self.kv_capacity_tokens, 1)
+        return {
+            "ttft": stats(self.mean_ttft_s, self.ttft_quantiles_s),
+            "tpot": stats(self.mean_tpot_s, self.tpot_quantiles_s),
+            "itl": stats(self.mean_tbt_s, self.tbt_quantiles_s),
+            "e2el": stats(self.mean_latency_s, self.latency_quantiles_s),
+            "request_throughput": self.completed_per_s if math.isfinite(self.completed_per_s) else None,
+            "output_throughput": (
+                self.throughput_tokens_per_s if math.isfinite(self.throughput_tokens_per_s) else None
+            ),
+            "preemptions": self.evictions,
+            "retractions": self.evictions if self.policy == "sglang" else None,
+            "preemption_steps": self.preemption_steps,
+            "recomputed_tokens": self.recomputed_tokens,
+            "peak_running_requests": self.peak_running_requests,
+            "kv_usage_mean": self.mean_memory_tokens / capacity if math.isfinite(self.mean_memory_tokens) else None,
+            "kv_usage_peak": self.peak_memory_tokens / capacity,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (per-request records and series are left out)."""
+        engine = self.engine_metrics()
         out = {
             "status": self.status,
             "success": self.success,
@@ -219,6 +271,12 @@ class SimulationResult(ArrayValue):
             "p50_tbt_s": self.tbt_quantiles_s["p50"],
             "p90_tbt_s": self.tbt_quantiles_s["p90"],
             "p99_tbt_s": self.tbt_quantiles_s["p99"],
+            "mean_tpot_s": self.mean_tpot_s,
+            "p50_tpot_s": self.tpot_quantiles_s.get("p50", math.nan),
+            "p90_tpot_s": self.tpot_quantiles_s.get("p90", math.nan),
+            "p99_tpot_s": self.tpot_quantiles_s.get("p99", math.nan),
+            "peak_running_requests": self.peak_running_requests,
+            "preemptions": self.evictions,
             "mean_waiting": self.mean_waiting,
             "max_waiting": self.max_waiting,
             "mean_resident": self.mean_resident,
@@ -231,4 +289,6 @@ class SimulationResult(ArrayValue):
             "state_slots": self.state_slots,
             "settings": self.settings,
         }
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+        out = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+        out.update({"e2e": engine["e2el"], **{k: v for k, v in engine.items() if k not in out}})
+        return out

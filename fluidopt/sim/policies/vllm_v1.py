@@ -1,0 +1,286 @@
+"""vLLM V1's scheduler: one token budget per step shared by running requests and new prefills.
+
+Followed from vLLM's ``vllm/v1/core/sched/scheduler.py`` (``Scheduler.schedule``) and
+``vllm/v1/core/kv_cache_manager.py`` (``KVCacheManager.allocate_slots``), as of vLLM 0.19:
+
+1. Running requests first, in the order they were admitted (decodes and half-done chunked
+   prefills alike).  Each gets what it still needs (1 token for a decode; the rest of its prompt
+   for a partial prefill), capped by ``long_prefill_token_threshold`` when > 0 and by the budget
+   left.  When the budget runs out the remaining running requests skip the step, keeping their KV.
+2. A running request's new tokens need KV blocks for everything computed after the step.  When
+   they do not fit, the most recently admitted running request is preempted (its blocks freed, its
+   progress reset: prompt and generated tokens are prefilled again later; it goes to the head of
+   the waiting queue), until the allocation fits or the request preempts itself, which ends the
+   running pass.  V1 does not swap.
+3. New requests, FCFS, only if nothing was preempted in this step, while fewer than
+   ``max_num_seqs`` run and budget remains: chunk = min(prompt, threshold, budget left).  With
+   ``scheduler_reserve_full_isl`` (vLLM's default) the whole prompt (plus any generated tokens of
+   a preempted request) must fit in the free blocks, less the ``watermark``'s; only the chunk's
+   blocks are allocated.  An allocation failure stops admission for the step (head of line).
+4. The step that completes a prompt's prefill emits the request's first output token.
+5. One block of the pool is vLLM's null block and never holds KV.
+
+Where ../shared/ENGINES.md and the code differ: nothing found for these rules; the null block and
+the chunk-only allocation under ``scheduler_reserve_full_isl`` are the code's details.
+``max_num_partial_prefills`` is not modelled (V1's scheduler does not enforce it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fluidopt.errors import require
+from fluidopt.sim.layout import (
+    C_BLOCK,
+    C_CAPACITY,
+    I_CHARGE,
+    I_PREFILL,
+    I_PREFILL_DONE,
+    I_STAGE,
+    I_TARGET,
+    S_MEMORY,
+    S_NRES,
+)
+from fluidopt.sim.policies._base import KernelPack, Knob, PolicySpec, int_array, validate_fields
+from fluidopt.sim.policies._compiled import (
+    add,
+    admit_charged,
+    blocks,
+    evict,
+    queue_peek,
+    queue_pop_front,
+    recharge,
+    remaining_prefill,
+    watermark_blocks,
+)
+from fluidopt.sim.policies._jit import kernel_function, selection_function
+
+# params_i layout
+P_MAX_NUM_SEQS = 0
+P_MAX_BATCHED_TOKENS = 1
+P_LONG_PREFILL_THRESHOLD = 2
+P_RESERVE_FULL_ISL = 3
+P_NULL_BLOCKS = 4
+
+# vLLM 0.19's defaults for `vllm serve` on GPUs below the H100 class (A100, L40S, RTX 4090):
+# max_num_seqs 256, max_num_batched_tokens 2048.  On H100 / H200 / MI300 class GPUs (>= 70 GiB,
+# not A100) vLLM picks 1024 and 8192 (`EngineArgs._set_default_args`).
+DEFAULT_MAX_NUM_SEQS = 256
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
+H100_CLASS_DEFAULTS = {"max_num_seqs": 1024, "max_num_batched_tokens": 8192}
+GRID_MAX_NUM_SEQS = (64, 128, 256)
+GRID_MAX_NUM_BATCHED_TOKENS = (512, 2048)
+
+
+@dataclass(frozen=True)
+class VLLMV1Policy:
+    """vLLM V1's scheduler with vLLM's own knob names (defaults: vLLM 0.19, ``vllm serve``, A100-class GPU).
+
+    Parameters
+    ----------
+    max_num_seqs : int
+        Most running requests (requests holding KV).
+    max_num_batched_tokens : int
+        Tokens per step, decodes (one each) and prefill chunks together.
+    long_prefill_token_threshold : int
+        Most prefill tokens one request gets per step (0: no cap beyond the budget).
+    block_size : int
+        KV block size in tokens (16).
+    scheduler_reserve_full_isl : bool
+        Admit a request only if its whole input fits in the free blocks (vLLM's default, on).
+    watermark : float
+        Fraction of blocks kept free at admission (0).
+
+    """
+
+    max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
+    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
+    long_prefill_token_threshold: int = 0
+    block_size: int = 16
+    scheduler_reserve_full_isl: bool = True
+    watermark: float = 0.0
+    name: str = field(default="vllm-v1", init=False)
+
+    def __post_init__(self) -> None:
+        validate_fields(
+            self,
+            {
+                "max_num_seqs": ("whole", 1),
+                "max_num_batched_tokens": ("whole", 1),
+                "long_prefill_token_threshold": ("whole", 0),
+                "block_size": ("whole", 1),
+                "scheduler_reserve_full_isl": ("flag", 0),
+                "watermark": ("fraction", 0),
+            },
+        )
+        require(
+            self.long_prefill_token_threshold <= self.max_num_batched_tokens,
+            "long_prefill_token_threshold",
+            self.long_prefill_token_threshold,
+            f"must be <= max_num_batched_tokens ({self.max_num_batched_tokens}): the budget caps every chunk",
+        )
+
+    def kernel_pack(self, workload: Any, max_stage: int) -> KernelPack:
+        """The knobs; engine token accounting, recompute preemption."""
+        params = int_array(
+            self.max_num_seqs,
+            self.max_num_batched_tokens,
+            self.long_prefill_token_threshold,
+            self.scheduler_reserve_full_isl,
+            1,
+        )
+        return KernelPack(
+            params,
+            block_size=self.block_size,
+            watermark=self.watermark,
+            engine_tokens=True,
+            eviction="recompute",
+            reserves_prompt=self.scheduler_reserve_full_isl,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings (vLLM's names)."""
+        return {
+            "policy": self.name,
+            "max_num_seqs": self.max_num_seqs,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "long_prefill_token_threshold": self.long_prefill_token_threshold,
+            "block_size": self.block_size,
+            "scheduler_reserve_full_isl": self.scheduler_reserve_full_isl,
+            "watermark": self.watermark,
+        }
+
+
+@kernel_function
+def _usable_free_blocks(scal_i, cfg_i, null_blocks):
+    return (cfg_i[C_CAPACITY] - scal_i[S_MEMORY]) // cfg_i[C_BLOCK] - null_blocks
+
+
+@kernel_function
+def kv_tokens_after_step(slot_i, slot, chunk):
+    """KV tokens a request holds after a step: computed prefill plus chunk, or prompt + generated."""
+    if slot_i[I_STAGE, slot] == 0:
+        return slot_i[I_PREFILL_DONE, slot] + chunk
+    return slot_i[I_PREFILL, slot] + slot_i[I_STAGE, slot] - 1
+
+
+@selection_function
+def select_vllm_v1(
+    flush,
+    slot_i,
+    slot_f,
+    res,
+    queues,
+    qhead,
+    qlen,
+    scal_i,
+    scal_f,
+    cfg_i,
+    cfg_f,
+    p_i,
+    p_f,
+    st_i,
+    st_f,
+    cnt,
+    bsel,
+    bchunk,
+):
+    """One vLLM V1 ``schedule()`` step (module docstring, rules 1-5)."""
+    block = cfg_i[C_BLOCK]
+    null_blocks = p_i[P_NULL_BLOCKS]
+    threshold = p_i[P_LONG_PREFILL_THRESHOLD]
+    budget = p_i[P_MAX_BATCHED_TOKENS]
+    preempted = 0
+    nb = 0
+    r = 0
+    while r < scal_i[S_NRES] and budget > 0:
+        slot = res[r]
+        if slot_i[I_STAGE, slot] == 0:
+            num_new = remaining_prefill(slot_i, slot)
+            if threshold > 0 and num_new > threshold:
+                num_new = threshold
+        else:
+            num_new = 1
+        if num_new > budget:
+            num_new = budget
+        tokens = kv_tokens_after_step(slot_i, slot, num_new)
+        need = blocks(tokens, block) // block - slot_i[I_CHARGE, slot] // block
+        self_preempted = False
+        while need > _usable_free_blocks(scal_i, cfg_i, null_blocks):
+            victim = scal_i[S_NRES] - 1  # the most recently admitted running request
+            evict(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, victim)
+            preempted += 1
+            if victim == r:
+                self_preempted = True
+                break
+        if self_preempted:
+            break
+        recharge(slot_i, scal_i, slot, tokens, block)
+        nb = add(bsel, bchunk, nb, slot, num_new if slot_i[I_STAGE, slot] == 0 else 0)
+        budget -= num_new
+        r += 1
+    if preempted > 0:
+        return nb
+    reserve_full = p_i[P_RESERVE_FULL_ISL] == 1
+    watermark = watermark_blocks(cfg_i, cfg_f)
+    while qlen[0] > 0 and budget > 0 and scal_i[S_NRES] < p_i[P_MAX_NUM_SEQS]:
+        slot = queue_peek(queues, qhead, 0, 0)
+        target = slot_i[I_TARGET, slot]
+        num_new = target
+        if threshold > 0 and num_new > threshold:
+            num_new = threshold
+        if num_new > budget:
+            num_new = budget
+        must_fit = target if reserve_full else num_new
+        if blocks(must_fit, block) // block > _usable_free_blocks(scal_i, cfg_i, null_blocks) - watermark:
+            break
+        queue_pop_front(queues, qhead, qlen, 0)
+        admit_charged(slot_i, res, scal_i, slot, blocks(num_new, block))
+        nb = add(bsel, bchunk, nb, slot, num_new)
+        budget -= num_new
+    return nb
+
+
+def _grid() -> list[tuple[Any, dict[str, Any]]]:
+    return [
+        (
+            VLLMV1Policy(max_num_seqs=seqs, max_num_batched_tokens=tokens),
+            {"max_num_seqs": seqs, "max_num_batched_tokens": tokens},
+        )
+        for seqs in GRID_MAX_NUM_SEQS
+        for tokens in GRID_MAX_NUM_BATCHED_TOKENS
+    ]
+
+
+SPECS = (
+    PolicySpec(
+        "vllm-v1",
+        "vLLM V1: one token budget per step, max_num_seqs, LIFO recompute preemption",
+        VLLMV1Policy,
+        VLLMV1Policy,
+        knobs=(
+            Knob("--max-num-seqs", "max_num_seqs", int, "vllm-v1: most running requests (default 256)"),
+            Knob("--max-num-batched-tokens", "max_num_batched_tokens", int, "vllm-v1: tokens per step (default 2048)"),
+            Knob(
+                "--long-prefill-token-threshold",
+                "long_prefill_token_threshold",
+                int,
+                "vllm-v1: most prefill tokens per request per step (default 0: none)",
+            ),
+            Knob("--block-size", "block_size", int, "KV block size in tokens"),
+            Knob("--watermark", "watermark", float, "fraction of KV blocks kept free at admission"),
+            Knob(
+                "--no-reserve-full-isl",
+                "scheduler_reserve_full_isl",
+                bool,
+                "vllm-v1: admit when the first chunk fits, not the whole prompt",
+                const=False,
+            ),
+        ),
+        baseline=True,
+        grid=_grid,
+        engine="vllm",
+    ),
+)
+SELECT = select_vllm_v1
