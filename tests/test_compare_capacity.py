@@ -9,8 +9,10 @@ import pytest
 
 import fluidopt as fo
 import fluidopt.experiments.capacity as capacity_module
+from fluidopt.errors import InputError
 from fluidopt.experiments.compare import compare_policies, paired_gain
 from fluidopt.experiments.evaluate import Evaluation, Targets, run_settings
+from fluidopt.experiments.runs import RunSettings, RunSummary
 from fluidopt.experiments.tasks import SimulationTask, run_simulation_task
 from fluidopt.sim import SarathiPolicy
 
@@ -33,17 +35,17 @@ def test_drift_test_separates_overload_from_a_stable_run():
 def test_a_rate_above_the_fluid_limit_is_a_method_error_never_a_capacity(monkeypatch):
     # A test that always passes (a broken finite-run check) drives the bisection above the fluid
     # limit: the result must be flagged, not reported.
-    def always_meets(workload, profile, candidates, **run):
+    def always_meets(workload, profile, candidates, run, **options):
         return [
             Evaluation(policy, d, workload.total_rate_per_s, [{"mean_latency_s": 1.0, "p99_latency_s": 2.0}], Targets())
             for policy, d in candidates
         ]
 
-    monkeypatch.setattr(capacity_module, "evaluate", always_meets)
+    monkeypatch.setattr(capacity_module, "evaluate_run", always_meets)
     monkeypatch.setattr(Evaluation, "meets", property(lambda self: True))
     fluid = fo.max_stable_scale(P512, PROFILE).max_rate_per_s
     found = capacity_module.max_sustained_rate(
-        "sarathi", P512, PROFILE, low=0.0, high=1.25 * fluid, steps=6, run={"targets": Targets()}
+        "sarathi", P512, PROFILE, low=0.0, high=1.25 * fluid, steps=6, run=RunSettings()
     )
     assert found.status == "method-error" and math.isnan(found.max_rate_per_s)
     assert found.flagged_rate_per_s > fluid
@@ -82,7 +84,7 @@ def test_literal_wait_capacity_on_a_ray_is_within_the_fluid_limit():
         "wait", ray.with_total_rate(1.0), profile, low=0.0, high=1.2 * fluid, steps=6, run=run
     )
     assert found.status == "ok" and 0.9 * fluid < found.max_rate_per_s <= fluid
-    assert all(r["status"] == "ok" for r in found.evaluation.runs)
+    assert all(r.status == "ok" for r in found.evaluation.runs)
 
 
 def test_every_policy_capacity_is_within_the_fluid_limit():
@@ -103,7 +105,7 @@ def test_every_policy_capacity_is_within_the_fluid_limit():
 def test_paired_gain_interval():
     class Fake:
         def __init__(self, values):
-            self.runs = [{"mean_latency_s": v} for v in values]
+            self.runs = [RunSummary({"mean_latency_s": v}) for v in values]
 
     gain, (low, high) = paired_gain(Fake([2.0, 2.2, 2.1, 2.3]), Fake([1.0, 1.1, 1.2, 1.2]))
     diff = np.array([1.0, 1.1, 0.9, 1.1])
@@ -121,3 +123,25 @@ def test_compare_reports_both_sides_and_a_verdict():
     assert len(verdict.fluid_guided.runs) == 2
     assert verdict.verdict and verdict.rate_per_s == pytest.approx(0.6 * result.fluid_max_rate_per_s)
     assert verdict.to_dict()["gain_ci_s"][0] <= verdict.gain_s <= verdict.to_dict()["gain_ci_s"][1]
+
+
+def test_run_settings_are_frozen_and_validated():
+    run = RunSettings(Targets(p99_latency_s=2.0), replicates=2, requests=500, seed=3)
+    with pytest.raises(AttributeError):
+        run.seed = 4  # type: ignore[misc]
+    assert run.with_seed(9).seed == 9 and run.seed == 3
+    assert run.describe()["targets"] == "p99 latency <= 2 s"
+    with pytest.raises(InputError, match="replicates"):
+        RunSettings(replicates=0)
+    with pytest.raises(InputError, match="conventions"):
+        RunSettings(conventions="vllm")
+
+
+def test_one_rule_for_missing_values():
+    # A replicate with no measured completion: its latency is infinite in an Evaluation and in a rate sweep.
+    empty = {"mean_latency_s": None, "p99_latency_s": float("nan"), "completed_per_s": None}
+    summary = RunSummary(empty)
+    assert summary.metric("mean_latency_s") == math.inf and summary.metric("p99_latency_s") == math.inf
+    assert summary.metric("completed_per_s") == 0.0
+    evaluation = Evaluation(SarathiPolicy(), {}, 1.0, [{"mean_latency_s": 1.0}, empty], Targets())
+    assert evaluation.mean("mean_latency_s") == math.inf

@@ -16,7 +16,8 @@ from typing import Any
 
 from fluidopt.errors import InputError, require
 from fluidopt.experiments.catalog import CAPACITY_POLICIES
-from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate, run_settings
+from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate_run, run_settings
+from fluidopt.experiments.runs import RunSettings
 from fluidopt.experiments.sweep import Executor
 from fluidopt.fluid.stability import max_stable_scale
 from fluidopt.profile import GPUProfile
@@ -162,7 +163,7 @@ def max_sustained_rate(
     low: float,
     high: float,
     steps: int,
-    run: dict[str, Any],
+    run: RunSettings,
     configs: Callable[[str, Workload, GPUProfile], list[tuple[Policy, dict[str, Any]]]] = configurations,
 ) -> PolicyCapacity:
     """Bisection on the total rate between ``low`` and ``high``.
@@ -179,12 +180,12 @@ def max_sustained_rate(
         rate = (low + high) / 2
         scaled = workload.with_total_rate(rate)
         candidates = (
-            configs(name, scaled, profile, run.get("conventions", "fluidopt"))
+            configs(name, scaled, profile, run.conventions)
             if configs is configurations
             else configs(name, scaled, profile)
         )
         tried_any = tried_any or bool(candidates)
-        evaluations = evaluate(scaled, profile, candidates, **run) if candidates else []
+        evaluations = evaluate_run(scaled, profile, candidates, run) if candidates else []
         passing = [e for e in evaluations if e.meets]
         if passing:
             best = min(passing, key=lambda e: e.mean("mean_latency_s"))

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from fluidopt.errors import require
-from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate
+from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate_run
+from fluidopt.experiments.runs import RunSettings
 from fluidopt.experiments.sweep import Executor
 from fluidopt.experiments.tune import chunked_candidates
 from fluidopt.fluid.stability import max_stable_scale
@@ -123,8 +124,8 @@ class Comparison(HasStatus):
 
 def paired_gain(baseline: Evaluation, fluid: Evaluation, level: float = 0.95) -> tuple[float, tuple[float, float]]:
     """Mean of ``baseline - fluid`` mean latencies over paired replicates and its Student-t interval."""
-    a = np.array([r["mean_latency_s"] for r in baseline.runs], dtype=float)
-    b = np.array([r["mean_latency_s"] for r in fluid.runs], dtype=float)
+    a = np.array([r.metric("mean_latency_s") for r in baseline.runs], dtype=float)
+    b = np.array([r.metric("mean_latency_s") for r in fluid.runs], dtype=float)
     diff = a - b
     mean = float(diff.mean())
     if diff.size < 2 or not np.all(np.isfinite(diff)):
@@ -164,15 +165,7 @@ def compare_policies(
     for fraction in fractions:
         require(0 < fraction <= 1, "fractions", fraction, "each must be in (0, 1]")
     limit = max_stable_scale(workload, profile).max_rate_per_s
-    run: dict[str, Any] = {
-        "targets": Targets(),
-        "replicates": replicates,
-        "requests": requests,
-        "executor": executor,
-        "cache_dir": cache_dir,
-        "progress": progress,
-        "conventions": conventions,
-    }
+    run = RunSettings(Targets(), replicates, requests, seed, executor, cache_dir, progress, conventions)
     verdicts = []
     multiclass = len({c.decode_tokens for c in workload.classes}) > 1
     for fraction in fractions:
@@ -181,7 +174,7 @@ def compare_policies(
         if multiclass:
             fluid_configs += chunked_candidates(scaled, profile, nested=True, conventions=conventions)
         baselines = baseline_candidates()
-        selection = evaluate(scaled, profile, fluid_configs + baselines, seed=seed, **run)
+        selection = evaluate_run(scaled, profile, fluid_configs + baselines, run)
         fluid_pick = _best(selection[: len(fluid_configs)])
         base_pick = _best(selection[len(fluid_configs) :])
         chosen = [(e.policy, e.description) for e in (fluid_pick, base_pick) if e is not None]
@@ -189,7 +182,7 @@ def compare_policies(
             (VLLMPolicy(), {"family": "vllm", "paper default": True}),
             (SarathiPolicy(), {"family": "sarathi", "paper default": True}),
         ]
-        fresh = evaluate(scaled, profile, chosen + defaults, seed=seed + 1_000_003, **run)
+        fresh = evaluate_run(scaled, profile, chosen + defaults, run.with_seed(seed + 1_000_003))
         fluid_eval = fresh[0] if fluid_pick is not None else None
         base_eval = fresh[len(chosen) - 1] if base_pick is not None else None
         paper = {"vllm": fresh[len(chosen)], "sarathi": fresh[len(chosen) + 1]}

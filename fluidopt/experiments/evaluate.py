@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fluidopt.experiments.runs import RunSettings, RunSummary, Targets
 from fluidopt.experiments.sweep import Executor, SerialExecutor, run_sweep
 from fluidopt.experiments.tasks import SimulationTask, run_simulation_task, spawn_seeds
 from fluidopt.profile import GPUProfile
@@ -19,39 +20,26 @@ UNFINISHED_FRACTION = 0.02
 
 
 @dataclass(frozen=True)
-class Targets:
-    """Service-level targets; None means no target."""
-
-    p99_latency_s: float | None = None
-    p99_ttft_s: float | None = None
-
-    def describe(self) -> str:
-        """Human-readable list of the targets."""
-        parts = []
-        if self.p99_latency_s is not None:
-            parts.append(f"p99 latency <= {self.p99_latency_s:g} s")
-        if self.p99_ttft_s is not None:
-            parts.append(f"p99 TTFT <= {self.p99_ttft_s:g} s")
-        return " and ".join(parts) or "a stable queue"
-
-
-@dataclass(frozen=True)
 class Evaluation:
     """Replicated simulation of one configuration.
 
     ``stable`` requires every replicate to finish all but ``UNFINISHED_FRACTION`` of its
     requests (an overloaded queue leaves a growing backlog); ``meets`` adds the targets on the
-    replicate mean of the p99 statistics.
+    replicate mean of the p99 statistics.  ``runs`` are :class:`RunSummary` (mappings are
+    converted); missing statistics follow :mod:`fluidopt.experiments.runs`'s one rule.
     """
 
     policy: Policy
     description: dict[str, Any]
     rate_per_s: float
-    runs: list[dict[str, Any]] = field(repr=False)
+    runs: tuple[RunSummary, ...] = field(repr=False)
     targets: Targets
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runs", tuple(RunSummary.of(r) for r in self.runs))
+
     def _values(self, key: str) -> np.ndarray:
-        return np.array([r[key] if r[key] is not None else math.inf for r in self.runs], dtype=float)
+        return np.array([r.metric(key) for r in self.runs], dtype=float)
 
     def mean(self, key: str) -> float:
         """Replicate mean of a result field."""
@@ -76,15 +64,11 @@ class Evaluation:
         ``UNFINISHED_FRACTION`` of the arrivals plus three standard deviations of a Poisson count.
         Besides, the drift test pooled over the replicates (:attr:`drifts`) must find no growth.
         """
-        if any(r.get("status", "ok") != "ok" for r in self.runs):
+        if any(r.status != "ok" for r in self.runs):
             return False
         for r in self.runs:
-            arrived = r["measured_arrivals"]
-            if r.get("settings", {}).get("conventions") == "vidur":
-                # Vidur's statistics cover the middle 50 % of requests, but its window is the whole
-                # arrival span: every request arrives inside it.
-                arrived = r["arrived_requests"]
-            if r["completed_in_window"] < (1 - UNFINISHED_FRACTION) * arrived - 3 * math.sqrt(arrived):
+            arrived = r.arrivals_counted
+            if r.completed_in_window < (1 - UNFINISHED_FRACTION) * arrived - 3 * math.sqrt(arrived):
                 return False
         return not self.drifts
 
@@ -100,8 +84,8 @@ class Evaluation:
         """
         from fluidopt.experiments.tasks import DRIFT_LATENCY_RATIO, DRIFT_QUEUE_RATIO
 
-        latency = [r["drift_latency_ratio"] for r in self.runs if r.get("drift_latency_ratio") is not None]
-        queue = [r["drift_queue_ratio"] for r in self.runs if r.get("drift_queue_ratio") is not None]
+        latency = [v for r in self.runs if (v := r.drift("drift_latency_ratio")) is not None]
+        queue = [v for r in self.runs if (v := r.drift("drift_queue_ratio")) is not None]
         if not latency or not queue:
             return False
         return bool(np.mean(latency) > DRIFT_LATENCY_RATIO and np.mean(queue) > DRIFT_QUEUE_RATIO)
@@ -135,7 +119,7 @@ class Evaluation:
             "p99_ttft_s": self.mean("p99_ttft_s"),
             "throughput_tokens_per_s": self.mean("throughput_tokens_per_s"),
             "evictions": self.mean("evictions"),
-            "peak_memory_tokens": max(r["peak_memory_tokens"] for r in self.runs),
+            "peak_memory_tokens": max(r.metric("peak_memory_tokens") for r in self.runs),
         }
 
 
@@ -149,20 +133,34 @@ def run_settings(
     cache_dir: str | None = None,
     progress: bool = False,
     conventions: str = "fluidopt",
-) -> dict[str, Any]:
-    """The keyword arguments of :func:`evaluate` other than the workload, profile and configurations."""
-    from fluidopt.sim.engine import check_conventions
+) -> RunSettings:
+    """The :class:`RunSettings` of an experiment (validated)."""
+    return RunSettings(targets, replicates, requests, seed, executor, cache_dir, progress, conventions)
 
-    return {
-        "conventions": check_conventions(conventions),
-        "targets": targets,
-        "replicates": replicates,
-        "requests": requests,
-        "seed": seed,
-        "executor": executor,
-        "cache_dir": cache_dir,
-        "progress": progress,
-    }
+
+def evaluate_run(
+    workload: Workload,
+    profile: GPUProfile,
+    configurations: list[tuple[Policy, dict[str, Any]]],
+    run: RunSettings,
+    *,
+    options: dict[str, Any] | None = None,
+) -> list[Evaluation]:
+    """:func:`evaluate` under the settings ``run``."""
+    return evaluate(
+        workload,
+        profile,
+        configurations,
+        targets=run.targets,
+        replicates=run.replicates,
+        requests=run.requests,
+        seed=run.seed,
+        executor=run.executor,
+        cache_dir=run.cache_dir,
+        progress=run.progress,
+        options=options,
+        conventions=run.conventions,
+    )
 
 
 def evaluate(
@@ -182,8 +180,8 @@ def evaluate(
 ) -> list[Evaluation]:
     """Simulate every configuration on the same replicate seeds (common random numbers).
 
-    ``conventions`` is passed to :func:`~fluidopt.sim.simulate` (``vidur``: MODEL.md section 9)
-    and recorded in every run's settings.
+    ``conventions`` is passed to :func:`~fluidopt.sim.simulate` (``vidur``: docs/theory.md,
+    conventions) and recorded in every run's settings.
     """
     seeds = spawn_seeds(seed, replicates)
     extra = {"conventions": conventions} if conventions != "fluidopt" else {}
@@ -199,5 +197,6 @@ def evaluate(
     out = []
     for index, (policy, description) in enumerate(configurations):
         runs = sweep.values[index * replicates : (index + 1) * replicates]
-        out.append(Evaluation(policy, description, workload.total_rate_per_s, runs, targets))
+        summaries = tuple(RunSummary.of(r) for r in runs)
+        out.append(Evaluation(policy, description, workload.total_rate_per_s, summaries, targets))
     return out

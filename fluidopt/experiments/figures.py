@@ -241,7 +241,9 @@ def fig_stability_region(ctx: FigureContext) -> FigureOutput:
             "workload": mix.name,
             "angles": angles.tolist(),
             "policies": list(policies),
-            **{k: v for k, v in run.items() if k in ("replicates", "requests", "seed")},
+            "replicates": run.replicates,
+            "requests": run.requests,
+            "seed": run.seed,
         },
     )
 

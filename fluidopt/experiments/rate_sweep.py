@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from fluidopt.errors import InputError
+from fluidopt.experiments.runs import RunSummary
 from fluidopt.experiments.sweep import Executor, SerialExecutor, run_sweep
 from fluidopt.experiments.tasks import SimulationTask, run_simulation_task, spawn_seeds
 from fluidopt.profile import GPUProfile
@@ -101,11 +102,14 @@ def rate_sweep(
     for index, (name, rate) in enumerate(keys):
         runs = values[index * replicates : (index + 1) * replicates]
 
-        def mean(key: str, runs: list[dict[str, Any]] = runs) -> float:
-            data = np.array([np.nan if r[key] is None else r[key] for r in runs], dtype=float)
-            return float(np.nanmean(data)) if np.isfinite(data).any() else float("nan")
+        summaries = [RunSummary.of(r) for r in runs]
 
-        latencies = np.array([np.nan if r["mean_latency_s"] is None else r["mean_latency_s"] for r in runs])
+        def mean(key: str, summaries: list[RunSummary] = summaries) -> float:
+            # One rule for missing values (fluidopt.experiments.runs): a replicate that completed
+            # nothing measured has infinite latency, so the mean is infinite, not that of the others.
+            return float(np.mean([s.metric(key) for s in summaries]))
+
+        latencies = np.array([s.metric("mean_latency_s") for s in summaries])
         half = t_half_width(latencies)  # Student-t for the replicates actually run
         rows.append(
             {

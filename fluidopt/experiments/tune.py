@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fluidopt.errors import InputError, require
-from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate, run_settings
+from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate_run, run_settings
+from fluidopt.experiments.runs import RunSettings
 from fluidopt.experiments.sweep import Executor
 from fluidopt.fluid.stability import max_stable_scale
 from fluidopt.profile import GPUProfile
@@ -281,9 +282,9 @@ def tune(
     )
 
 
-def _tune_at_rate(workload: Workload, profile: GPUProfile, family: str, run: dict[str, Any]) -> TuneResult:
-    targets = run["targets"]
-    candidates = _candidates(workload, profile, family, run.get("conventions", "fluidopt"))
+def _tune_at_rate(workload: Workload, profile: GPUProfile, family: str, run: RunSettings) -> TuneResult:
+    targets = run.targets
+    candidates = _candidates(workload, profile, family, run.conventions)
     if not candidates:
         return TuneResult(
             "no-configuration",
@@ -295,19 +296,7 @@ def _tune_at_rate(workload: Workload, profile: GPUProfile, family: str, run: dic
             None,
             (),
         )
-    evaluations = evaluate(
-        workload,
-        profile,
-        candidates,
-        targets=targets,
-        replicates=run["replicates"],
-        requests=run["requests"],
-        seed=run["seed"],
-        executor=run["executor"],
-        cache_dir=run["cache_dir"],
-        progress=run["progress"],
-        conventions=run.get("conventions", "fluidopt"),
-    )
+    evaluations = evaluate_run(workload, profile, candidates, run)
     ranked = sorted(evaluations, key=lambda e: (not e.meets, not e.stable, e.mean("mean_latency_s")))
     best = ranked[0]
     if not best.meets:
