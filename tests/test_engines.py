@@ -181,8 +181,8 @@ class AdmitsOneTooMany(WaitPolicy):
         pack = super().kernel_pack(workload, max_stage)
         params = pack.params_i.copy()
         m = len(self.thresholds)
-        params[3 : 3 + m] += 1  # admission / per-stage caps; the invariant caps stay n_j
-        return KernelPack(params, per_class_queues=True)
+        params[4 : 4 + m] += 1  # admission / per-stage caps; the invariant caps stay n_j
+        return KernelPack(params, state_i=pack.state_i, per_class_queues=True)
 
 
 def test_wait_invariant_tracked_and_catches_a_broken_wait():

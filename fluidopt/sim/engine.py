@@ -74,11 +74,15 @@ def ensure_fresh_kernel() -> None:
     with collection_paused():
         if compiled_kernel_fingerprint() == sources_fingerprint():
             return
+        # Stale: drop every on-disk cache entry of the kernel's functions (numba would otherwise load
+        # the old machine code, which inlines the old selection functions), then recompile.
         modules = (compiled_helpers, *policies_package.POLICY_MODULES, kernel_module)
         for module in modules:
             for value in vars(module).values():
-                if isinstance(value, Dispatcher) and value.signatures:
-                    value.recompile()
+                if isinstance(value, Dispatcher):
+                    value._cache.flush()  # type: ignore[attr-defined]  (numba keeps it private)
+                    if value.signatures:
+                        value.recompile()
 
 
 class _State:
@@ -98,7 +102,9 @@ class _State:
         self.cnt = np.zeros((max(classes, 1), max_stage + 2), dtype=np.int64)
         self.bsel = np.zeros(slots, dtype=np.int64)
         self.bchunk = np.zeros(slots, dtype=np.int64)
-        self.hist = np.zeros((layout.N_HISTOGRAMS, layout.HIST_BINS), dtype=np.float64)
+        self.hist = np.zeros(
+            (layout.N_HISTOGRAMS, layout.HIST_BINS), dtype=np.int32
+        )  # counts; int32 keeps the four rows in L1
 
     @property
     def slots(self) -> int:

@@ -174,7 +174,7 @@ def _hist_add(hist, row, value):
             index = 0
         elif index >= HIST_BINS:
             index = HIST_BINS - 1
-    hist[row, index] += 1.0
+    hist[row, index] += 1
 
 
 @njit(cache=True)

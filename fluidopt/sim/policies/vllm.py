@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fluidopt.sim.layout import C_BLOCK, I_TARGET, S_NRES
+from fluidopt.sim.layout import C_BLOCK, C_CAPACITY, I_TARGET, S_MEMORY, S_NRES
 from fluidopt.sim.policies._base import (
     BLOCK_SIZE_KNOB,
     MAX_BATCH_KNOB,
@@ -98,7 +98,8 @@ def select_vllm(
     bchunk,
 ):
     """Prefill-only iterations when requests are admitted, else decode-only."""
-    evict_latest_arrived_while_over(slot_i, res, queues, qhead, qlen, scal_i, cfg_i)
+    if scal_i[S_MEMORY] > cfg_i[C_CAPACITY]:  # the check inline, the (rare) preemption a call
+        evict_latest_arrived_while_over(slot_i, res, queues, qhead, qlen, scal_i, cfg_i)
     cap = p_i[P_MAX_BATCH]
     block = cfg_i[C_BLOCK]
     watermark = watermark_blocks(cfg_i, cfg_f)

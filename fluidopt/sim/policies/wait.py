@@ -17,13 +17,14 @@ from fluidopt.errors import InputError, require
 from fluidopt.sim.layout import I_CLASS, I_STAGE, S_NRES, S_STAGE_EXCESS
 from fluidopt.sim.policies._base import KernelPack, PolicySpec, int_array, whole_tuple
 from fluidopt.sim.policies._compiled import add, admit, queue_pop_front, remaining_prefill
-from fluidopt.sim.policies._jit import kernel_function, selection_function
+from fluidopt.sim.policies._jit import selection_function
 
 # params_i layout
 P_GATE = 0  # 1: the accumulation gate (WAIT), 0: the no-wait ablation
 P_HOLD = 1  # 1: residents of ineligible classes wait with their cache
 P_CLASSES = 2
-P_CAPS = 3  # m admission / per-stage caps, then m invariant caps
+P_STAGES = 3  # stages 0..max_stage+1 (the row length of the invariant's counts in state_i)
+P_CAPS = 4  # m admission / per-stage caps, then m invariant caps
 
 
 @dataclass(frozen=True)
@@ -60,29 +61,16 @@ class WaitPolicy:
             f"needs one threshold per class ({workload.num_classes})",
         )
         caps = self.thresholds
-        return KernelPack(int_array(self.gate, self.hold, len(caps), caps, caps), per_class_queues=True)
+        stages = max_stage + 2
+        return KernelPack(
+            int_array(self.gate, self.hold, len(caps), stages, caps, caps),
+            state_i=np.zeros(len(caps) * stages, dtype=np.int64),
+            per_class_queues=True,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""
         return {"policy": self.name, "thresholds": list(self.thresholds), "hold": self.hold}
-
-
-@kernel_function
-def track_stage_excess(slot_i, res, scal_i, caps, cnt):
-    """Record the largest excess of residents per (class, decode stage) over the invariant cap ``n_j``."""
-    nres = scal_i[S_NRES]
-    for r in range(nres):
-        slot = res[r]
-        stage = slot_i[I_STAGE, slot]
-        if stage >= 1:
-            j = slot_i[I_CLASS, slot]
-            cnt[j, stage] += 1
-            excess = cnt[j, stage] - caps[j]
-            if excess > scal_i[S_STAGE_EXCESS]:
-                scal_i[S_STAGE_EXCESS] = excess
-    for r in range(nres):
-        slot = res[r]
-        cnt[slot_i[I_CLASS, slot], slot_i[I_STAGE, slot]] = 0
 
 
 @selection_function
@@ -112,9 +100,19 @@ def select_wait(
     gate = p_i[P_GATE] == 1
     hold = p_i[P_HOLD] == 1
     nres = scal_i[S_NRES]
+    stages = p_i[P_STAGES]
+    invariant = p_i[P_CAPS + m : P_CAPS + 2 * m]
     resident_count = np.zeros(m, np.int64)
     for r in range(nres):
-        resident_count[slot_i[I_CLASS, res[r]]] += 1
+        slot = res[r]
+        j = slot_i[I_CLASS, slot]
+        resident_count[j] += 1
+        stage = slot_i[I_STAGE, slot]
+        if stage >= 1:  # the WAIT invariant: residents of class j at one decode stage vs n_j
+            at = j * stages + stage
+            st_i[at] += 1
+            if st_i[at] - invariant[j] > scal_i[S_STAGE_EXCESS]:
+                scal_i[S_STAGE_EXCESS] = st_i[at] - invariant[j]
     eligible = np.zeros(m, np.bool_)
     for j in range(m):
         if gate and not flush:
@@ -140,7 +138,9 @@ def select_wait(
                 nb = add(bsel, bchunk, nb, slot, remaining_prefill(slot_i, slot))
     for b in range(nb):
         cnt[slot_i[I_CLASS, bsel[b]], slot_i[I_STAGE, bsel[b]]] = 0
-    track_stage_excess(slot_i, res, scal_i, p_i[P_CAPS + m : P_CAPS + 2 * m], cnt)
+    for r in range(nres):
+        slot = res[r]
+        st_i[slot_i[I_CLASS, slot] * stages + slot_i[I_STAGE, slot]] = 0
     return nb
 
 
