@@ -80,7 +80,7 @@ def ensure_fresh_kernel() -> None:
         for module in modules:
             for value in vars(module).values():
                 if isinstance(value, Dispatcher):
-                    value._cache.flush()  # type: ignore[attr-defined]  (numba keeps it private)
+                    value._cache.flush()  # type: ignore[attr-defined]
                     if value.signatures:
                         value.recompile()
 
