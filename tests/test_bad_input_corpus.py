@@ -29,6 +29,9 @@ FILES = {
     "w_negative_rate.toml": b"[[classes]]\nprefill_tokens = 5\ndecode_tokens = 5\nrate_per_s = -1.0\n",
     "w_zero_decode.toml": b"[[classes]]\nprefill_tokens = 5\ndecode_tokens = 0\nrate_per_s = 1.0\n",
     "w_string_rate.toml": b'[[classes]]\nprefill_tokens = 5\ndecode_tokens = 5\nrate_per_s = "fast"\n',
+    "w_max_new_below_decode.toml": (
+        b"[[classes]]\nprefill_tokens = 5\ndecode_tokens = 5\nrate_per_s = 1.0\nmax_new_tokens = 3\n"
+    ),
     "w_fractional_prefill.toml": b"[[classes]]\nprefill_tokens = 5.5\ndecode_tokens = 5\nrate_per_s = 1.0\n",
     "w_duplicate_names.toml": (
         b'[[classes]]\nname = "a"\nprefill_tokens = 5\ndecode_tokens = 5\nrate_per_s = 1.0\n'
@@ -124,6 +127,24 @@ def _cases() -> list[tuple[str, list[str]]]:
     add("simulate", "--policy", "vllm", "--requests", "50", "--block-size", "0")
     add("simulate", "--policy", "sarathi", "--requests", "50", "--token-budget", "0")
     add("simulate", "--policy", "vllm", "--requests", "50", "--max-batch", "-1")
+    # The engine schedulers (vllm-v1, sglang): caps, budgets, conservativeness, knobs of other policies.
+    for value in ["0", "-1", "abc"]:
+        add("simulate", "--policy", "vllm-v1", "--requests", "50", "--max-num-seqs", value)
+        add("simulate", "--policy", "vllm-v1", "--requests", "50", "--max-num-batched-tokens", value)
+        add("simulate", "--policy", "sglang", "--requests", "50", "--chunked-prefill-size", value)
+        add("simulate", "--policy", "sglang", "--requests", "50", "--max-prefill-tokens", value)
+    add("simulate", "--policy", "sglang", "--requests", "50", "--max-running-requests", "-1")
+    add("simulate", "--policy", "vllm-v1", "--requests", "50", "--long-prefill-token-threshold", "-1")
+    add("simulate", "--policy", "vllm-v1", "--requests", "50", "--long-prefill-token-threshold", "4096")
+    for value in ["0", "-1", "nan", "inf"]:
+        add("simulate", "--policy", "sglang", "--requests", "50", "--schedule-conservativeness", value)
+    add("simulate", "--policy", "sglang", "--requests", "50", "--page-size", "0")
+    add("simulate", "--policy", "wait", "--requests", "50", "--max-num-seqs", "64")
+    add("simulate", "--policy", "sarathi", "--requests", "50", "--max-running-requests", "64")
+    add("simulate", "--policy", "sglang", "--requests", "50", "--max-num-batched-tokens", "64")
+    add("simulate", "--policy", "vllm", "--requests", "50", "--token-budget", "512")
+    add("simulate", "--policy", "vllm-v1", "--requests", "50", "--eviction", "restart")
+    add("simulate", "--policy", "sglang", "--requests", "50", "--conventions", "vidur", "--eviction", "restart")
     for value in ["0,0", "1", "a,b", "-1,1"]:
         add(*sim, "--arrivals", "mmpp", "--mmpp-multipliers", value)
     for value in ["0,1", "1,-1"]:
