@@ -77,6 +77,9 @@ MODELS: dict[str, ModelShape] = {
     "llama-3-8b": ModelShape("llama-3-8b", 32, 8, 128, 8.03e9, hidden=4096, ffn_hidden=14336, q_heads=32),
     "llama-2-70b": ModelShape("llama-2-70b", 80, 8, 128, 6.9e10, hidden=8192, ffn_hidden=28672, q_heads=64),
     "mistral-7b": ModelShape("mistral-7b", 32, 8, 128, 7.24e9, hidden=4096, ffn_hidden=14336, q_heads=32),
+    # The models of the shared vLLM runs (../shared/data/llmservingsim; public model cards).
+    "llama-3.1-8b": ModelShape("llama-3.1-8b", 32, 8, 128, 8.03e9, hidden=4096, ffn_hidden=14336, q_heads=32),
+    "qwen3-32b": ModelShape("qwen3-32b", 64, 8, 128, 3.28e10, hidden=5120, ffn_hidden=25600, q_heads=64),
 }
 
 
@@ -85,6 +88,14 @@ def gpu_spec(name: str) -> GPUSpec:
     if name not in GPUS:
         raise InputError("gpu", name, f"unknown GPU; choose one of {', '.join(sorted(GPUS))}")
     return GPUS[name]
+
+
+def model_for_engine_name(name: str) -> ModelShape:
+    """The model an engine names by its Hugging Face id (``meta-llama/Llama-3.1-8B`` -> ``llama-3.1-8b``)."""
+    key = str(name).rsplit("/", 1)[-1].lower().replace("meta-llama-", "llama-")
+    if key not in MODELS:
+        raise InputError("model", name, f"no model shape for it; known: {', '.join(sorted(MODELS))}")
+    return MODELS[key]
 
 
 def model_shape(name: str) -> ModelShape:

@@ -1,9 +1,9 @@
 """Measured iteration-time model composed from per-operator timings, the way Vidur composes them.
 
-One iteration of a batch costs (MODEL.md section 9; all numbers per iteration, i.e. already
-multiplied by the number of transformer layers):
+One iteration of a batch costs (docs/theory.md, measured timing; all numbers per iteration,
+i.e. already multiplied by the number of transformer layers):
 
-``tau = f(T) + sum_{prefilling i} (c_i r(k_i + c_i) + p(c_i, k_i)) + [B > 0] (s_d(B) + d(B, KV / B))``
+``tau = f(T) + sum_{prefilling i} (c_i r(k_i + c_i) + p(c_i, k_i)) + [B > 0] (s_d(B) + d(B, KV / B)) + g(n)``
 
 - ``T`` new tokens in the batch (prefill chunk tokens ``P`` plus one per decode ``B``);
   ``f(T)`` the non-attention kernels (matmuls, norms, activations of every layer),
@@ -24,6 +24,9 @@ multiplied by the number of transformer layers):
 - ``d(B, kbar) = max(d0 + d_b B + d_kv B kbar, e0 + e_k kbar)`` for a decode batch of ``B``
   requests with ``kbar`` cached tokens on average (Vidur's lookup key): memory-bound reading of
   ``B kbar`` cached tokens, with a floor set by one long sequence.
+- ``g(n)`` once-per-step costs of the ``n`` sequences in the batch (the LM head and sampler,
+  which vLLM runs for every scheduled request), a linear spline; zero in Vidur's composition,
+  measured in the engine tables of :mod:`fluidopt.engine_tables`.
 
 Every coefficient is fitted from measurements (:mod:`fluidopt.fitting`); this module only
 evaluates the model and hands flat arrays to the compiled simulator.
@@ -47,14 +50,17 @@ from fluidopt.errors import (
 PREFILL_KEYS = ("base_s", "per_chunk_token_s", "per_chunk_kv_token_s", "per_chunk_token_sq_s")
 DECODE_KEYS = ("base_s", "per_sequence_s", "per_kv_token_s", "floor_base_s", "floor_per_mean_kv_token_s")
 DECODE_SAVE_KEYS = ("base_s", "per_sequence_s")
-TIMING_KEYS = ("kind", "layers", "tokens", "prefill_attention", "decode_attention", "decode_kv_save")
-TOKENS_KEYS = ("knots", "non_attention_s", "prefill_kv_save_s_per_token")
+MIXED_KEYS = ("prefill_per_cached_token_s", "decode_attention")
+TIMING_KEYS = ("kind", "layers", "tokens", "prefill_attention", "decode_attention", "decode_kv_save", "mixed_batch")
+TOKENS_KEYS = ("knots", "non_attention_s", "prefill_kv_save_s_per_token", "per_sequence_s")
 
 # Layout of the flat coefficient vector the simulator kernel reads (fluidopt.sim.kernel).
 TC_P0, TC_PC, TC_PCK, TC_PCC = 0, 1, 2, 3
 TC_D0, TC_DB, TC_DKV, TC_E0, TC_EK = 4, 5, 6, 7, 8
 TC_S0, TC_S1 = 9, 10
-N_TIMING_COEF = 11
+TC_PK = 11  # prefill attention per cached token, independent of the chunk (memory-bound reads)
+TC_M0, TC_MB, TC_MKV, TC_ME0, TC_MEK = 12, 13, 14, 15, 16  # decode attention inside a batch with a prefill
+N_TIMING_COEF = 17
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,16 @@ class MeasuredTiming:
         ``(d0, d_b, d_kv, e0, e_k)`` in seconds per iteration.
     decode_kv_save : tuple of float
         ``(s0, s1)``: KV-cache save of a decode batch of ``B`` requests is ``s0 + s1 B``.
+    per_sequence_s : tuple of float, optional
+        Once-per-step costs that grow with the sequences in the batch (LM head, sampler), at the
+        knots read as sequence counts (default none: Vidur's composition leaves them out).
+    prefill_per_cached_token_s : float, optional
+        A chunk-independent term ``p_k k`` of prefill attention (default 0): small chunks read
+        their cached prefix at a memory-bound rate.
+    mixed_decode_attention : tuple of float, optional
+        ``(d0, d_b, d_kv, e0, e_k)`` of the decodes of a batch that also prefills (default: as
+        ``decode_attention``).  vLLM runs such a batch through one varlen attention kernel in
+        which decodes cost about twice what they cost alone.
     fit : dict
         Fit quality per component and provenance (ignored by equality).
 
@@ -90,6 +106,9 @@ class MeasuredTiming:
     decode_attention: tuple[float, float, float, float, float]
     decode_kv_save: tuple[float, float]
     fit: dict[str, Any] = field(default_factory=dict, compare=False)
+    per_sequence_s: tuple[float, ...] = ()
+    prefill_per_cached_token_s: float = 0.0
+    mixed_decode_attention: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", require_whole_number(self.layers, "iteration_time.layers", 1))
@@ -118,6 +137,15 @@ class MeasuredTiming:
                 "must not decrease with tokens (non-monotone times)",
             )
             object.__setattr__(self, name, values)
+        per_sequence = _number_tuple(self.per_sequence_s or (0.0,) * len(knots), "iteration_time.tokens.per_sequence_s")
+        require(
+            len(per_sequence) == len(knots),
+            "iteration_time.tokens.per_sequence_s",
+            len(per_sequence),
+            f"needs one value per knot ({len(knots)})",
+        )
+        require(min(per_sequence) >= 0, "iteration_time.tokens.per_sequence_s", min(per_sequence), "must be >= 0")
+        object.__setattr__(self, "per_sequence_s", per_sequence)
         prefill = _number_tuple(self.prefill_attention, "iteration_time.prefill_attention")
         require(len(prefill) == 4, "iteration_time.prefill_attention", list(prefill), "needs 4 coefficients")
         decode = _number_tuple(self.decode_attention, "iteration_time.decode_attention")
@@ -127,6 +155,18 @@ class MeasuredTiming:
         require(save[1] >= 0, "iteration_time.decode_kv_save.per_sequence_s", save[1], "must be >= 0")
         object.__setattr__(self, "prefill_attention", prefill)
         object.__setattr__(self, "decode_attention", decode)
+        pk = require_finite_number(
+            self.prefill_per_cached_token_s, "iteration_time.mixed_batch.prefill_per_cached_token_s"
+        )
+        require(pk >= 0, "iteration_time.mixed_batch.prefill_per_cached_token_s", pk, "must be >= 0")
+        object.__setattr__(self, "prefill_per_cached_token_s", pk)
+        mixed = _number_tuple(self.mixed_decode_attention or decode, "iteration_time.mixed_batch.decode_attention")
+        require(len(mixed) == 5, "iteration_time.mixed_batch.decode_attention", list(mixed), "needs 5 coefficients")
+        for index, key in ((1, "per_sequence_s"), (2, "per_kv_token_s"), (4, "floor_per_mean_kv_token_s")):
+            require(
+                mixed[index] >= 0, f"iteration_time.mixed_batch.decode_attention.{key}", mixed[index], "must be >= 0"
+            )
+        object.__setattr__(self, "mixed_decode_attention", mixed)
         object.__setattr__(self, "decode_kv_save", save)
         first = self.non_attention_s[0]
         require(first > 0, "iteration_time.tokens.non_attention_s", first, "must be > 0 at the first knot")
@@ -139,6 +179,12 @@ class MeasuredTiming:
     def non_attention_time(self, tokens: Any) -> Any:
         """``f(T)``: non-attention kernels for ``T`` new tokens (linear beyond the last knot)."""
         return _interp_extrapolate(tokens, self.knots_tokens, np.asarray(self.non_attention_s))
+
+    def per_sequence_time(self, sequences: Any) -> Any:
+        """Once-per-step costs of ``B`` sequences (LM head, sampler); 0 for none."""
+        b = np.asarray(sequences, dtype=float)
+        value = np.where(b > 0, _interp_extrapolate(b, self.knots_tokens, np.asarray(self.per_sequence_s)), 0.0)
+        return float(value) if np.ndim(value) == 0 else value
 
     def prefill_kv_save_time(self, chunk: Any, cached: Any) -> Any:
         """KV-cache save of a chunk of ``c`` prompt tokens written after ``k`` cached ones: ``c r(k + c)``."""
@@ -158,11 +204,14 @@ class MeasuredTiming:
         p0, pc, pck, pcc = self.prefill_attention
         c = np.asarray(chunk, dtype=float)
         k = np.asarray(cached, dtype=float)
-        return np.maximum(p0 + pc * c + pck * c * k + pcc * c * c, 0.0)
+        return np.maximum(p0 + pc * c + pck * c * k + pcc * c * c + self.prefill_per_cached_token_s * k, 0.0)
 
-    def decode_attention_time(self, batch: Any, kv_total: Any) -> Any:
-        """``d(B, KV / B)`` for a decode batch of ``B`` requests reading ``KV`` cached tokens in all."""
-        d0, db, dkv, e0, ek = self.decode_attention
+    def decode_attention_time(self, batch: Any, kv_total: Any, mixed: bool = False) -> Any:
+        """``d(B, KV / B)`` for ``B`` decoding requests reading ``KV`` cached tokens in all.
+
+        ``mixed``: the decodes share the step with a prefill (:attr:`mixed_decode_attention`).
+        """
+        d0, db, dkv, e0, ek = self.mixed_decode_attention if mixed else self.decode_attention
         b = np.asarray(batch, dtype=float)
         kv = np.asarray(kv_total, dtype=float)
         mean_kv = np.divide(kv, b, out=np.zeros_like(kv * b), where=b > 0)
@@ -188,20 +237,24 @@ class MeasuredTiming:
         total += float(np.sum(self.prefill_kv_save_time(chunks, cached)))
         total += float(np.sum(self.prefill_attention_time(chunks, cached)))
         total += float(self.decode_kv_save_time(decode_cached.size))
-        total += float(self.decode_attention_time(decode_cached.size, decode_cached.sum()))
+        total += float(self.decode_attention_time(decode_cached.size, decode_cached.sum(), mixed=chunks.size > 0))
+        total += float(self.per_sequence_time(chunks.size + decode_cached.size))
         return total
 
     def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Flat arrays for the compiled simulator: coefficients and the ``(3, knots)`` token table."""
+        """Flat arrays for the compiled simulator: coefficients and the ``(4, knots)`` table (knots, f, r, g)."""
         coef = np.zeros(N_TIMING_COEF)
         coef[TC_P0 : TC_PCC + 1] = self.prefill_attention
         coef[TC_D0 : TC_EK + 1] = self.decode_attention
         coef[TC_S0 : TC_S1 + 1] = self.decode_kv_save
+        coef[TC_PK] = self.prefill_per_cached_token_s
+        coef[TC_M0 : TC_MEK + 1] = self.mixed_decode_attention
         table = np.vstack(
             [
                 np.asarray(self.knots_tokens),
                 np.asarray(self.non_attention_s),
                 np.asarray(self.prefill_kv_save_s_per_token),
+                np.asarray(self.per_sequence_s),
             ]
         )
         return coef, np.ascontiguousarray(table)
@@ -216,10 +269,21 @@ class MeasuredTiming:
                 "knots": list(self.knots_tokens),
                 "non_attention_s": list(self.non_attention_s),
                 "prefill_kv_save_s_per_token": list(self.prefill_kv_save_s_per_token),
+                **({"per_sequence_s": list(self.per_sequence_s)} if any(self.per_sequence_s) else {}),
             },
             "prefill_attention": dict(zip(PREFILL_KEYS, self.prefill_attention)),
             "decode_attention": dict(zip(DECODE_KEYS, self.decode_attention)),
             "decode_kv_save": dict(zip(DECODE_SAVE_KEYS, self.decode_kv_save)),
+            **(
+                {
+                    "mixed_batch": {
+                        "prefill_per_cached_token_s": self.prefill_per_cached_token_s,
+                        "decode_attention": dict(zip(DECODE_KEYS, self.mixed_decode_attention)),
+                    }
+                }
+                if self.prefill_per_cached_token_s or self.mixed_decode_attention != self.decode_attention
+                else {}
+            ),
         }
 
     @classmethod
@@ -231,11 +295,19 @@ class MeasuredTiming:
         tokens = data["tokens"]
         require(isinstance(tokens, dict), f"{where}.tokens", tokens, "must be a table")
         reject_unknown_keys(tokens, TOKENS_KEYS, f"{where}.tokens")
-        for key in TOKENS_KEYS:
+        for key in TOKENS_KEYS[:3]:
             require(key in tokens, f"{where}.tokens.{key}", None, "is required")
         prefill = _coefficients(data["prefill_attention"], PREFILL_KEYS, f"{where}.prefill_attention")
         decode = _coefficients(data["decode_attention"], DECODE_KEYS, f"{where}.decode_attention")
         save = _coefficients(data["decode_kv_save"], DECODE_SAVE_KEYS, f"{where}.decode_kv_save")
+        mixed_batch = data.get("mixed_batch", {})
+        require(isinstance(mixed_batch, dict), f"{where}.mixed_batch", mixed_batch, "must be a table")
+        reject_unknown_keys(mixed_batch, MIXED_KEYS, f"{where}.mixed_batch")
+        mixed_decode: tuple[float, ...] = ()
+        if "decode_attention" in mixed_batch:
+            mixed_decode = _coefficients(
+                mixed_batch["decode_attention"], DECODE_KEYS, f"{where}.mixed_batch.decode_attention"
+            )
         return cls(
             layers=data["layers"],
             knots_tokens=_number_tuple(tokens["knots"], f"{where}.tokens.knots"),
@@ -247,6 +319,9 @@ class MeasuredTiming:
             decode_attention=decode,  # type: ignore[arg-type]
             decode_kv_save=save,  # type: ignore[arg-type]
             fit=dict(fit or {}),
+            per_sequence_s=_number_tuple(tokens.get("per_sequence_s", ()), f"{where}.tokens.per_sequence_s"),
+            prefill_per_cached_token_s=mixed_batch.get("prefill_per_cached_token_s", 0.0),
+            mixed_decode_attention=mixed_decode,
         )
 
 

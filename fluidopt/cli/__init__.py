@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         experiment_commands,
         figures_command,
         fluid_commands,
+        replay_command,
         report_command,
         sim_commands,
     )
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment_commands.register(subparsers)
     dynamics_commands.register(subparsers)
     figures_command.register(subparsers)
+    replay_command.register(subparsers)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from fluidopt.cli.common import (
     add_constraint_options,
@@ -57,7 +58,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fit",
         help="fit a profile from Vidur-format mlp.csv (+ attention.csv) or a per-batch timing log",
     )
-    fit.add_argument("csv", help="Vidur profiling CSV (mlp.csv), or with --batch-log a per-iteration timing CSV")
+    fit.add_argument(
+        "csv",
+        help="Vidur profiling CSV (mlp.csv), with --batch-log a per-iteration timing CSV, or with "
+        "--format llmservingsim an LLMServingSim profile folder (meta.yaml, tpN/*.csv)",
+    )
+    fit.add_argument(
+        "--format",
+        choices=("vidur", "llmservingsim"),
+        default="vidur",
+        help="vidur (default): mlp.csv (+ --attention); llmservingsim: tables measured through vLLM",
+    )
+    fit.add_argument("--tp", type=int, help="llmservingsim: tensor-parallel degree of the tables (tpN)")
+    fit.add_argument(
+        "--run",
+        help="llmservingsim: a vLLM run folder whose KV capacity (logged blocks, or vLLM's memory rule) and "
+        "interconnect the profile takes",
+    )
+    fit.add_argument("--gpu-memory-gb", type=float, help="llmservingsim: GPU memory for vLLM's memory rule")
     fit.add_argument("--attention", help="Vidur attention.csv (or the shared sample format): a measured profile")
     fit.add_argument(
         "--batch-log",
@@ -195,6 +213,13 @@ def cmd_profile_fit(args: argparse.Namespace) -> int:
     """Fit a profile from measurements and report its quality."""
     from fluidopt.fitting import fit_vidur_profile
 
+    if args.format == "llmservingsim":
+        return _profile_fit_engine_tables(args)
+    for option in ("tp", "run", "gpu_memory_gb"):
+        if getattr(args, option) is not None:
+            raise InputError(
+                f"--{option.replace('_', '-')}", getattr(args, option), "applies to --format llmservingsim"
+            )
     if args.batch_log or args.attention:
         return _profile_fit_components(args)
     for option in ("gpu", "model"):
@@ -248,6 +273,26 @@ def cmd_symbolic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_fit_engine_tables(args: argparse.Namespace) -> int:
+    """Tables measured through vLLM (LLMServingSim): the composed step's error per component, then the TOML."""
+    from fluidopt.engine_tables import profile_for_run
+
+    for option in ("attention", "batch_log", "kv_capacity_tokens", "gpu", "model"):
+        if getattr(args, option):
+            raise InputError(
+                f"--{option.replace('_', '-')}", getattr(args, option), "does not apply to --format llmservingsim"
+            )
+    if args.tp is not None and args.tp < 1:
+        raise InputError("--tp", args.tp, "must be >= 1")
+    if args.gpu_memory_gb is not None and not args.gpu_memory_gb > 0:
+        raise InputError("--gpu-memory-gb", args.gpu_memory_gb, "must be > 0")
+    memory = args.gpu_memory_gb * 1e9 if args.gpu_memory_gb is not None else None
+    profile, components = profile_for_run(
+        args.csv, args.run, tensor_parallel=args.tp, gpu_memory_bytes=memory, name=args.name
+    )
+    return _report_fit(args, profile.name, profile, components)
+
+
 def _profile_fit_components(args: argparse.Namespace) -> int:
     """Measured (attention-aware) or per-batch-log fits: every component's error, then the TOML."""
     from fluidopt.fitting import fit_batch_log_profile, fit_vidur_measured_profile, read_batch_log_csv
@@ -273,6 +318,11 @@ def _profile_fit_components(args: argparse.Namespace) -> int:
             name,
             tensor_parallel=args.tensor_parallel,
         )
+    return _report_fit(args, name, profile, components)
+
+
+def _report_fit(args: argparse.Namespace, name: str, profile: Any, components: dict[str, Any]) -> int:
+    """Write the profile (with --out) and print every component's error."""
     if args.out:
         write_toml(args.out, profile.to_dict())
     if args.json:
@@ -285,7 +335,10 @@ def _profile_fit_components(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    print(f"{name}: KV capacity {profile.kv_capacity_tokens} tokens")
+    print(
+        f"{name}: KV capacity {profile.kv_capacity_tokens} tokens"
+        + (f" ({profile.fit['kv_capacity_source']})" if profile.fit.get("kv_capacity_source") else "")
+    )
     rows = [
         (k, q.model, q.points, f"{100 * q.mape:.2f}%", f"{100 * q.max_abs_pct_error:.1f}%")
         for k, q in components.items()

@@ -64,9 +64,12 @@ class FluidBatch:
         else:
             timing = profile.timing
             result = timing.non_attention_time(x * self.tokens) + x * self.prefill_extra
+            result = result + timing.per_sequence_time(x * self.sequences)
             if self.decodes > 0:
                 s0, s1 = timing.decode_kv_save
-                d0, db, dkv, e0, ek = timing.decode_attention
+                d0, db, dkv, e0, ek = (
+                    timing.mixed_decode_attention if self.prefill_tokens > 0 else timing.decode_attention
+                )
                 b = x * self.decodes
                 save = np.maximum(s0 + s1 * b, 0.0)
                 attention = np.maximum(d0 + db * b + dkv * x * self.decode_kv, e0 + ek * self.decode_kv / self.decodes)

@@ -31,6 +31,7 @@ from fluidopt.sim.policies import _compiled as compiled_helpers
 from fluidopt.sim.policies._base import EVICTIONS, KernelPack
 from fluidopt.sim.results import QUANTILES, SimulationResult, histogram_quantile
 from fluidopt.sim.sources import sources_fingerprint
+from fluidopt.timing import N_TIMING_COEF
 from fluidopt.workload import Workload
 
 INITIAL_SLOTS = 1024
@@ -313,7 +314,7 @@ def simulate(
     if profile.timing is not None:
         tcoef, ttable = profile.timing.kernel_arrays()
     else:
-        tcoef, ttable = np.zeros(11), np.zeros((3, 2))
+        tcoef, ttable = np.zeros(N_TIMING_COEF), np.zeros((4, 2))
 
     _load_initial(state, workload, initial, cfg_i, cfg_f)
     logs: list[np.ndarray] = []

@@ -118,7 +118,17 @@ from fluidopt.sim.layout import (
 )
 from fluidopt.sim.policies import compiled_selectors
 from fluidopt.sim.sources import sources_fingerprint
-from fluidopt.timing import TC_D0, TC_DB, TC_DKV, TC_E0, TC_EK, TC_P0, TC_PC, TC_PCC, TC_PCK, TC_S0, TC_S1
+from fluidopt.timing import (
+    TC_D0,
+    TC_M0,
+    TC_P0,
+    TC_PC,
+    TC_PCC,
+    TC_PCK,
+    TC_PK,
+    TC_S0,
+    TC_S1,
+)
 
 # Compile the policy modules' functions first (numba), then bind each selection function to a
 # global of its own: numba calls a global dispatcher directly (and can inline it), whereas a tuple
@@ -222,18 +232,21 @@ def _interp(table, row, x):
 
 
 @njit(cache=True)
-def _measured_tau(tcoef, ttable, tokens, decodes, decode_kv, prefill_extra):
+def _measured_tau(tcoef, ttable, tokens, decodes, decode_kv, prefill_extra, sequences):
     """Iteration time of the measured model (fluidopt.timing) from the batch's aggregates.
 
-    ``prefill_extra`` is the sum over prefilling requests of their attention and KV-save time.
+    ``prefill_extra`` is the sum over prefilling requests of their attention and KV-save time;
+    ``sequences`` the requests in the batch (row 3: LM head and sampler, zero for Vidur's form).
     """
-    tau = _interp(ttable, 1, float(tokens)) + prefill_extra
+    tau = _interp(ttable, 1, float(tokens)) + prefill_extra + _interp(ttable, 3, float(sequences))
     if decodes > 0:
         b = float(decodes)
         save = tcoef[TC_S0] + tcoef[TC_S1] * b
         tau += save if save > 0.0 else 0.0
-        linear = tcoef[TC_D0] + tcoef[TC_DB] * b + tcoef[TC_DKV] * decode_kv
-        floor = tcoef[TC_E0] + tcoef[TC_EK] * decode_kv / b
+        # Decodes sharing the step with a prefill use the mixed-batch coefficients (TC_M0..).
+        at = TC_M0 if tokens > decodes else TC_D0
+        linear = tcoef[at] + tcoef[at + 1] * b + tcoef[at + 2] * decode_kv
+        floor = tcoef[at + 3] + tcoef[at + 4] * decode_kv / b
         attention = linear if linear > floor else floor
         tau += attention if attention > 0.0 else 0.0
     return tau
@@ -244,7 +257,7 @@ def _prefill_chunk_time(tcoef, ttable, chunk, cached):
     """Prefill attention ``p(c, k)`` plus the KV save ``c r(k + c)`` of one chunk."""
     c = float(chunk)
     k = float(cached)
-    attention = tcoef[TC_P0] + tcoef[TC_PC] * c + tcoef[TC_PCK] * c * k + tcoef[TC_PCC] * c * c
+    attention = tcoef[TC_P0] + tcoef[TC_PC] * c + tcoef[TC_PCK] * c * k + tcoef[TC_PCC] * c * c + tcoef[TC_PK] * k
     rate = _interp(ttable, 2, k + c)
     return (attention if attention > 0.0 else 0.0) + c * (rate if rate > 0.0 else 0.0)
 
@@ -873,7 +886,7 @@ def run_kernel(
                 decode_kv += slot_i[I_PREFILL, slot] + stage - 1  # cached tokens the step reads
         tau = 0.0
         if measured_timing:
-            tau = _measured_tau(tcoef, ttable, prefill + decodes, decodes, float(decode_kv), prefill_extra)
+            tau = _measured_tau(tcoef, ttable, prefill + decodes, decodes, float(decode_kv), prefill_extra, nb)
         else:
             for p in range(coef.shape[0]):
                 value = coef[p, 0] + coef[p, 1] * kv + coef[p, 2] * prefill + coef[p, 3] * nb
