@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         experiment_commands,
         figures_command,
         fluid_commands,
+        recommend_command,
         replay_command,
         report_command,
         sim_commands,
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     dynamics_commands.register(subparsers)
     figures_command.register(subparsers)
     replay_command.register(subparsers)
+    recommend_command.register(subparsers)
     return parser
 
 

@@ -99,6 +99,8 @@ class Evaluation:
             return False
         if self.targets.p99_ttft_s is not None and self.mean("p99_ttft_s") > self.targets.p99_ttft_s:
             return False
+        if self.targets.p99_tpot_s is not None and self.mean("p99_tpot_s") > self.targets.p99_tpot_s:
+            return False
         return True
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +119,7 @@ class Evaluation:
             "p99_latency_ci_s": list(self.interval("p99_latency_s")),
             "mean_ttft_s": self.mean("mean_ttft_s"),
             "p99_ttft_s": self.mean("p99_ttft_s"),
+            "p99_tpot_s": self.mean("p99_tpot_s"),
             "throughput_tokens_per_s": self.mean("throughput_tokens_per_s"),
             "evictions": self.mean("evictions"),
             "peak_memory_tokens": max(r.metric("peak_memory_tokens") for r in self.runs),

@@ -30,6 +30,7 @@ class Targets:
 
     p99_latency_s: float | None = None
     p99_ttft_s: float | None = None
+    p99_tpot_s: float | None = None
 
     def describe(self) -> str:
         """Human-readable list of the targets."""
@@ -38,6 +39,8 @@ class Targets:
             parts.append(f"p99 latency <= {self.p99_latency_s:g} s")
         if self.p99_ttft_s is not None:
             parts.append(f"p99 TTFT <= {self.p99_ttft_s:g} s")
+        if self.p99_tpot_s is not None:
+            parts.append(f"p99 TPOT <= {self.p99_tpot_s:g} s")
         return " and ".join(parts) or "a stable queue"
 
 

@@ -66,6 +66,9 @@ class WaitCPThresholds(ConditionsStatus):
         ``[dT*, C (1 - watermark) / memory per unit]``.
     binding_end : str
         ``boundary`` (kappa at dT*), ``memory`` (at the upper end) or ``slack`` (inside).
+    utilisation, best_utilisation : float
+        ``tau(batch(kappa)) / kappa`` of the fluid batch at the chosen kappa and at the memory end:
+        the pipeline's load (1 = critical; the design keeps it at most halfway between the best and 1).
     iteration_time_s : float
         ``tau`` of the rounded batch.
     memory_tokens : float
@@ -90,6 +93,8 @@ class WaitCPThresholds(ConditionsStatus):
     binding_end: str
     iteration_time_s: float
     memory_tokens: float
+    utilisation: float
+    best_utilisation: float
     conventions: str
     block_tokens: int
     watermark: float
@@ -129,6 +134,8 @@ class WaitCPThresholds(ConditionsStatus):
             "kappa_interval": list(self.interval),
             "binding_end": self.binding_end,
             "iteration_time_s": self.iteration_time_s,
+            "utilisation": self.utilisation,
+            "best_utilisation": self.best_utilisation,
             "memory_tokens": self.memory_tokens,
             "conventions": self.conventions,
             "design_rate_per_s": self.design_rate_per_s,
@@ -257,16 +264,32 @@ def wait_cp_thresholds(
         time = _rounded_batch_time(workload, profile, chunk, prefill, budgets, bounds, conventions)
         return bounds, reals, budgets, prefill, cap, time
 
+    # The pipeline serves kappa seconds of arrivals per iteration; its utilisation is the fluid
+    # batch's time over kappa, tau(batch(kappa)) / kappa (the rounded budgets only cap what an
+    # iteration may take; on average it takes the fluid batch).  At kappa = dT* it is 1, a
+    # critically loaded queue that no finite run keeps stable, so the design asks for the margin
+    # halfway between 1 and the best utilisation the memory allows, tau(batch(high)) / high: stable
+    # by construction wherever the fluid model says the load is (then that best is below 1).
+    def utilisation(k: float) -> float:
+        return float(batch.iteration_time(profile, k)) / k
+
+    best = utilisation(high)
+    target = (1.0 + best) / 2.0 if best < 1.0 else 1.0
+
+    def short(k: float, tau_rounded: float) -> bool:
+        return tau_rounded > k * (1 + 1e-12) or utilisation(k) > target * (1 + 1e-12)
+
     if scan and slack is not None:
-        # Slack is measured from the smallest kappa whose rounded budgets keep up.
+        # Slack is measured from the smallest kappa whose budgets keep up, with that margin.
         base = low
-        while rounded(base)[5] > base * (1 + 1e-12) and base * ROUNDING_STEP <= high:
+        while short(base, rounded(base)[5]) and base * ROUNDING_STEP <= high:
             base *= ROUNDING_STEP
         kappa = min(base * (1 + slack_value), high)
     boundaries, per_stage, decode_budgets, prefill_budget, tl, tau = rounded(kappa)
     # Rounding up (whole chunks, whole decode steps) can make the rounded batch slower than
-    # kappa; as for WAIT, move to the first kappa whose rounded budgets meet every condition.
-    while scan and tau > kappa * (1 + 1e-12) and kappa * ROUNDING_STEP <= high:
+    # kappa; as for WAIT, move to the first kappa whose rounded budgets keep up and whose fluid
+    # batch leaves the margin.
+    while scan and short(kappa, tau) and kappa * ROUNDING_STEP <= high:
         kappa *= ROUNDING_STEP
         boundaries, per_stage, decode_budgets, prefill_budget, tl, tau = rounded(kappa)
     total = prefill_budget + sum(decode_budgets)
@@ -282,6 +305,11 @@ def wait_cp_thresholds(
             Condition("tau(batch(n)) <= kappa (fluid batch)", float(batch.iteration_time(profile, kappa)), kappa),
             Condition("M^pi <= C (1 - watermark)", float(memory), float(usable)),
             Condition("tau(rounded budgets) <= kappa", float(tau), kappa),
+            Condition(
+                "utilisation tau(batch(kappa)) / kappa <= (1 + best) / 2",
+                float(utilisation(kappa)),
+                float(max(target, 1e-12)),
+            ),
         )
     )
     return WaitCPThresholds(
@@ -298,6 +326,8 @@ def wait_cp_thresholds(
         binding_end=end,
         iteration_time_s=float(tau),
         memory_tokens=float(memory),
+        utilisation=float(utilisation(kappa)),
+        best_utilisation=float(best),
         conventions=conventions,
         block_tokens=block,
         watermark=mark,

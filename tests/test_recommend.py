@@ -1,0 +1,153 @@
+"""Engine settings from the fluid model (fluidopt recommend) and the stable-by-construction chunked design."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import fluidopt as fo
+from fluidopt.experiments.evaluate import evaluate_run
+from fluidopt.experiments.recommend import command_line, fluid_settings, recommend, sglang_running_cap
+from fluidopt.experiments.runs import RunSettings, Targets
+from fluidopt.thresholds.chunked import wait_cp_thresholds
+
+PROFILE = fo.preset_profile("rtx4090-llama-3.1-8b-vllm")
+P512 = fo.preset_workload("p512d20")
+LIMIT = fo.max_stable_scale(P512, PROFILE).max_rate_per_s
+
+
+def test_vllm_settings_follow_the_chunked_design():
+    workload = P512.with_total_rate(0.85 * LIMIT)
+    design = wait_cp_thresholds(workload, PROFILE, conventions="fluidopt")
+    knobs, rows = fluid_settings("vllm", workload, PROFILE)
+    assert knobs["max_num_batched_tokens"] >= design.total_budget_tokens
+    assert knobs["max_num_batched_tokens"] % 8 == 0
+    assert knobs["long_prefill_token_threshold"] == design.chunk_tokens
+    widest = wait_cp_thresholds(workload, PROFILE, conventions="fluidopt", kappa=design.interval[1])
+    assert design.tl <= knobs["max_num_seqs"] <= widest.tl
+    assert {r.knob for r in rows} == set(knobs)
+    line = command_line("vllm", knobs, "meta-llama/Llama-3.1-8B")
+    assert line.startswith("vllm serve meta-llama/Llama-3.1-8B --max-num-seqs ")
+    assert "--long-prefill-token-threshold" in line
+
+
+def test_sglang_settings_and_running_cap_keep_up():
+    workload = P512.with_total_rate(0.85 * LIMIT)
+    knobs, _ = fluid_settings("sglang", workload, PROFILE)
+    assert set(knobs) == {
+        "max_running_requests",
+        "chunked_prefill_size",
+        "max_prefill_tokens",
+        "schedule_conservativeness",
+    }
+    assert 0.05 <= knobs["schedule_conservativeness"] <= 10
+    low, _ = sglang_running_cap(P512.with_total_rate(0.5 * LIMIT), PROFILE, 8192)
+    high, _ = sglang_running_cap(P512.with_total_rate(0.9 * LIMIT), PROFILE, 8192)
+    assert 1 <= low <= high  # more load needs more running requests to keep up
+    assert command_line("sglang", knobs).startswith("python -m sglang.launch_server --model-path MODEL")
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_recommendation_is_the_best_validated_setting(engine):
+    result = recommend(engine, P512.with_total_rate(0.8 * LIMIT), PROFILE, replicates=2, requests=1500)
+    assert result.status == "ok" and result.knobs
+    compared = [e for k, e in result.evaluations.items() if e is not None and "fresh" not in k]
+    chosen = [e for e in compared if {k: v for k, v in e.description.items() if k != "source"} == result.knobs]
+    assert chosen, "the recommended knobs are one of the validated settings"
+    best = min(compared, key=lambda e: (not e.meets, not e.stable, e.mean("mean_latency_s")))
+    assert chosen[0].mean("mean_latency_s") == best.mean("mean_latency_s")
+    low, high = result.gain_interval_s
+    assert low <= result.gain_s <= high
+    assert 0 < result.max_rate_recommended_per_s <= result.fluid_max_rate_per_s
+    assert result.source.split()[0] in ("fluid-derived", "grid", "engine")
+
+
+def test_unmeetable_slo_and_overload_are_answers_not_searches():
+    tight = recommend("vllm", P512.with_total_rate(10), PROFILE, targets=Targets(p99_tpot_s=1e-4))
+    assert tight.status == "no-configuration" and "decode step alone" in tight.message
+    assert tight.evaluations == {} and tight.grid_time_s == 0.0
+    over = recommend("sglang", P512.with_total_rate(1.2 * LIMIT), PROFILE, replicates=2, requests=800, rate_steps=3)
+    assert over.status == "unstable" and f"{LIMIT:.4g}" in over.message
+    assert 0 < over.max_rate_recommended_per_s < LIMIT
+
+
+# The fluid-derived chunked design is stable by construction where the fluid model says the load is.
+# Two (profile, workload) cells at 95 % are not (issue note): the Nested WAIT-CP pipeline of the
+# six-class lmsys-like mix on the attention-aware preset, and p512d1000 on the A100 Llama-2-7B preset,
+# whose fluid limit is memory-bound and whose rounded pipeline cannot keep up at the memory end.
+KNOWN_UNSTABLE = {("a100-80gb-llama-3-8b-vidur", "lmsys-like", 0.95), ("a100-80gb-llama-2-7b", "p512d1000", 0.95)}
+
+
+@pytest.mark.parametrize("profile_name", ["a100-80gb-llama-3-8b-vidur", "a100-80gb-llama-2-7b"])
+@pytest.mark.parametrize("workload_name", ["p512d20", "mix-p512d20-p512d50", "p512d1000", "lmsys-like"])
+def test_fluid_derived_chunked_design_is_stable(profile_name, workload_name):
+    profile = fo.preset_profile(profile_name)
+    base = fo.preset_workload(workload_name)
+    limit = fo.max_stable_scale(base, profile).max_rate_per_s
+    for fraction in (0.7, 0.85, 0.95):
+        if (profile_name, workload_name, fraction) in KNOWN_UNSTABLE:
+            continue
+        workload = base.with_total_rate(fraction * limit)
+        nested = len({c.decode_tokens for c in workload.classes}) > 1
+        design = wait_cp_thresholds(workload, profile, conventions="fluidopt", nested=nested)
+        assert design.utilisation < 1.0
+        evaluation = evaluate_run(
+            workload, profile, [(design.policy(), {})], RunSettings(replicates=2, requests=4000, seed=1)
+        )[0]
+        assert evaluation.stable, (profile_name, workload_name, fraction)
+
+
+def fluidopt(*args):
+    return subprocess.run([sys.executable, "-m", "fluidopt", *args], capture_output=True, text=True)
+
+
+def test_cli_recommend():
+    run = fluidopt(
+        "recommend",
+        "--engine",
+        "vllm",
+        "-w",
+        "p512d20",
+        "-p",
+        "rtx4090-llama-3.1-8b-vllm",
+        "--rate",
+        "12",
+        "--p99-e2e-s",
+        "10",
+        "--replicates",
+        "2",
+        "--requests",
+        "1000",
+        "--json",
+    )
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert data["command"].startswith("vllm serve MODEL") and data["recommended"]
+    assert {"fluid-derived", "engine defaults", "grid best"} <= set(data["evaluations"])
+    for args, flag in (
+        (["--engine", "tgi"], "--engine"),
+        (["--engine", "vllm", "--p99-tpot-s", "-1"], "--p99-tpot-s"),
+        (["--engine", "vllm", "--replicates", "1"], "--replicates"),
+        (["--engine", "vllm", "--rate", "-2"], "rate"),
+    ):
+        bad = fluidopt("recommend", "-w", "p512d20", *args)
+        assert bad.returncode == 2 and flag in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    over = fluidopt(
+        "recommend",
+        "--engine",
+        "vllm",
+        "-w",
+        "p512d20",
+        "-p",
+        "rtx4090-llama-3.1-8b-vllm",
+        "--rate",
+        "40",
+        "--replicates",
+        "2",
+        "--requests",
+        "500",
+    )
+    assert over.returncode == 0 and "above the fluid limit" in over.stdout
