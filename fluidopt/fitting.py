@@ -581,7 +581,7 @@ def fit_vidur_measured_profile(
         f"{k} MAPE {100 * q.mape:.1f}% (worst {100 * q.max_abs_pct_error:.0f}%)" for k, q in quality.items()
     )
     description = (
-        f"{model.name} on {gpu.name}, measured timing composed as in Vidur (MODEL.md section 9): "
+        f"{model.name} on {gpu.name}, measured timing composed as in Vidur (docs/theory.md section 9): "
         f"{model.layers} layers x (non-attention + KV-cache save at the batch's tokens + prefill attention per "
         f"chunk + decode attention), fitted to Vidur-format measurements ({origin}; Vidur is MIT-licensed). "
         f"Fit: {errors}. KV capacity from Vidur's planner: margin {memory_margin:g}, {block_tokens}-token blocks, "

@@ -17,7 +17,7 @@ i.e. already multiplied by the number of transformer layers):
   measurements are: a 64-token prefill chunk writes its cache in 0.019 ms per layer, a decode
   batch of 64 in 0.003 ms.  (Vidur looks the save up by the batch's token count alone with a
   model learned on both kinds of rows, so in Vidur small mixed batches pay little for it;
-  MODEL.md section 10.  Fitting them apart follows the measurements instead.)
+  docs/theory.md section 10.  Fitting them apart follows the measurements instead.)
 - ``p(c, k) = p0 + p_c c + p_ck c k + p_cc c^2`` for a prefilling request with a chunk of ``c``
   new tokens on top of ``k`` cached ones: the FlashAttention work is ``c (k + c / 2)``
   query-key pairs, plus a per-call overhead and a per-token read.
@@ -354,7 +354,7 @@ def _coefficients(raw: Any, keys: tuple[str, ...], where: str) -> tuple[float, .
 def affine_surrogate(timing: MeasuredTiming, iterations: int = 20) -> tuple[tuple[float, float, float, float], ...]:
     """Two affine pieces ``(base, per KV token, per prefill token, per sequence)`` whose maximum follows ``timing``.
 
-    The linear program of MODEL.md section 8 (and its duals) needs a convex piecewise-affine
+    The linear program of docs/theory.md section 8 (and its duals) needs a convex piecewise-affine
     iteration time.  This fits one by alternating least squares (each synthetic batch is
     assigned to the piece that is largest on it, each piece is refitted on its batches) over
     decode-only, prefill-only and mixed batches spanning 1..4096 tokens and 64..4096 cached

@@ -82,7 +82,7 @@ class RequestClass:
 
     @property
     def kv_mass_tokens(self) -> float:
-        """Lifetime KV mass ``S_j = (l'_j + 1)(l_j + l'_j / 2)`` in token-iterations (MODEL section 1)."""
+        """Lifetime KV mass ``S_j = (l'_j + 1)(l_j + l'_j / 2)`` in token-iterations (docs/theory.md section 1)."""
         return (self.decode_tokens + 1) * (self.prefill_tokens + self.decode_tokens / 2)
 
     @property
@@ -185,7 +185,7 @@ class Workload:
 
     @property
     def kv_mass_rate(self) -> float:
-        """KV mass arriving per second, ``a(lambda) = sum_j lambda_j S_j`` (MODEL section 2)."""
+        """KV mass arriving per second, ``a(lambda) = sum_j lambda_j S_j`` (docs/theory.md section 2)."""
         return float(self.rates @ self.kv_mass)
 
     @property

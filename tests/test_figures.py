@@ -40,7 +40,7 @@ def test_latency_grows_near_the_boundary(figures):
     for name in ("p512d20", "two-class", "long-decode"):
         data = rows(out, name)
         # WAIT and Nested WAIT hold residents until their gates open, which slows them at low rates
-        # (MODEL.md section 4); the other policies' latency grows towards the boundary.
+        # (docs/theory.md section 4); the other policies' latency grows towards the boundary.
         for policy in {r["policy"] for r in data} - {"wait", "nested-wait"}:
             latency = [float(r["mean_latency_s"]) for r in data if r["policy"] == policy]
             assert latency[-1] > latency[0], (name, policy)

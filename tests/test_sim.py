@@ -131,7 +131,7 @@ def test_toy_fcfs_counterexample_loses_throughput(arrivals):
         **kwargs,
     )
     per_iteration = result.series["completions"].mean()
-    assert 2.8 <= per_iteration <= 3.6  # MODEL section 5: about 3 to 3.5 instead of 4
+    assert 2.8 <= per_iteration <= 3.6  # docs/theory.md section 5: about 3 to 3.5 instead of 4
     assert result.evictions > 0
     assert result.completed_per_s < 3.7  # below the arrival rate 4: the load is lost
 
@@ -278,7 +278,7 @@ def test_wait_without_hold_keeps_decoding_when_the_gate_is_closed():
 
 
 def test_nested_wait_at_fluid_memory_overflows_or_loses_throughput():
-    # MODEL section 5/6: with C = M* a policy blind to output lengths cannot keep up.
+    # docs/theory.md section 5/6: with C = M* a policy blind to output lengths cannot keep up.
     pair = preset_workload("fcfs-counterexample")
     at_m_star = preset_profile("fcfs-counterexample")  # C = M* = 9
     policy = NestedWaitPolicy((1, 2), (3, 2))

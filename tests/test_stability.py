@@ -70,7 +70,7 @@ def _single_piece(d0, kv, pf, seq, capacity):
 
 
 def _elasticity_formula(workload, profile):
-    # d ln theta*/d ln C = d0 a / (d0 a + C K), K = sum lambda_j c_j (MODEL section 8)
+    # d ln theta*/d ln C = d0 a / (d0 a + C K), K = sum lambda_j c_j (docs/theory.md section 8)
     piece = profile.pieces[0]
     c = (
         piece.per_kv_token_s * workload.kv_mass
@@ -153,7 +153,7 @@ def test_li_dai_peng_hand_solved():
 
 
 def test_real_gpu_presets_saturate_near_paper_range():
-    # MODEL section 7: the paper's p512d20 experiments saturate near 19-23 requests/s.
+    # docs/theory.md section 7: the paper's p512d20 experiments saturate near 19-23 requests/s.
     for name in ("a100-80gb-llama-3-8b", "a100-80gb-llama-2-7b"):
         rate = max_stable_scale(preset_workload("p512d20"), preset_profile(name)).max_rate_per_s
         assert 18 < rate < 32

@@ -31,7 +31,7 @@ def _add_run_options(p: argparse.ArgumentParser, replicates: int) -> None:
     p.add_argument("--cache", help="folder caching finished simulation points (resumable)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument(
-        "--conventions", default="fluidopt", help="fluidopt or vidur (MODEL section 9), recorded in every run"
+        "--conventions", default="fluidopt", help="fluidopt or vidur (docs/theory.md section 9), recorded in every run"
     )
 
 

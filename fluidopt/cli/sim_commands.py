@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-hold",
         action="store_true",
-        help="wait / nested-wait: residents of closed classes or segments keep decoding (MODEL.md holds them)",
+        help="wait / nested-wait: residents of closed classes or segments keep decoding "
+        "(docs/theory.md section 4 holds them)",
     )
     p.add_argument(
         "--eviction",
@@ -84,8 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--conventions",
         default="fluidopt",
-        help="fluidopt (exact Poisson, MODEL section 1) or vidur (first token from the prefill, gaps capped at "
-        "3/rate, recompute, middle 50%% of requests measured; MODEL section 9)",
+        help="fluidopt (exact Poisson, docs/theory.md section 1) or vidur (first token from the prefill, gaps "
+        "capped at 3/rate, recompute, middle 50%% of requests measured; docs/theory.md section 9)",
     )
     add_json_option(p)
     p.set_defaults(handler=cmd_simulate)

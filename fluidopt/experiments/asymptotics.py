@@ -1,4 +1,4 @@
-"""Asymptotic validation of WAIT and Nested WAIT (arXiv:2504.11320; MODEL.md section 5).
+"""Asymptotic validation of WAIT and Nested WAIT (arXiv:2504.11320; docs/theory.md section 5).
 
 Scaling: ``lambda -> zeta lambda`` and ``(d0, d1) -> (d0 / zeta, d1 / zeta)`` with C and the
 thresholds fixed; latency and TTFT are reported in service-normalised units (zeta times calendar

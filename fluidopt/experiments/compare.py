@@ -158,7 +158,7 @@ def compare_policies(
         Replicates per configuration (at least 2; the verdict's interval uses as many fresh
         ones), requests per replicate and the root seed.
     conventions : {"fluidopt", "vidur"}
-        Simulation conventions (MODEL.md section 9).
+        Simulation conventions (docs/theory.md section 9).
 
     """
     require(replicates >= 2, "replicates", replicates, "must be >= 2 for a confidence interval")

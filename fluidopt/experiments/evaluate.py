@@ -77,10 +77,11 @@ class Evaluation:
         """The drift test pooled over replicates (:func:`~fluidopt.experiments.tasks.drift_test`).
 
         Latency and queue of the last third of each run against its middle third: the run
-        drifts when the replicate mean of the latency ratio exceeds ``DRIFT_LATENCY_RATIO`` and
+        drifts when the replicate median of the latency ratio exceeds ``DRIFT_LATENCY_RATIO`` and
         that of the queue ratio ``DRIFT_QUEUE_RATIO``.  Pooling keeps one random excursion of a
-        short run near the boundary from condemning a stable configuration, while a growing
-        queue shows in every replicate.
+        short run near the boundary from condemning a stable configuration (with the mean, one
+        replicate's excursion of 4.6 x condemned a stable WAIT-CP at 80 % of the limit in 4,000
+        requests), while a growing queue shows in most replicates.
         """
         from fluidopt.experiments.tasks import DRIFT_LATENCY_RATIO, DRIFT_QUEUE_RATIO
 
@@ -88,7 +89,7 @@ class Evaluation:
         queue = [v for r in self.runs if (v := r.drift("drift_queue_ratio")) is not None]
         if not latency or not queue:
             return False
-        return bool(np.mean(latency) > DRIFT_LATENCY_RATIO and np.mean(queue) > DRIFT_QUEUE_RATIO)
+        return bool(np.median(latency) > DRIFT_LATENCY_RATIO and np.median(queue) > DRIFT_QUEUE_RATIO)
 
     @property
     def meets(self) -> bool:

@@ -1,7 +1,7 @@
 """The figures: each computed, then plotted, and saved with its data (CSV) and config (JSON).
 
 ``fluidopt figures [--quick] [--only NAME] [--out DIR] [--profile P]`` regenerates them.  The
-paper's experiment figures use the A100 Llama-3-8B profile (MODEL.md section 7) unless another
+paper's experiment figures use the A100 Llama-3-8B profile (docs/theory.md section 7) unless another
 profile is given.  ``--quick`` uses small sizes (seconds per figure); the default uses the
 paper's rates and more replicates and requests.
 """

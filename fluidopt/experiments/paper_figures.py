@@ -1,10 +1,10 @@
 """The paper's experiments in the paper's setup, side by side with its published numbers.
 
 Every figure here runs on the attention-aware A100 Meta-Llama-3-8B preset
-(``a100-80gb-llama-3-8b-vidur``) with Vidur's conventions (MODEL.md section 9), the baselines at
+(``a100-80gb-llama-3-8b-vidur``) with Vidur's conventions (docs/theory.md section 9), the baselines at
 the paper's settings (vLLM batch cap 128 / 4,096 padded tokens; Sarathi chunk 512 / batch cap
 512) and the authors' chunked WAIT settings per rate (tl and chunk size), read from
-``../shared/data/paper/`` when present (MODEL.md section 9's description otherwise).  The
+``../shared/data/paper/`` when present (docs/theory.md section 9's description otherwise).  The
 published latencies are drawn as a reference series and written into the figure's CSV as rows
 whose ``series`` is ``paper`` (with their source); completion-rate panels are measured.  A
 companion figure sets fluid-derived chunked thresholds against tuned baselines.
@@ -34,7 +34,7 @@ PAPER_SOURCE = "arXiv:2504.11320 authors' recorded results (shared/data/paper)"
 
 
 def authors_wait_cp(workload: Workload, tl: int, chunk: int, *, wait_gate: bool = False, eta: float = 0.0):
-    """The authors' WAIT-CP from (tl, cs) as MODEL.md section 9 builds it.
+    """The authors' WAIT-CP from (tl, cs) as docs/theory.md section 9 builds it.
 
     Segments end at the distinct output lengths; ``n_k = n_1 prod_{r<k} min(p_r + eta, 0.99)``,
     normalised so that ``sum_k stages_k n_k = tl`` (segment 1 counts its ``K = ceil(l / cs)``

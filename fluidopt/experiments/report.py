@@ -12,11 +12,62 @@ from fluidopt.fluid.stability import max_stable_scale, peer_max_scales
 from fluidopt.profile import preset_profile
 from fluidopt.workload import preset_workload
 
+ENGINE_PROFILES = ("rtx4090-llama-3.1-8b-vllm", "a100-80gb-llama-3-8b-vidur")
+ENGINE_WORKLOADS = ("p512d20", "sharegpt-like")
+ENGINE_FRACTION = 0.85
+DEFAULT_SLO_TPOT_S = 0.1  # the report's default SLO: p99 time per output token <= 100 ms
 REPORT_PROFILES = ("a100-80gb-llama-3-8b", "a100-80gb-llama-2-7b")
 VERDICT_PROFILES = ("a100-80gb-llama-3-8b-vidur", "a100-80gb-llama-2-7b")
 VERDICT_FRACTION = 0.8
 REPORT_WORKLOADS = ("p512d20", "mix-p512d20-p512d50", "p512d1000", "lmsys-like")
 COMPARED = ("wait", "wait-nohold", "nested-wait", "vllm", "sarathi", "fcfs")
+
+
+def engine_recommendations(
+    profiles: tuple[str, ...] = ENGINE_PROFILES,
+    workloads: tuple[str, ...] = ENGINE_WORKLOADS,
+    *,
+    fraction: float = ENGINE_FRACTION,
+    requests: int = 3000,
+) -> list[dict]:
+    """VLLM and SGLang settings from the fluid model at ``fraction`` of each fluid limit, under the default SLO."""
+    from fluidopt.experiments.recommend import recommend
+    from fluidopt.experiments.runs import Targets
+
+    rows = []
+    for profile_name in profiles:
+        profile = preset_profile(profile_name)
+        for workload_name in workloads:
+            base = preset_workload(workload_name)
+            limit = max_stable_scale(base, profile).max_rate_per_s
+            for engine in ("vllm", "sglang"):
+                result = recommend(
+                    engine,
+                    base.with_total_rate(fraction * limit),
+                    profile,
+                    targets=Targets(p99_tpot_s=DEFAULT_SLO_TPOT_S),
+                    requests=requests,
+                )
+                rows.append({"profile": profile_name, "workload_name": workload_name, **result.to_dict()})
+    return rows
+
+
+def verdict_sentence(row: dict) -> str:
+    """One short sentence for a recommendation row of the report."""
+    if not row["recommended"]:
+        return row["message"]
+    fresh = row["evaluations"]["recommended (fresh seeds)"]
+    default = row["evaluations"]["engine defaults (fresh seeds)"]
+    stable = "stable" if fresh["stable"] else "UNSTABLE"
+    low, high = row["gain_vs_default_ci_s"]
+    if low > 0:
+        versus = f"{row['gain_vs_default_s']:.2g} s faster than the defaults"
+    elif high < 0:
+        versus = f"{-row['gain_vs_default_s']:.2g} s slower than the defaults"
+    else:
+        versus = "as fast as the defaults (95% interval spans 0)"
+    defaults = "stable" if default["stable"] else "unstable"
+    return f"{row['source'].split()[0]}, {stable}, {versus} (defaults {defaults})"
 
 
 def stability_summary(profiles: tuple[str, ...], workloads: tuple[str, ...]) -> list[dict]:

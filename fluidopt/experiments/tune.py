@@ -44,7 +44,7 @@ def chunked_candidates(
 
     ``kappa_0`` is the boundary ``dT*`` moved up until the rounded budgets keep up
     (:func:`~fluidopt.thresholds.chunked.wait_cp_thresholds`); every candidate satisfies the
-    conditions of MODEL.md section 10.  Loads without a chunked equilibrium give none.
+    conditions of docs/theory.md section 10.  Loads without a chunked equilibrium give none.
     """
     from fluidopt.thresholds.chunked import wait_cp_thresholds
 

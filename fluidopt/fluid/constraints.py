@@ -1,4 +1,4 @@
-"""Extra per-iteration constraints of the fluid model (MODEL.md section 8)."""
+"""Extra per-iteration constraints of the fluid model (docs/theory.md section 8)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class Constraints:
 def class_costs(workload: Workload, profile: GPUProfile) -> np.ndarray:
     """Per-piece iteration-time cost of one request over its life, shape (pieces, classes).
 
-    ``c_j = c_kv S_j + c_pf l_j + c_seq (l'_j + 1)`` (MODEL.md section 8): an equilibrium batch
+    ``c_j = c_kv S_j + c_pf l_j + c_seq (l'_j + 1)`` (docs/theory.md section 8): an equilibrium batch
     holds ``n_j (l'_j + 1)`` class-j sequences, ``n_j l_j`` prefill tokens and ``n_j S_j`` KV tokens.
     """
     coefficients = profile.coefficient_matrix()

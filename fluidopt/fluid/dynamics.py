@@ -5,7 +5,7 @@ stage masses ``x_{j,s}``, s = 0..l'_j (s = 0: admitted, waiting for its prefill;
 waiting to run decode step s), each holding ``l_j + s`` KV tokens.  One iteration serves an
 amount ``u_{j,s}`` from every stage; the masses advance one stage, stage ``l'_j`` completes,
 and arrivals add ``lambda_j tau`` to the queues, ``tau`` being the profile's iteration time for
-the served content (MODEL.md section 8).  Policies decide ``u``:
+the served content (docs/theory.md section 8).  Policies decide ``u``:
 
 - ``wait``: class j is eligible when ``q_j >= n_j`` (``gate=False`` drops this); eligible
   classes serve ``min(n_j, mass)`` at every stage, admitting ``min(n_j, q_j)`` straight into the

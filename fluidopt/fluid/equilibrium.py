@@ -4,7 +4,7 @@ In equilibrium every stage of class j holds ``n_j`` requests per batch, each bat
 every stage by one, and the arrivals during one iteration equal the completions
 (arXiv:2504.11320, section 3): ``n_j = lambda_j dT``.  For the paper's linear model
 ``dT* = d0 / (1 - d1 a)`` and ``M* = d0 a / (1 - d1 a)``.  For a general profile (maximum of
-affine pieces, MODEL.md section 8) the equilibrium is the linear program
+affine pieces, docs/theory.md section 8) the equilibrium is the linear program
 
     minimise dT  s.t.  n_j >= lambda_j dT,  dT >= base_p + sum_j c_pj n_j  for every piece p,
                        sum_j S_j n_j <= C  (and the optional limits of :class:`Constraints`),
@@ -137,7 +137,7 @@ def equilibrium(
     method : {"auto", "closed-form", "lp", "fixed-point"}
         ``auto`` uses the paper's closed form for a linear profile without extra limits, the
         one-dimensional fixed point ``dT = tau(batch(lambda dT))`` for a measured profile
-        (MODEL.md section 10), and the LP otherwise.  ``lp`` on a measured profile solves the LP
+        (docs/theory.md section 10), and the LP otherwise.  ``lp`` on a measured profile solves the LP
         on its convex affine surrogate (for the duals); ``fixed-point`` works for every profile.
 
     Returns
@@ -165,7 +165,7 @@ def equilibrium(
 def equilibrium_closed_form(
     workload: Workload, profile: GPUProfile, constraints: Constraints | None = None
 ) -> EquilibriumResult:
-    """Closed-form equilibrium (MODEL.md sections 2 and 8).
+    """Closed-form equilibrium (docs/theory.md sections 2 and 8).
 
     With ``K_p = sum_j lambda_j c_pj`` for each piece p, the equilibrium exists iff every
     ``K_p < 1`` and the limits hold at ``dT* = max_p base_p / (1 - K_p)``; then
@@ -209,7 +209,7 @@ def equilibrium_closed_form(
 def equilibrium_fixed_point(
     workload: Workload, profile: GPUProfile, constraints: Constraints | None = None
 ) -> EquilibriumResult:
-    """Equilibrium as the smallest root of ``dT = tau(batch(lambda dT))`` (MODEL.md section 10).
+    """Equilibrium as the smallest root of ``dT = tau(batch(lambda dT))`` (docs/theory.md section 10).
 
     Exact for every increasing iteration-time model, measured ones included; the extra limits
     of :class:`Constraints` are checked at the root (each grows with ``dT``, so a limit
@@ -339,7 +339,7 @@ def equilibrium_lp(
     piece_times = bases + costs @ per_stage
     cross_check = None
     if method == "lp" and constraints == Constraints():
-        # A closed form exists: the LP must reproduce it (MODEL.md section 8).
+        # A closed form exists: the LP must reproduce it (docs/theory.md section 8).
         closed = equilibrium_closed_form(workload, profile)
         if closed.stable:
             cross_check = abs(iteration_time - closed.iteration_time_s) / closed.iteration_time_s

@@ -2,8 +2,8 @@
 
 In the fluid equilibrium every stage of class j holds ``n_j = lambda_j dT`` requests, so the
 whole batch is the arrival mix scaled by the iteration time ``x = dT``; the equilibrium is the
-smallest root of ``x = tau(batch(lambda x))`` (MODEL.md section 10).  For the affine pieces of
-MODEL.md section 8 the root is ``max_p base_p / (1 - K_p)``, the closed form; for the measured
+smallest root of ``x = tau(batch(lambda x))`` (docs/theory.md section 10).  For the affine pieces of
+docs/theory.md section 8 the root is ``max_p base_p / (1 - K_p)``, the closed form; for the measured
 model of :mod:`fluidopt.timing` it is found with :func:`scipy.optimize.brentq`.
 
 With chunked prefill (``chunk_tokens``) stage 0 of class j becomes ``K_j = ceil(l_j / cs)``
@@ -274,7 +274,7 @@ def tangent_costs(workload: Workload, profile: GPUProfile, result: FixedPointRes
 
     ``costs[j]`` is the derivative of the iteration time with respect to the per-stage count
     of class j (central difference on the per-class unit batches) and ``base`` makes the plane
-    pass through ``tau(n*) = dT*``.  The linear program of MODEL.md section 8 on this plane has
+    pass through ``tau(n*) = dT*``.  The linear program of docs/theory.md section 8 on this plane has
     the same optimum as the measured model, and its duals are the local sensitivities.
     """
     from dataclasses import replace

@@ -2,14 +2,14 @@
 
 For the paper's linear model the stability region is the half-space
 ``a(lambda) <= C / (d0 + d1 C)`` and the largest stable scaling of a mix is
-``theta* = C / ((d0 + d1 C) a(lambda))`` (arXiv:2504.11320; MODEL.md section 3).  For a
+``theta* = C / ((d0 + d1 C) a(lambda))`` (arXiv:2504.11320; docs/theory.md section 3).  For a
 profile with affine pieces ``(base_p, K_p = sum_j lambda_j c_pj)`` and resources
 ``(usage u_r, limit L_r)`` the scaling is limited by
 
     theta <= L_r / (base_p U_r + L_r K_p)      (U_r = sum_j lambda_j u_rj; memory: U = a)
     theta <= (1 - base_p / tbt_max) / K_p       (iteration-time limit)
 
-for every piece p (MODEL.md section 8).  The LP route maximises ``theta`` after the
+for every piece p (docs/theory.md section 8).  The LP route maximises ``theta`` after the
 Charnes-Cooper transform ``x = n / dT``, ``y = 1 / dT`` of the linear-fractional program.
 """
 

@@ -42,7 +42,7 @@ NO_ID_LIMIT = 2**62
 
 
 def check_conventions(conventions: str) -> str:
-    """Validate a conventions name: ``fluidopt`` (MODEL.md section 1) or ``vidur`` (section 9).
+    """Validate a conventions name: ``fluidopt`` (docs/theory.md section 1) or ``vidur`` (section 9).
 
     ``vidur`` means: the prefill iteration emits the first output token; Poisson gaps capped at
     3 / rate (about 1.052 x the nominal rate delivered, reported in the result's settings);

@@ -173,7 +173,7 @@ class SimulationResult(ArrayValue):
         """``1 - (decode tokens completed) / (decode tokens arrived)`` inside the window.
 
         The gap to the benchmark ``sum lambda_j l'_j`` measured against the realised arrivals, so
-        that arrival noise does not enter (MODEL.md section 5).
+        that arrival noise does not enter (docs/theory.md section 5).
         """
         if self.arrived_decode_tokens == 0:
             return math.nan

@@ -1,6 +1,6 @@
-"""Chunked WAIT thresholds from the fluid model (MODEL.md section 10).
+"""Chunked WAIT thresholds from the fluid model (docs/theory.md section 10).
 
-The chunked pipeline of the paper's experiments (WAIT-CP, MODEL.md section 9) is the fluid
+The chunked pipeline of the paper's experiments (WAIT-CP, docs/theory.md section 9) is the fluid
 equilibrium made integral.  With per-stage counts ``n_j = kappa lambda_j`` and chunk size
 ``cs`` (a prompt of ``l_j`` tokens takes ``K_j = ceil(l_j / cs)`` prefill stages), one iteration
 of the fluid batch holds
@@ -16,7 +16,7 @@ same timing model (:mod:`fluidopt.fluid.fixed_point`).  ``kappa = dT*`` is the b
 a larger ``kappa`` buys slack (bigger batches amortise the per-iteration intercept) at the price
 of latency.  Integer rounding (ceilings) is re-checked.
 
-For unknown output lengths (``nested``) the segments of MODEL.md section 6 are used, with
+For unknown output lengths (``nested``) the segments of docs/theory.md section 6 are used, with
 ``n_k = n_{k-1} min(p_k + eta, 0.99)`` from ``n_1 = kappa Lambda_1`` (``eta = 0`` in the paper's
 figure runs, which gives ``n_k = kappa Lambda_k``).
 """
@@ -67,8 +67,9 @@ class WaitCPThresholds(ConditionsStatus):
     binding_end : str
         ``boundary`` (kappa at dT*), ``memory`` (at the upper end) or ``slack`` (inside).
     utilisation, best_utilisation : float
-        ``tau(batch(kappa)) / kappa`` of the fluid batch at the chosen kappa and at the memory end:
-        the pipeline's load (1 = critical; the design keeps it at most halfway between the best and 1).
+        ``tau / kappa`` at the chosen kappa and at the memory end, ``tau`` of the rounded budgets
+        (or of the fluid batch when the rounded ones leave no margin within C): the pipeline's
+        load (1 = critical; the design keeps it at most halfway between the best and 1).
     iteration_time_s : float
         ``tau`` of the rounded batch.
     memory_tokens : float
@@ -183,7 +184,7 @@ def wait_cp_thresholds(
     block_tokens : int, optional
         KV block size (default the profile's, at least 16 for paged serving).
     nested : bool
-        Unknown output lengths: segments over the classes' output lengths (MODEL.md section 6).
+        Unknown output lengths: segments over the classes' output lengths (docs/theory.md section 6).
     segments : int, optional
         Number of segments when ``nested`` (default one per distinct output length).
     eta : float
@@ -264,32 +265,40 @@ def wait_cp_thresholds(
         time = _rounded_batch_time(workload, profile, chunk, prefill, budgets, bounds, conventions)
         return bounds, reals, budgets, prefill, cap, time
 
-    # The pipeline serves kappa seconds of arrivals per iteration; its utilisation is the fluid
-    # batch's time over kappa, tau(batch(kappa)) / kappa (the rounded budgets only cap what an
-    # iteration may take; on average it takes the fluid batch).  At kappa = dT* it is 1, a
-    # critically loaded queue that no finite run keeps stable, so the design asks for the margin
-    # halfway between 1 and the best utilisation the memory allows, tau(batch(high)) / high: stable
-    # by construction wherever the fluid model says the load is (then that best is below 1).
-    def utilisation(k: float) -> float:
+    # The pipeline serves kappa seconds of arrivals per iteration of tau(rounded budgets): its
+    # utilisation is tau / kappa.  At kappa = dT* it is 1, a critically loaded queue that no
+    # finite run keeps stable, so the design asks for the margin halfway between 1 and the best
+    # utilisation the memory allows, tau(high) / high: stable by construction wherever the
+    # fluid model says the load is (then that best is below 1).  The rounded budgets assume every
+    # iteration full (a whole chunk of prefill, every decode budget used); when even at the memory
+    # end they cannot leave a margin, the margin is taken on the fluid batch, which is what an
+    # iteration carries on average (memory-bound loads of long outputs, e.g. p512d1000).
+    def rounded_utilisation(k: float) -> float:
+        return float(rounded(k)[5]) / k
+
+    def fluid_utilisation(k: float) -> float:
         return float(batch.iteration_time(profile, k)) / k
 
+    utilisation = rounded_utilisation
     best = utilisation(high)
+    if best >= 1.0:
+        utilisation = fluid_utilisation
+        best = utilisation(high)
     target = (1.0 + best) / 2.0 if best < 1.0 else 1.0
 
-    def short(k: float, tau_rounded: float) -> bool:
-        return tau_rounded > k * (1 + 1e-12) or utilisation(k) > target * (1 + 1e-12)
+    def short(k: float) -> bool:
+        return utilisation(k) > target * (1 + 1e-12)
 
     if scan and slack is not None:
-        # Slack is measured from the smallest kappa whose budgets keep up, with that margin.
+        # Slack is measured from the smallest kappa whose budgets keep up with that margin.
         base = low
-        while short(base, rounded(base)[5]) and base * ROUNDING_STEP <= high:
+        while short(base) and base * ROUNDING_STEP <= high:
             base *= ROUNDING_STEP
         kappa = min(base * (1 + slack_value), high)
     boundaries, per_stage, decode_budgets, prefill_budget, tl, tau = rounded(kappa)
     # Rounding up (whole chunks, whole decode steps) can make the rounded batch slower than
-    # kappa; as for WAIT, move to the first kappa whose rounded budgets keep up and whose fluid
-    # batch leaves the margin.
-    while scan and short(kappa, tau) and kappa * ROUNDING_STEP <= high:
+    # kappa; as for WAIT, move to the first kappa whose budgets keep up with the margin.
+    while scan and short(kappa) and kappa * ROUNDING_STEP <= high:
         kappa *= ROUNDING_STEP
         boundaries, per_stage, decode_budgets, prefill_budget, tl, tau = rounded(kappa)
     total = prefill_budget + sum(decode_budgets)
@@ -306,7 +315,7 @@ def wait_cp_thresholds(
             Condition("M^pi <= C (1 - watermark)", float(memory), float(usable)),
             Condition("tau(rounded budgets) <= kappa", float(tau), kappa),
             Condition(
-                "utilisation tau(batch(kappa)) / kappa <= (1 + best) / 2",
+                "utilisation tau / kappa <= (1 + best) / 2",
                 float(utilisation(kappa)),
                 float(max(target, 1e-12)),
             ),

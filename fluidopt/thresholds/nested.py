@@ -1,6 +1,6 @@
 """Nested WAIT thresholds, segment design and the safety buffer.
 
-From arXiv:2504.11320, section 5, and MODEL.md section 6.
+From arXiv:2504.11320, section 5, and docs/theory.md section 6.
 Output lengths are hidden from the scheduler; classes sorted by output length
 ``l'_1 < ... < l'_m`` are cut into segments.  Segment k ends at decode stage ``r_k``; the rate
 reaching it is ``Lambda_k`` and ``p_k = Lambda_k / Lambda_{k-1}`` is the probability that a
@@ -65,7 +65,7 @@ def cramer_lundberg_theta(n_prev: int, n_next: int, p: float) -> float:
 
 
 def theta_lower_bound(n_prev: int, n_next: int, p: float) -> float:
-    """The bound ``theta_k >= 8 (n_k - n_{k-1} p_k) / n_{k-1}`` (MODEL.md section 6)."""
+    """The bound ``theta_k >= 8 (n_k - n_{k-1} p_k) / n_{k-1}`` (docs/theory.md section 6)."""
     return 8 * (n_next - n_prev * p) / n_prev
 
 
@@ -280,7 +280,7 @@ def nested_batch_time(segments: Segments, thresholds: Any, profile: GPUProfile) 
 
 
 def nested_conditions(segments: Segments, thresholds: Any, profile: GPUProfile, required: float) -> ConditionsReport:
-    """The Nested WAIT conditions (MODEL.md section 6) for given thresholds."""
+    """The Nested WAIT conditions (docs/theory.md section 6) for given thresholds."""
     n = [int(v) for v in thresholds]
     conditions = [
         Condition("dT(n) < n_1 / Lambda_1", nested_batch_time(segments, n, profile), n[0] / segments.rates[0], True)
@@ -416,7 +416,7 @@ def memory_against_segments(
     """The best design for every number of segments ``L = 1..m`` (None where no thresholds exist).
 
     Plotting ``memory_required_tokens`` (and its base / carry-over / buffer parts) against L
-    shows the U shape of MODEL.md section 6.
+    shows the U shape of docs/theory.md section 6.
     """
     m = _distinct_classes(workload)[0].size
     out: dict[int, NestedWaitThresholds | None] = {}

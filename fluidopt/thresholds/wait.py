@@ -1,4 +1,4 @@
-"""WAIT thresholds from the fluid model (arXiv:2504.11320, section 4; MODEL.md section 4).
+"""WAIT thresholds from the fluid model (arXiv:2504.11320, section 4; docs/theory.md section 4).
 
 With ``n_j = kappa * lambda_j`` the conditions ``dT(n) <= n_j / lambda_j`` for every j and
 ``M* <= M^pi <= C`` become ``kappa in [dT*, C / a]`` for the paper's linear model.  For a
@@ -118,7 +118,7 @@ def kappa_interval(workload: Workload, profile: GPUProfile, constraints: Constra
 
 
 def check_wait_conditions(workload: Workload, profile: GPUProfile, thresholds: Any) -> ConditionsReport:
-    """The WAIT conditions for given integer thresholds (MODEL.md section 4)."""
+    """The WAIT conditions for given integer thresholds (docs/theory.md section 4)."""
     n = np.asarray(list(thresholds), dtype=float)
     require(
         n.size == workload.num_classes,
@@ -211,7 +211,7 @@ def _first_kappa_that_rounds_well(
 ) -> float:
     """The smallest kappa >= ``kappa`` in the interval whose rounded thresholds meet every condition.
 
-    Rounding ``kappa lambda_j`` up changes ``dT(n)`` and ``M^pi`` by O(1) (MODEL.md section 4);
+    Rounding ``kappa lambda_j`` up changes ``dT(n)`` and ``M^pi`` by O(1) (docs/theory.md section 4);
     the candidates are the points ``n / lambda_j`` where some threshold steps up.  Returns the
     starting kappa when no candidate in the interval works (the report then says why).
     """
