@@ -74,11 +74,11 @@ def _knobs(knobs: dict) -> str:
         "long_prefill_token_threshold": "chunk",
         "max_running_requests": "running",
         "chunked_prefill_size": "chunk",
-        "max_prefill_tokens": "prefill",
+        "max_prefill_tokens": "pf",
         "schedule_conservativeness": "cons.",
     }
     parts = [f"{short[k]} {v if v else 'auto'}" for k, v in knobs.items() if k in shown]
-    return " ".join(parts)[:34] or "-"
+    return " ".join(parts)[:36] or "-"
 
 
 def _latency(row: dict) -> str:

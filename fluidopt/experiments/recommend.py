@@ -206,7 +206,8 @@ def engine_defaults(engine: str) -> dict[str, Any]:
 
 def command_line(engine: str, knobs: dict[str, Any], model: str = "MODEL") -> str:
     """A ready command line for the engine with these settings."""
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in knobs.items() if k in _ENGINE_FLAGS[engine])
+    # A knob at 0 means "the engine's own default" (SGLang derives max_running_requests): no flag.
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in knobs.items() if k in _ENGINE_FLAGS[engine] and v != 0)
     if engine == "vllm":
         return f"vllm serve {model} {flags}"
     return f"python -m sglang.launch_server --model-path {model} {flags}"
