@@ -22,6 +22,7 @@ STATUSES: dict[str, tuple[bool, str]] = {
     "livelock": (False, "evictions kept requests from completing"),
     "starved": (False, "requests arrived but none completed"),
     "truncated": (False, "a latency quantile reached the top of the histogram (reported value is a bound)"),
+    "overloaded": (True, "arrivals outpaced service: the queue grew through the run (a result, not an error)"),
 }
 
 

@@ -145,6 +145,14 @@ def _cases() -> list[tuple[str, list[str]]]:
     add("simulate", "--policy", "vllm", "--requests", "50", "--token-budget", "512")
     add("simulate", "--policy", "vllm-v1", "--requests", "50", "--eviction", "restart")
     add("simulate", "--policy", "sglang", "--requests", "50", "--conventions", "vidur", "--eviction", "restart")
+    # Abbreviated options are refused; an explicit WAIT kappa outside its interval is an error.
+    add("simulate", "--policy", "fcfs", "--requests", "50", "--rat", "20")
+    add("equilibrium", "--capacity", "1000")
+    add("thresholds", "--policy", "wait", "--kappa", "1e-9")
+    add("thresholds", "--policy", "wait", "--kappa", "1e9")
+    add("recommend", "--engine", "vllm", "--p99-ttft-s", "0")
+    add("recommend", "--engine", "tgi")
+    add("recommend", "--engine", "vllm", "--replicates", "1")
     for value in ["0,0", "1", "a,b", "-1,1"]:
         add(*sim, "--arrivals", "mmpp", "--mmpp-multipliers", value)
     for value in ["0,1", "1,-1"]:

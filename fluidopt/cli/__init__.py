@@ -17,7 +17,14 @@ from fluidopt.errors import InputError, SolverError
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line naming the problem, with exit status 2."""
+    """An argument parser whose errors are one line naming the problem, with exit status 2.
+
+    Abbreviated options are refused (``--rat 20`` is an error, not ``--rate 20``).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: D107
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         """Print ``fluidopt: error: <message>`` (no usage block) and exit with status 2."""

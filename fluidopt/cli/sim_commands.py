@@ -232,8 +232,8 @@ def _policy_from_args(args: argparse.Namespace, workload, profile):
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run one simulation and print its summary."""
+    from fluidopt.conventions import check_conventions
     from fluidopt.sim import MMPPArrivals, TraceArrivals, arrival_process, simulate
-    from fluidopt.sim.engine import check_conventions
     from fluidopt.sim.policies import NestedWaitPolicy, WaitPolicy
     from fluidopt.thresholds.conditions import ThresholdConditionWarning
     from fluidopt.thresholds.io import check_policy_conditions
@@ -259,6 +259,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         arrivals = None  # Vidur's capped-gap Poisson process, chosen by simulate()
     else:
         arrivals = arrival_process(args.arrivals)
+    if args.policy in ("wait-cp", "nested-wait-cp") and not args.thresholds:
+        from fluidopt.fluid.stability import max_stable_scale
+
+        limit = max_stable_scale(workload, profile).max_rate_per_s
+        if not workload.total_rate_per_s < limit:
+            message = (
+                f"rate {workload.total_rate_per_s:.4g} requests/s is at or above the fluid limit {limit:.4g}: no "
+                f"{args.policy} design exists (the load is unstable under every policy)"
+            )
+            if args.json:
+                print_json({"status": "unstable", "success": True, "message": message, "fluid_max_rate_per_s": limit})
+            else:
+                print(f"unstable: {message}")
+            return 0
     policy = _policy_from_args(args, workload, profile)
     if args.no_hold:
         if isinstance(policy, WaitPolicy):
@@ -342,7 +356,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_thresholds(args: argparse.Namespace) -> int:
     """Compute thresholds from the fluid model; report conditions and memory."""
-    from fluidopt.sim.engine import check_conventions
+    from fluidopt.conventions import check_conventions
     from fluidopt.thresholds.io import thresholds_document, write_thresholds
     from fluidopt.thresholds.nested import nested_wait_thresholds
     from fluidopt.thresholds.wait import wait_thresholds

@@ -76,7 +76,7 @@ class RunSettings:
     conventions: str = "fluidopt"
 
     def __post_init__(self) -> None:
-        from fluidopt.sim.engine import check_conventions
+        from fluidopt.conventions import check_conventions
 
         object.__setattr__(self, "replicates", require_whole_number(self.replicates, "replicates", 1))
         object.__setattr__(self, "requests", require_whole_number(self.requests, "requests", 1))

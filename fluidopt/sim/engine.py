@@ -19,6 +19,7 @@ from numba.core.registry import CPUDispatcher as Dispatcher
 
 import fluidopt.sim.layout as layout
 from fluidopt._gc import collection_paused
+from fluidopt.conventions import CONVENTIONS, VIDUR_MAX_GAP_FACTOR, check_conventions  # noqa: F401
 from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
 from fluidopt.fluid.constraints import check_fits
 from fluidopt.profile import GPUProfile
@@ -36,24 +37,7 @@ from fluidopt.workload import Workload
 
 INITIAL_SLOTS = 1024
 SERIES_ROWS = 65_536
-CONVENTIONS = ("fluidopt", "vidur")
-VIDUR_MAX_GAP_FACTOR = 3.0
 NO_ID_LIMIT = 2**62
-
-
-def check_conventions(conventions: str) -> str:
-    """Validate a conventions name: ``fluidopt`` (docs/theory.md section 1) or ``vidur`` (section 9).
-
-    ``vidur`` means: the prefill iteration emits the first output token; Poisson gaps capped at
-    3 / rate (about 1.052 x the nominal rate delivered, reported in the result's settings);
-    recompute evictions; every request served to the end; statistics over the middle 50 % of
-    requests by arrival (no time warm-up).  Whole-prompt block reservation at admission and
-    the 1 % watermark hold under both conventions for the paged policies (vllm, sarathi, wait-cp);
-    their 16-token blocks and watermark are policy settings.
-    """
-    if conventions not in CONVENTIONS:
-        raise InputError("conventions", conventions, f"must be one of {', '.join(CONVENTIONS)}")
-    return conventions
 
 
 @dataclass(frozen=True)

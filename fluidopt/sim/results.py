@@ -12,6 +12,7 @@ from fluidopt._values import ArrayValue
 from fluidopt.sim.layout import HIST_BINS, HIST_BINS_PER_DECADE, HIST_MIN_LOG10
 
 QUANTILES = (0.5, 0.9, 0.99)
+OVERLOAD_FRACTION = 0.05  # unfinished beyond this share of arrivals (plus 3 sigma) marks a growing queue
 
 
 def histogram_quantile(counts: np.ndarray, q: float) -> float:
@@ -115,8 +116,10 @@ class SimulationResult(ArrayValue):
 
         ``overflow``: some batch ran with resident memory above C.  ``livelock``: at least ten
         evictions per completion and fewer than half of the arrivals completed.  ``starved``:
-        requests arrived and none completed.  ``truncated``: a latency quantile fell in the top
-        bin of the histogram (1e6 s), so it is a lower bound.
+        requests arrived and none completed (or none arrived inside the measurement window).
+        ``truncated``: a latency quantile fell in the top bin of the histogram (1e6 s), so it is a
+        lower bound.  ``overloaded`` (a result, success stays true): more than 5 % of the arrivals
+        (plus three standard deviations) were unfinished at the end, a queue that grew.
         """
         return self._status_and_message()[0]
 
@@ -131,7 +134,7 @@ class SimulationResult(ArrayValue):
         return self.status == "ok"
 
     def _status_and_message(self) -> tuple[str, str]:
-        """The most severe problem (starved > livelock > overflow > truncated) and every problem found."""
+        """The most severe problem (starved > livelock > overflow > truncated > overloaded) and every problem found."""
         problems: list[tuple[str, str]] = []
         if self.arrived_requests > 0 and self.completed_requests == 0:
             problems.append(("starved", f"{self.arrived_requests} requests arrived and none completed"))
@@ -158,6 +161,23 @@ class SimulationResult(ArrayValue):
         if any(v >= top_bin * (1 - 1e-9) for v in self.latency_quantiles_s.values() if math.isfinite(v)):
             problems.append(
                 ("truncated", "a latency quantile reached the histogram's top (1e6 s); it is a lower bound")
+            )
+        arrived = self.arrived_requests
+        if self.unfinished_requests > OVERLOAD_FRACTION * arrived + 3 * math.sqrt(max(arrived, 1)):
+            problems.append(
+                (
+                    "overloaded",
+                    f"{self.unfinished_requests} of {arrived} requests were unfinished at the end: arrivals "
+                    f"outpaced service ({self.completed_per_s:.4g} completed per s)",
+                )
+            )
+        if arrived > 0 and self.measured_arrivals == 0:
+            problems.append(
+                (
+                    "starved" if not problems else problems[0][0],
+                    f"no request arrived inside the measurement window (warm-up {self.window_start_s:.4g} s, "
+                    f"run {self.simulated_time_s:.4g} s): every statistic is empty",
+                )
             )
         if not problems:
             return "ok", "simulated as asked"

@@ -201,8 +201,8 @@ def wait_cp_thresholds(
     if conventions == "vidur":
         # Vidur's capped-gap Poisson process delivers 1 / (1 - e^-3) = 1.052 x the nominal rate:
         # the fluid batch must carry the delivered rate.
+        from fluidopt.conventions import VIDUR_MAX_GAP_FACTOR
         from fluidopt.sim.arrivals import PoissonArrivals
-        from fluidopt.sim.engine import VIDUR_MAX_GAP_FACTOR
 
         workload = workload.scaled(PoissonArrivals(max_gap_factor=VIDUR_MAX_GAP_FACTOR).rate_multiplier)
     longest = int(workload.prefill.max())

@@ -173,6 +173,7 @@ def wait_thresholds(
 
     """
     interval = kappa_interval(workload, profile, constraints)
+    explicit = kappa is not None
     if kappa is None:
         if not math.isfinite(interval.low):
             kappa = interval.high if math.isfinite(interval.high) else 1.0
@@ -186,6 +187,22 @@ def wait_thresholds(
     kappa = require_finite_number(kappa, "kappa")
     if kappa <= 0:
         raise InputError("kappa", kappa, "must be > 0")
+    # An explicit kappa outside a non-empty interval is bad input; an empty interval (an unstable
+    # load) is a result whose conditions report says so.
+    nonempty = interval.low <= interval.high
+    if explicit and nonempty and math.isfinite(interval.low) and kappa < interval.low * (1 - 1e-9):
+        raise InputError(
+            "kappa",
+            kappa,
+            f"is below the kappa interval [{interval.low:.6g}, {interval.high:.6g}]: arrivals per iteration "
+            "would not fit n_j = kappa lambda_j",
+        )
+    if explicit and nonempty and math.isfinite(interval.high) and kappa > interval.high * (1 + 1e-9):
+        raise InputError(
+            "kappa",
+            kappa,
+            f"is above the kappa interval [{interval.low:.6g}, {interval.high:.6g}]: M^pi would exceed C",
+        )
     per_stage = _rounded(workload, kappa)
     report = check_wait_conditions(workload, profile, per_stage)
     timing = [c for c in report.conditions if c.name.startswith("dT(n)")]
