@@ -26,6 +26,7 @@ from fluidopt.tomlio import SCHEMA_VERSION, parse_toml, read_toml
 
 PIECE_KEYS = ("base_s", "per_kv_token_s", "per_prefill_token_s", "per_sequence_s")
 TIMING_KINDS = ("affine", "measured")
+MAX_KV_CAPACITY_TOKENS = 10**15
 PROFILE_KEYS = ("name", "kv_capacity_tokens", "description", "iteration_time", "fit", "block_tokens", "schema_version")
 
 
@@ -94,6 +95,12 @@ class GPUProfile:
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "kv_capacity_tokens", require_whole_number(self.kv_capacity_tokens, "kv_capacity_tokens", 1)
+        )
+        require(
+            self.kv_capacity_tokens <= MAX_KV_CAPACITY_TOKENS,
+            "kv_capacity_tokens",
+            self.kv_capacity_tokens,
+            f"must be at most {MAX_KV_CAPACITY_TOKENS:.0e} tokens (no GPU holds more; the simulator counts in int64)",
         )
         object.__setattr__(self, "block_tokens", require_whole_number(self.block_tokens, "block_tokens", 1))
         if self.timing is not None and not self.pieces:

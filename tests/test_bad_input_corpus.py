@@ -50,6 +50,7 @@ FILES = {
     "p_unknown_kind.toml": b'kv_capacity_tokens = 1000\n[iteration_time]\nkind = "magic"\nbase_s = 0.01\n',
     "p_measured_incomplete.toml": b'kv_capacity_tokens = 1000\n[iteration_time]\nkind = "measured"\nlayers = 32\n',
     "p_nan.toml": b"kv_capacity_tokens = 1000\n[iteration_time]\nbase_s = nan\n",
+    "p_huge_capacity.toml": b"kv_capacity_tokens = 1e30\n[iteration_time]\nbase_s = 0.01\nper_kv_token_s = 1e-7\n",
     # trace CSV
     "t_missing_column.csv": b"num_prefill_tokens\n10\n",
     "t_inf.csv": b"num_prefill_tokens,num_decode_tokens\n10,inf\n20,5\n",
@@ -149,6 +150,7 @@ def _cases() -> list[tuple[str, list[str]]]:
     add("simulate", "--policy", "fcfs", "--requests", "50", "--rat", "20")
     add("equilibrium", "--capacity", "1000")
     add("thresholds", "--policy", "wait", "--kappa", "1e-9")
+    add("simulate", "--policy", "fcfs", "--requests", "50", "--profile", "@p_huge_capacity.toml")
     add("thresholds", "--policy", "wait", "--kappa", "1e9")
     add("recommend", "--engine", "vllm", "--p99-ttft-s", "0")
     add("recommend", "--engine", "tgi")

@@ -145,3 +145,13 @@ def test_one_rule_for_missing_values():
     assert summary.metric("completed_per_s") == 0.0
     evaluation = Evaluation(SarathiPolicy(), {}, 1.0, [{"mean_latency_s": 1.0}, empty], Targets())
     assert evaluation.mean("mean_latency_s") == math.inf
+
+
+def test_capacity_with_few_requests_and_an_unmeetable_target_answer():
+    # 29 requests used to end in an UnboundLocalError in the drift test; a target no single request
+    # meets used to search for minutes before printing 0.
+    few = capacity_module.capacity(P512, PROFILE, policies=("fcfs",), replicates=2, requests=29, steps=2)
+    assert "fcfs" in few.policies
+    never = capacity_module.capacity(P512, PROFILE, targets=Targets(p99_latency_s=1e-3))
+    assert never.status == "no-configuration" and "served alone" in never.message
+    assert all(c.evaluation is None for c in never.policies.values())

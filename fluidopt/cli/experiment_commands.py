@@ -159,7 +159,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
                 "no",
             )
         )
-    print(format_table(["", "policy", "thresholds", "mean latency s [95% CI]", "p99 latency s", "meets"], rows))
+    if rows:
+        print(format_table(["", "policy", "thresholds", "mean latency s [95% CI]", "p99 latency s", "meets"], rows))
     if args.out and result.chosen is not None:
         print(f"wrote {args.out}")
     return 0

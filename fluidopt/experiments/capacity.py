@@ -234,6 +234,14 @@ def capacity(
     for name in policies:
         require(name in CAPACITY_POLICIES, "policy", name, f"choose from {', '.join(CAPACITY_POLICIES)}")
     fluid = max_stable_scale(workload, profile).max_rate_per_s
+    from fluidopt.experiments.recommend import slo_floor
+
+    floor = slo_floor(workload, profile, targets)
+    if floor is not None:
+        # No rate meets a target that one request served alone misses: answer without a search.
+        message = f"no rate meets {targets.describe()}: {floor}"
+        empty = {name: PolicyCapacity(name, 0.0, None, "no-configuration", message) for name in policies}
+        return CapacityResult(workload.name, profile.name, fluid, targets, empty)
     run = run_settings(
         targets,
         replicates=replicates,

@@ -81,6 +81,7 @@ def drift_test(requests: dict[str, np.ndarray] | None, series: dict[str, np.ndar
         "drift_p_value": None,
         "drift_queue_ratio": None,
     }
+    latency_drift = False  # too few requests to test: no evidence of growth
     if requests is not None and requests["arrival_s"].size >= 30:
         from scipy.stats import mannwhitneyu
 

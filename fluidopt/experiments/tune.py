@@ -286,6 +286,19 @@ def _tune_at_rate(workload: Workload, profile: GPUProfile, family: str, run: Run
     targets = run.targets
     candidates = _candidates(workload, profile, family, run.conventions)
     if not candidates:
+        limit = max_stable_scale(workload, profile).max_rate_per_s
+        if not workload.total_rate_per_s < limit:
+            return TuneResult(
+                "unstable",
+                f"rate {workload.total_rate_per_s:.4g} requests/s is above the fluid limit {limit:.4g}: no policy "
+                "is stable there, so there is nothing to tune",
+                "mean-latency",
+                targets,
+                workload.total_rate_per_s,
+                None,
+                None,
+                (),
+            )
         return TuneResult(
             "no-configuration",
             f"no {family} thresholds satisfy the fluid conditions at {workload.total_rate_per_s:.4g} requests/s",
