@@ -134,6 +134,12 @@ def fit_piecewise(measurements: Measurements) -> PiecewiseFit:
     parameters are refined with :func:`scipy.optimize.least_squares`.
     """
     x, y = measurements.tokens, measurements.time_s
+    require(
+        x.size >= 5,
+        f"{Path(measurements.source).name}: rows",
+        int(x.size),
+        "need at least 5 token counts to fit a floor and a slope (each side of the knee needs two)",
+    )
     best = None
     for split in range(2, x.size - 2):
         floor = float(np.median(y[:split]))

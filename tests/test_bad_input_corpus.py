@@ -17,6 +17,24 @@ BAD_RATES = ["-1", "nan", "inf", "1e300", "abc"]
 BAD_COUNTS = ["0", "-3", "abc", "1.5"]
 BAD_POSITIVE = ["0", "-1", "nan", "inf", "abc"]
 
+_MLP_COLUMNS = ["num_tokens", "num_tensor_parallel_workers"] + [
+    f"time_stats.{op}.median"
+    for op in (
+        "attn_pre_proj",
+        "attn_rope",
+        "attn_post_proj",
+        "mlp_up_proj",
+        "mlp_act",
+        "mlp_down_proj",
+        "input_layernorm",
+        "post_attention_layernorm",
+        "add",
+    )
+]
+FOUR_ROW_MLP = (
+    "\n".join([",".join(_MLP_COLUMNS)] + [",".join([str(t), "1"] + ["0.1"] * 9) for t in (1, 2, 4, 8)]) + "\n"
+).encode()
+
 FILES = {
     # workload TOML
     "w_malformed.toml": b"name = \n[[classes",
@@ -68,6 +86,7 @@ FILES = {
     "th_cp_missing.toml": b'policy = "wait-cp"\ntl = 5\n',
     # measurement CSVs
     "m_missing_column.csv": b"num_tokens,num_tensor_parallel_workers\n1,1\n",
+    "m_four_rows.csv": FOUR_ROW_MLP,
     "a_missing_column.csv": b"regime,chunk,kv\nP,64,0\n",
     "a_negative.csv": b"regime,chunk,kv,batch,save,prefill,decode\nP,64,0,1,-0.1,0.01,\n",
     "a_bad_regime.csv": b"regime,chunk,kv,batch,save,prefill,decode\nX,64,0,1,0.1,0.01,\n",
@@ -228,6 +247,7 @@ def _cases() -> list[tuple[str, list[str]]]:
     fit = ["profile", "fit"]
     add(*fit, "@missing.csv", "--gpu", "a100-80gb", "--model", "llama-3-8b")
     add(*fit, "@m_missing_column.csv", "--gpu", "a100-80gb", "--model", "llama-3-8b")
+    add(*fit, "@m_four_rows.csv", "--gpu", "a100-80gb", "--model", "llama-2-7b")
     add(*fit, "@t_missing_column.csv", "--gpu", "a100-80gb", "--model", "llama-3-8b")
     add(*fit, "@m_missing_column.csv", "--gpu", "bogus", "--model", "llama-3-8b")
     add(*fit, "@m_missing_column.csv", "--gpu", "a100-80gb", "--model", "bogus")
