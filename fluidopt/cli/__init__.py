@@ -16,14 +16,29 @@ from fluidopt._gc import collection_paused
 from fluidopt.errors import InputError, SolverError
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default, unless the text already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default is None or default is argparse.SUPPRESS or isinstance(default, bool):
+            return text
+        if action.option_strings:
+            return f"{text} (default: %(default)s)"
+        return text
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line naming the problem, with exit status 2.
 
-    Abbreviated options are refused (``--rat 20`` is an error, not ``--rate 20``).
+    Abbreviated options are refused (``--rat 20`` is an error, not ``--rate 20``), and every
+    option's help shows its default.
     """
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: D107
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:

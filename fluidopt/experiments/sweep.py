@@ -125,6 +125,9 @@ class ProcessExecutor:
             return list(tqdm(pool.map(func, items), total=len(items), disable=not progress, desc="sweep"))
 
 
+SCHEDULER_TIMEOUT_S = 10.0  # how long to wait for a Dask scheduler before saying it cannot be reached
+
+
 @dataclass
 class DaskExecutor:
     """Run on a Dask distributed cluster: an existing scheduler address, or a client you pass."""
@@ -140,7 +143,17 @@ class DaskExecutor:
 
         client = self.client
         if client is None:
-            client = Client(self.address) if self.address else Client(processes=False)
+            if self.address:
+                try:
+                    client = Client(self.address, timeout=SCHEDULER_TIMEOUT_S)
+                except (OSError, TimeoutError) as error:
+                    raise InputError(
+                        "--scheduler",
+                        self.address,
+                        f"cannot be reached within {SCHEDULER_TIMEOUT_S:g} s ({type(error).__name__})",
+                    ) from None
+            else:
+                client = Client(processes=False)
             self._owned = client
         try:
             futures = client.map(func, list(items), pure=False)
