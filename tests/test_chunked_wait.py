@@ -36,8 +36,9 @@ def test_thresholds_follow_the_fluid_batch(profile):
 
 def test_vidur_design_uses_the_delivered_rate(profile):
     workload = fo.preset_workload("p512d20").with_total_rate(16)
-    design = wait_cp_thresholds(workload, profile)
+    design = wait_cp_thresholds(workload, profile, conventions="vidur")
     assert design.design_rate_per_s == pytest.approx(16 / (1 - 2.718281828459045**-3))
+    assert wait_cp_thresholds(workload, profile).conventions == "fluidopt"  # the one default
 
 
 def test_nested_segments(profile):
@@ -99,6 +100,8 @@ def test_cli_thresholds_json_and_simulate(tmp_path):
             "14",
             "--chunk-tokens",
             "256",
+            "--conventions",
+            "vidur",
             "--json",
             "--out",
             str(out),
@@ -146,3 +149,27 @@ def test_cli_thresholds_json_and_simulate(tmp_path):
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert result["settings"]["conventions"] == "vidur" and result["evictions"] == 0
+    # The file carries its conventions: simulating it under the other ones is an error, not a silent mix.
+    mixed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fluidopt",
+            "simulate",
+            "-w",
+            "p512d20",
+            "-p",
+            "a100-80gb-llama-3-8b-vidur",
+            "--policy",
+            "wait-cp",
+            "--thresholds",
+            str(out),
+            "--rate",
+            "14",
+            "--requests",
+            "200",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert mixed.returncode == 2 and "designed under conventions 'vidur'" in mixed.stderr

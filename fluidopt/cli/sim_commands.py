@@ -88,6 +88,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fluidopt (exact Poisson, docs/theory.md section 1) or vidur (first token from the prefill, gaps "
         "capped at 3/rate, recompute, middle 50%% of requests measured; docs/theory.md section 9)",
     )
+    p.add_argument(
+        "--override-conventions",
+        action="store_true",
+        help="simulate a thresholds file designed under other conventions than --conventions",
+    )
     add_json_option(p)
     p.set_defaults(handler=cmd_simulate)
 
@@ -98,8 +103,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_chunked_options(p, slack=True)
     p.add_argument(
         "--conventions",
-        default="vidur",
-        help="wait-cp: decode iterations per request, l'-1 (vidur, the default) or l' (fluidopt)",
+        default="fluidopt",
+        help="wait-cp: decode iterations per request, l' (fluidopt, the default of every command) or l'-1 (vidur); "
+        "recorded in the thresholds file, and simulating it under other conventions is an error",
     )
     p.add_argument("--kappa", type=float, help="wait: use this kappa")
     p.add_argument("--case", choices=("slack", "boundary"), default="slack", help="wait: kappa at dT* or above")
@@ -183,7 +189,7 @@ def _policy_from_args(args: argparse.Namespace, workload, profile):
     from dataclasses import replace
 
     from fluidopt.sim.policies import NestedWaitPolicy, WaitPolicy, make_policy, wait_thresholds_from_kappa
-    from fluidopt.thresholds.io import default_policy, read_thresholds
+    from fluidopt.thresholds.io import default_policy, read_thresholds, thresholds_conventions
 
     options = knob_options(args, args.policy)
     if args.thresholds:
@@ -199,6 +205,14 @@ def _policy_from_args(args: argparse.Namespace, workload, profile):
         if args.policy not in families:
             raise InputError("--thresholds", args.thresholds, f"applies to the WAIT family, not {args.policy}")
         policy = read_thresholds(args.thresholds, workload)
+        designed = thresholds_conventions(args.thresholds)
+        if designed is not None and designed != args.conventions and not args.override_conventions:
+            raise InputError(
+                "--thresholds",
+                args.thresholds,
+                f"was designed under conventions {designed!r}, not {args.conventions!r} (give --conventions "
+                f"{designed} or --override-conventions)",
+            )
         if families.get(policy.name) != families[args.policy]:
             raise InputError("--thresholds", args.thresholds, f"holds {policy.name} settings, not {args.policy}")
         if isinstance(policy, WaitPolicy):

@@ -293,7 +293,9 @@ def fig_paper_d(ctx):
     profile = preset_profile(VIDUR_PROFILE)
     rates = _rates(ctx, [10, 20, 30, 40, 50])
     for rate in rates:
-        design = wait_cp_thresholds(workload.with_total_rate(rate), profile, nested=True, slack=0.3)
+        design = wait_cp_thresholds(
+            workload.with_total_rate(rate), profile, nested=True, slack=0.3, conventions="vidur"
+        )
         policies = {
             "nested-wait-cp": design.policy(),
             "sarathi-256": SarathiPolicy(token_budget=256),

@@ -154,7 +154,7 @@ def wait_cp_thresholds(
     kappa: float | None = None,
     slack: float | None = None,
     chunk_tokens: int | None = None,
-    conventions: str = "vidur",
+    conventions: str = "fluidopt",
     watermark: float = DEFAULT_WATERMARK,
     block_tokens: int | None = None,
     nested: bool = False,
@@ -175,10 +175,11 @@ def wait_cp_thresholds(
     chunk_tokens : int, optional
         Chunk size ``cs`` (>= 1, at most the longest prompt); default 256 tokens, or the longest
         prompt when all prompts are shorter.
-    conventions : {"vidur", "fluidopt"}
-        Decode iterations per request: ``l' - 1`` (Vidur: the prefill emits the first token) or
-        ``l'``.  Under ``vidur`` the design uses the delivered rate, 1.052 x the workload's
-        (Vidur's capped-gap arrivals; ``design_rate_per_s`` records it).
+    conventions : {"fluidopt", "vidur"}
+        Decode iterations per request: ``l'`` (fluidopt, the default of every command) or
+        ``l' - 1`` (Vidur: the prefill emits the first token).  Under ``vidur`` the design uses the
+        delivered rate, 1.052 x the workload's (Vidur's capped-gap arrivals; ``design_rate_per_s``
+        records it).
     watermark : float
         Fraction of blocks admission keeps free (the memory condition uses ``C (1 - watermark)``).
     block_tokens : int, optional

@@ -77,6 +77,17 @@ def _toml_safe(value: Any) -> Any:
     return value
 
 
+def thresholds_conventions(path: str | os.PathLike[str]) -> str | None:
+    """The conventions a thresholds file was designed under (None when it does not say)."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else read_toml(path)
+    except (OSError, json.JSONDecodeError, InputError):
+        return None
+    value = document.get("conventions") if isinstance(document, dict) else None
+    return str(value) if value is not None else None
+
+
 def read_thresholds(path: str | os.PathLike[str], workload: Workload | None = None) -> Policy:
     """Read a thresholds file into a policy; with ``workload``, check it matches the classes."""
     path = Path(path)
