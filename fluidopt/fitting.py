@@ -29,7 +29,7 @@ from fluidopt.hardware import (
     vidur_kv_capacity_tokens,
 )
 from fluidopt.profile import AffinePiece, GPUProfile
-from fluidopt.timing import MeasuredTiming, fit_max_affine
+from fluidopt.timing import MeasuredTiming
 
 NON_ATTENTION_OPS = (
     "input_layernorm",
@@ -646,22 +646,99 @@ def read_batch_log_csv(path: str | os.PathLike[str]) -> BatchLog:
     return BatchLog(data[:, 0], data[:, 1], data[:, 2], data[:, 3], str(path))
 
 
+MAX_BATCH_LOG_PIECES = 3
+
+
+def fit_max_affine_nnls(features: np.ndarray, times: np.ndarray, pieces: int, iterations: int = 30) -> np.ndarray:
+    """``pieces`` non-negative affine pieces whose maximum fits ``times`` (relative residuals).
+
+    Alternating fit: every row goes to the piece that is largest on it, and each piece is refitted
+    by non-negative least squares (:func:`scipy.optimize.nnls`) on its rows.  A coefficient whose
+    unconstrained estimate is negative is thus refitted at zero with the others re-estimated,
+    where clipping it would leave the others where the negative value had put them.  The start
+    splits the rows into equal groups by work (prefill tokens plus sequences).
+    """
+    from scipy.optimize import nnls
+
+    x = np.asarray(features, dtype=float)
+    y = np.asarray(times, dtype=float)
+    work = x[:, 2] + x[:, 3]
+    ranks = np.argsort(np.argsort(work, kind="stable"), kind="stable")
+    assign = np.minimum(ranks * pieces // max(len(y), 1), pieces - 1)
+    scale = np.maximum(np.abs(x).max(axis=0), 1e-12)
+    coefs = np.zeros((pieces, x.shape[1]))
+    for _ in range(iterations):
+        for piece in range(pieces):
+            mask = assign == piece
+            if mask.sum() < x.shape[1]:
+                continue
+            weights = 1.0 / y[mask]
+            solution, _ = nnls(x[mask] / scale * weights[:, None], y[mask] * weights)
+            coefs[piece] = solution / scale
+        new_assign = np.argmax(x @ coefs.T, axis=1)
+        if np.array_equal(new_assign, assign):
+            break
+        assign = new_assign
+    return coefs
+
+
+def _held_out_error(features: np.ndarray, times: np.ndarray, pieces: int, folds: int = 5) -> float:
+    """Mean relative error of a ``pieces``-piece fit on rows held out in turn (interleaved folds)."""
+    errors = []
+    index = np.arange(len(times))
+    for fold in range(folds):
+        test = index % folds == fold
+        coefs = fit_max_affine_nnls(features[~test], times[~test], pieces)
+        predicted = np.max(features[test] @ coefs.T, axis=1)
+        errors.append(np.abs(predicted - times[test]) / times[test])
+    return float(np.mean(np.concatenate(errors)))
+
+
+def check_batch_log_units(log: BatchLog) -> None:
+    """Refuse a log whose ``seconds`` column looks like another unit (one iteration is 1 ms - 10 s)."""
+    median = float(np.median(log.seconds))
+    name = Path(log.source).name
+    if median > 10.0:
+        raise InputError(
+            f"{name}: column seconds",
+            median,
+            "has a median iteration of more than 10 s: the times look like milliseconds; give seconds",
+        )
+    if median < 1e-4:
+        raise InputError(
+            f"{name}: column seconds",
+            median,
+            "has a median iteration below 0.1 ms: the times look like another unit; give seconds",
+        )
+
+
 def fit_batch_log_profile(
     log: BatchLog, name: str, kv_capacity_tokens: int, *, block_tokens: int = 1
 ) -> tuple[GPUProfile, ComponentFit]:
-    """Fit an affine (max of two pieces) profile to per-iteration timings.
+    """Fit an affine profile (the maximum of 1-3 non-negative pieces) to per-iteration timings.
 
     Features are those of :class:`~fluidopt.profile.AffinePiece`: KV tokens touched
-    (``cached + prefill + decode``), prefill tokens and sequences.  A per-batch log does not say
-    how prompt tokens split into requests, so a measured (attention-aware) model cannot be
-    identified from it; the convex two-piece fit is what such data supports.
+    (``cached + prefill + decode``), prefill tokens and sequences.  Each piece is fitted by
+    non-negative least squares (:func:`fit_max_affine_nnls`), and the number of pieces is the
+    one with the least error on held-out rows (5 interleaved folds).  A per-batch log does not
+    say how prompt tokens split into requests, so a measured (attention-aware) model cannot be
+    identified from it; a convex piecewise-affine fit is what such data supports.
     """
+    check_batch_log_units(log)
     sequences = log.decode_sequences + (log.prefill_tokens > 0)
     kv = log.cached_tokens + log.prefill_tokens + log.decode_sequences
     features = np.column_stack([np.ones_like(kv), kv, log.prefill_tokens, sequences])
-    pieces = fit_max_affine(features, log.seconds)
+    held_out = {k: _held_out_error(features, log.seconds, k) for k in range(1, MAX_BATCH_LOG_PIECES + 1)}
+    count = min(held_out, key=lambda k: (held_out[k], k))
+    coefs = fit_max_affine_nnls(features, log.seconds, count)
+    pieces = tuple(tuple(float(v) for v in row) for row in coefs if row.any()) or ((float(log.seconds.min()), 0, 0, 0),)
     predicted = np.max(features @ np.asarray(pieces).T, axis=1)
-    quality = _quality("iteration_time", "max of two affine pieces", predicted, log.seconds)
+    quality = _quality(
+        "iteration_time",
+        f"max of {len(pieces)} non-negative affine pieces (held-out error {100 * held_out[count]:.1f}%)",
+        predicted,
+        log.seconds,
+    )
     profile = GPUProfile(
         name,
         kv_capacity_tokens,

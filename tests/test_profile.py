@@ -122,3 +122,34 @@ def test_malformed_profiling_csv(tmp_path):
     path.write_text("num_tokens,num_tensor_parallel_workers\n1,1\n")
     with pytest.raises(InputError, match="time_stats"):
         read_vidur_mlp_csv(path, 32)
+
+
+def _sarathi_like_log(seed: int, unit: float = 1.0):
+    import numpy as np
+
+    from fluidopt.fitting import BatchLog
+
+    rng = np.random.default_rng(seed)
+    decodes = rng.integers(1, 300, 500).astype(float)
+    prefill = np.maximum(512 - decodes, 0)  # a full token budget: prefill and decodes move against each other
+    cached = decodes * rng.integers(300, 700, 500)
+    kv = cached + prefill + decodes
+    seconds = np.maximum(0.040, 0.004 + 8.0e-5 * prefill + 6e-8 * kv) * (1 + 0.005 * rng.standard_normal(500))
+    return BatchLog(prefill, decodes, cached, seconds * unit, "sarathi-like.csv")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batch_log_fit_non_negative_pieces_within_two_percent(seed):
+    from fluidopt.fitting import fit_batch_log_profile
+
+    profile, quality = fit_batch_log_profile(_sarathi_like_log(seed), "log", 100_000)
+    assert quality.mape < 0.02
+    assert all(min(p.base_s, p.per_kv_token_s, p.per_prefill_token_s, p.per_sequence_s) >= 0 for p in profile.pieces)
+
+
+def test_batch_log_in_milliseconds_is_refused():
+    from fluidopt.errors import InputError
+    from fluidopt.fitting import fit_batch_log_profile
+
+    with pytest.raises(InputError, match="milliseconds"):
+        fit_batch_log_profile(_sarathi_like_log(0, unit=1000.0), "log", 100_000)

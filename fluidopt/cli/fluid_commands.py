@@ -80,7 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument(
         "--batch-log",
         action="store_true",
-        help="CSV holds one row per iteration: prefill_tokens, decode_sequences, cached_tokens, seconds",
+        help="CSV holds one row per iteration: prefill_tokens (prompt tokens computed in it), decode_sequences "
+        "(requests decoding one token), cached_tokens (KV tokens read, over all requests), seconds (its wall "
+        "time, in seconds: a median above 10 s is refused as milliseconds)",
     )
     fit.add_argument("--kv-capacity-tokens", type=int, help="--batch-log: the engine's KV capacity (tokens)")
     fit.add_argument("--gpu", choices=sorted(GPUS), help="GPU (required except with --batch-log)")
