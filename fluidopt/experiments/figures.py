@@ -27,6 +27,7 @@ from fluidopt.experiments.asymptotics import run_asymptotics
 from fluidopt.experiments.capacity import max_sustained_rate
 from fluidopt.experiments.catalog import PAPER_PROFILE
 from fluidopt.experiments.evaluate import Targets, run_settings
+from fluidopt.experiments.figure_output import FigureOutput
 from fluidopt.experiments.rate_sweep import rate_sweep
 from fluidopt.experiments.sweep import Executor, SerialExecutor
 from fluidopt.fitting import fit_piecewise, read_vidur_mlp_csv
@@ -66,16 +67,6 @@ class FigureContext:
     def rates(self, low: float, high: float, full_points: int) -> list[float]:
         """Rates between ``low`` and ``high`` (4 points when quick)."""
         return [float(r) for r in np.linspace(low, high, 4 if self.quick else full_points)]
-
-
-@dataclass
-class FigureOutput:
-    """A figure with the rows of its data and the config that made it."""
-
-    name: str
-    figure: Any
-    rows: list[dict[str, Any]]
-    config: dict[str, Any]
 
 
 def _write_csv(rows: list[dict[str, Any]]) -> str:

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from fluidopt.experiments.evaluate import Targets, evaluate
+from fluidopt.experiments.figure_output import FigureOutput
 from fluidopt.profile import preset_profile
 from fluidopt.sim.policies import Policy, SarathiPolicy, VLLMPolicy, WaitCPPolicy
 from fluidopt.thresholds.chunked import wait_cp_thresholds
@@ -194,8 +195,6 @@ def _requests(ctx, full: int) -> int:
 
 def fig_paper_b(ctx):
     """Figure B: p512d20, WAIT-CP (tl 21, cs 256) against Sarathi and vLLM at the paper's settings."""
-    from fluidopt.experiments.figures import FigureOutput
-
     workload = preset_workload("p512d20")
     paper = read_paper(ctx.shared_data, "p512d20")
     rows = _paper_rows("B", paper, lambda r: r.get("series", "").startswith("figure"))
@@ -209,8 +208,6 @@ def fig_paper_b(ctx):
 
 def fig_paper_c(ctx):
     """Figure C: the two-class mix, Nested WAIT-CP at the authors' best (cs, tl) per rate."""
-    from fluidopt.experiments.figures import FigureOutput
-
     workload = preset_workload("mix-p512d20-p512d50")
     paper = read_paper(ctx.shared_data, "mix-p512d20-p512d50")
     rows = _paper_rows("C", paper, lambda r: r.get("series", "").startswith("figure C"))
@@ -237,8 +234,6 @@ def fig_paper_c(ctx):
 
 def fig_paper_e(ctx):
     """Figure E: long horizon on the two-class mix at 22/s: latency against requests simulated."""
-    from fluidopt.experiments.figures import FigureOutput
-
     workload = preset_workload("mix-p512d20-p512d50")
     paper = read_paper(ctx.shared_data, "long-horizon")
     rows = _paper_rows("E", paper, lambda r: float(r["rate_per_s"]) == 22)
@@ -260,8 +255,6 @@ def fig_paper_e(ctx):
 
 def fig_paper_g(ctx):
     """Figure G: p512d1000 at 3-5 requests/s with the authors' tl (92-120), cs 128 and wait gate."""
-    from fluidopt.experiments.figures import FigureOutput
-
     workload = preset_workload("p512d1000")
     paper = read_paper(ctx.shared_data, "p512d1000")
     rows = _paper_rows("G", paper, lambda r: True)
@@ -285,8 +278,6 @@ def fig_paper_g(ctx):
 
 def fig_paper_d(ctx):
     """Figure D: the lmsys-like mix; Nested WAIT-CP from the fluid model (the authors' settings were not kept)."""
-    from fluidopt.experiments.figures import FigureOutput
-
     workload = preset_workload("lmsys-like")
     paper = read_paper(ctx.shared_data, "lmsys")
     rows = _paper_rows("D", paper, lambda r: r.get("series", "").startswith("figure D"))
@@ -309,8 +300,6 @@ def fig_paper_d(ctx):
 
 def fig_paper_k(ctx):
     """Figure K: WAIT-CP with and without the wait gate at the authors' per-rate tl and chunk."""
-    from fluidopt.experiments.figures import FigureOutput
-
     workload = preset_workload("p512d20")
     paper = read_paper(ctx.shared_data, "wait-vs-nowait")
     rows = _paper_rows("K", paper, lambda r: True)
@@ -334,7 +323,6 @@ def fig_paper_k(ctx):
 def fig_fluid_vs_tuned(ctx):
     """Fluid-derived chunked thresholds against tuned baselines at 70, 85 and 95 % of the fluid limit."""
     from fluidopt.experiments.compare import compare_policies
-    from fluidopt.experiments.figures import FigureOutput
 
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8))
     rows: list[dict[str, Any]] = []

@@ -82,3 +82,16 @@ def check_fits(workload: Workload, profile: GPUProfile) -> None:
                 f"is smaller than one request of class {request_class.name!r} at its peak "
                 f"(prefill + decode = {request_class.peak_kv_tokens} tokens)",
             )
+
+
+def utilisation(
+    workload: Workload, profile: GPUProfile, constraints: Constraints, per_stage: np.ndarray, iteration_time: float
+) -> dict[str, float]:
+    """Each resource's load at the per-stage counts ``per_stage``, as a fraction of its limit."""
+    out = {
+        name: float(usage @ per_stage) / limit
+        for name, (usage, limit) in resource_loads(workload, constraints, profile).items()
+    }
+    if constraints.tbt_max_s is not None:
+        out["tbt"] = iteration_time / constraints.tbt_max_s
+    return out

@@ -22,6 +22,7 @@ import numpy as np
 from fluidopt._values import ArrayValue
 from fluidopt.errors import InputError, SolverError
 from fluidopt.fluid.constraints import Constraints, check_fits, class_costs, resource_loads
+from fluidopt.fluid.constraints import utilisation as _utilisation
 from fluidopt.profile import GPUProfile
 from fluidopt.status import HasStatus
 from fluidopt.workload import Workload
@@ -361,18 +362,6 @@ def equilibrium_lp(
         duals,
     )
     return replace(result, solver=used, cross_check=cross_check)
-
-
-def _utilisation(
-    workload: Workload, profile: GPUProfile, constraints: Constraints, per_stage: np.ndarray, iteration_time: float
-) -> dict[str, float]:
-    out = {
-        name: float(usage @ per_stage) / limit
-        for name, (usage, limit) in resource_loads(workload, constraints, profile).items()
-    }
-    if constraints.tbt_max_s is not None:
-        out["tbt"] = iteration_time / constraints.tbt_max_s
-    return out
 
 
 def _stable(

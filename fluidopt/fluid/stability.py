@@ -183,7 +183,7 @@ def _max_scale_closed_form(workload: Workload, profile: GPUProfile, constraints:
 
 def _max_scale_bisection(workload: Workload, profile: GPUProfile, constraints: Constraints) -> StabilityResult:
     """Bisection on the scale with the fixed-point equilibrium; the binding resource at the limit."""
-    from fluidopt.fluid.equilibrium import _utilisation
+    from fluidopt.fluid.constraints import utilisation as _utilisation
     from fluidopt.fluid.fixed_point import max_stable_scale_bisection
 
     def feasible(result, theta: float) -> bool:
