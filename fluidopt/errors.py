@@ -34,6 +34,10 @@ class SolverError(RuntimeError):
     """An optimisation solver failed on a well-formed problem (names the solver and its status)."""
 
 
+class SolverFallbackWarning(UserWarning):
+    """The preferred LP solver did not settle a problem and a fallback did (the result names which)."""
+
+
 def reject_unknown_keys(table: dict[str, Any], known: tuple[str, ...], where: str) -> None:
     """Raise :class:`InputError` for the first key of ``table`` not in ``known``, with a did-you-mean.
 

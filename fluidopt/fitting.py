@@ -712,6 +712,24 @@ def check_batch_log_units(log: BatchLog) -> None:
         )
 
 
+def batch_log_features(log: BatchLog) -> np.ndarray:
+    """Rows ``(1, KV tokens touched, prefill tokens, sequences)`` of each logged iteration.
+
+    KV tokens touched are ``cached + prefill + decode`` and a prefill counts as one sequence, as in
+    :class:`~fluidopt.profile.AffinePiece`.
+    """
+    sequences = log.decode_sequences + (log.prefill_tokens > 0)
+    kv = log.cached_tokens + log.prefill_tokens + log.decode_sequences
+    return np.column_stack([np.ones_like(kv), kv, log.prefill_tokens, sequences])
+
+
+def batch_log_predictions(log: BatchLog, profile: GPUProfile) -> tuple[np.ndarray, np.ndarray]:
+    """The profile's time for each logged iteration (s), and the index of the piece that sets it."""
+    coefs = np.array([[p.base_s, p.per_kv_token_s, p.per_prefill_token_s, p.per_sequence_s] for p in profile.pieces])
+    values = batch_log_features(log) @ coefs.T
+    return values.max(axis=1), values.argmax(axis=1)
+
+
 def fit_batch_log_profile(
     log: BatchLog, name: str, kv_capacity_tokens: int, *, block_tokens: int = 1
 ) -> tuple[GPUProfile, ComponentFit]:
@@ -725,9 +743,7 @@ def fit_batch_log_profile(
     identified from it; a convex piecewise-affine fit is what such data supports.
     """
     check_batch_log_units(log)
-    sequences = log.decode_sequences + (log.prefill_tokens > 0)
-    kv = log.cached_tokens + log.prefill_tokens + log.decode_sequences
-    features = np.column_stack([np.ones_like(kv), kv, log.prefill_tokens, sequences])
+    features = batch_log_features(log)
     held_out = {k: _held_out_error(features, log.seconds, k) for k in range(1, MAX_BATCH_LOG_PIECES + 1)}
     count = min(held_out, key=lambda k: (held_out[k], k))
     coefs = fit_max_affine_nnls(features, log.seconds, count)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -17,6 +17,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from fluidopt.fluid.stability import BoundaryResult
+
+if TYPE_CHECKING:
+    from fluidopt.fitting import BatchLog
+    from fluidopt.profile import GPUProfile
 
 MEASURED_MARKERS = ("o", "s", "^", "v", "D", "P")
 PEER_LABELS = {"li_dai_peng": "Li-Dai-Peng (token budget)", "nie_si_zhou": "Nie-Si-Zhou (KV service rate)"}
@@ -92,4 +96,46 @@ def plot_stability_region(
         if title:
             ax.set_title(title)
         ax.legend()
+    return fig
+
+
+def plot_batch_log_fit(log: BatchLog, profile: GPUProfile, *, title: str | None = None) -> Figure:
+    """Residuals of a per-batch-log fit: predicted against logged time, and the relative error by work.
+
+    Parameters
+    ----------
+    log : BatchLog
+        The logged iterations (:func:`fluidopt.fitting.read_batch_log_csv`).
+    profile : GPUProfile
+        The affine profile fitted to it (:func:`fluidopt.fitting.fit_batch_log_profile`).
+    title : str, optional
+        Figure title.
+
+    """
+    from fluidopt.fitting import batch_log_predictions
+
+    predicted, piece = batch_log_predictions(log, profile)
+    work = log.prefill_tokens + log.decode_sequences
+    error_pct = 100 * (predicted - log.seconds) / log.seconds
+    with style():
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+        for index in range(len(profile.pieces)):
+            rows = piece == index
+            label = f"piece {index + 1} sets the time ({int(rows.sum())} iterations)"
+            left.scatter(1e3 * log.seconds[rows], 1e3 * predicted[rows], s=8, alpha=0.6, label=label)
+            right.scatter(work[rows], error_pct[rows], s=8, alpha=0.6, label=label)
+        top = 1e3 * max(float(log.seconds.max()), float(predicted.max()))
+        left.plot([0, top], [0, top], color="black", lw=1, ls="--", label="predicted = logged")
+        left.set_xlabel("logged iteration time (ms)")
+        left.set_ylabel("fitted iteration time (ms)")
+        left.set_xlim(0, top * 1.02)
+        left.set_ylim(0, top * 1.02)
+        left.legend(fontsize="small")
+        right.axhline(0, color="black", lw=1)
+        right.set_xlabel("tokens computed in the iteration (prefill tokens + decoding sequences)")
+        right.set_ylabel("relative error of the fit (%)")
+        right.legend(fontsize="small")
+        mape = float(np.mean(np.abs(error_pct)))
+        fig.suptitle(title or f"{profile.name}: {log.seconds.size} iterations, MAPE {mape:.1f} %")
+        fig.tight_layout()
     return fig

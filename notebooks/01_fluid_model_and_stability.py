@@ -13,7 +13,9 @@ import os
 import matplotlib.pyplot as plt
 
 import fluidopt as fo
-from fluidopt.plotting import plot_stability_region
+from fluidopt.plotting import plot_stability_region, use_style
+
+use_style()
 
 QUICK = os.environ.get("FLUIDOPT_NOTEBOOK_QUICK", "0") == "1"
 

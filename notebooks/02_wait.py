@@ -11,11 +11,13 @@ import os
 import matplotlib.pyplot as plt
 
 import fluidopt as fo
+from fluidopt.plotting import use_style
 from fluidopt.thresholds import kappa_interval, wait_thresholds
 from fluidopt.sim import DeterministicArrivals, FCFSPolicy, InitialRequests, WaitPolicy, simulate
 
 QUICK = os.environ.get("FLUIDOPT_NOTEBOOK_QUICK", "0") == "1"
 REQUESTS = 3000 if QUICK else 50_000
+use_style()
 
 # %%
 workload, profile = fo.preset_workload("p512d20").with_total_rate(22), fo.preset_profile("a100-80gb-llama-2-7b")
@@ -66,10 +68,14 @@ wait = simulate(
     record_series=True,
     warmup_s=0,
 )
+fig, ax = plt.subplots()
 for result in (fcfs, wait):
-    plt.step(result.series["start_s"], result.series["memory_tokens"], where="post", label=result.policy)
-plt.axhline(12, color="k", ls="--")
-plt.legend()
+    ax.step(result.series["start_s"], result.series["memory_tokens"], where="post", label=result.policy)
+ax.axhline(12, color="k", ls="--", label="capacity C = M* (12 tokens)")
+ax.set_xlabel("time (s)")
+ax.set_ylabel("KV cache in use (tokens)")
+ax.set_title("toy at C = M*: FCFS overflows, WAIT does not")
+ax.legend()
 plt.show()
 print("completions per iteration: FCFS", fcfs.series["completions"].mean(), "WAIT", wait.series["completions"].mean())
 

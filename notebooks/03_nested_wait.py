@@ -12,10 +12,12 @@ import os
 import matplotlib.pyplot as plt
 
 import fluidopt as fo
+from fluidopt.plotting import use_style
 from fluidopt.thresholds import cramer_lundberg_theta, memory_against_segments, nested_wait_thresholds
 from fluidopt.sim import NestedWaitPolicy, simulate
 
 QUICK = os.environ.get("FLUIDOPT_NOTEBOOK_QUICK", "0") == "1"
+use_style()
 
 # %%
 mix, profile = fo.preset_workload("mix-p512d20-p512d50"), fo.preset_profile("a100-80gb-llama-3-8b")
@@ -39,9 +41,10 @@ print(cramer_lundberg_theta(10, 5, 0.3), cramer_lundberg_theta(20, 10, 0.3))
 # %%
 curve = memory_against_segments(fo.preset_workload("lmsys-like"), fo.preset_profile("paper-linear"))
 levels = [L for L, d in curve.items() if d is not None]
-plt.plot(levels, [curve[L].memory_required_tokens for L in levels], marker="o")
+plt.plot(levels, [curve[L].memory_required_tokens for L in levels], marker="o", label="Nested WAIT")
 plt.xlabel("segments L")
-plt.ylabel("required KV tokens")
+plt.ylabel("required KV memory (tokens)")
+plt.legend()
 plt.show()
 best = min(levels, key=lambda L: curve[L].memory_required_tokens)
 print("best L", best)

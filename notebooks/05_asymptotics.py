@@ -13,8 +13,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from fluidopt.experiments.asymptotics import run_asymptotics
+from fluidopt.plotting import use_style
 
 QUICK = os.environ.get("FLUIDOPT_NOTEBOOK_QUICK", "0") == "1"
+use_style()
 
 # %%
 result = run_asymptotics(quick=True)
@@ -22,8 +24,8 @@ for name, scaling in result["scaling"].items():
     gap = scaling.gap_slope
     print(f"{name:16s} gap slope {gap.estimate:+.2f} [{gap.low:+.2f}, {gap.high:+.2f}] theory {gap.theory}")
     plt.loglog(scaling.scaled_horizons, np.nanmean(scaling.gaps, axis=1), marker="o", label=name)
-plt.xlabel("zeta T")
-plt.ylabel("throughput gap")
+plt.xlabel("scaled horizon zeta T (dimensionless)")
+plt.ylabel("throughput gap (fraction of the fluid benchmark)")
 plt.legend()
 plt.show()
 

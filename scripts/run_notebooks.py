@@ -1,5 +1,6 @@
-"""Execute every notebook in notebooks/ (needs only the test extras: nbclient, nbformat, ipykernel).
+"""Execute every notebook in notebooks/ (the ``notebooks`` extra, also part of the test extras).
 
+    pip install -e ".[notebooks]"
     python scripts/run_notebooks.py [--quick] [--save]
 
 ``--quick`` sets FLUIDOPT_NOTEBOOK_QUICK=1 (the test suite's small parameters); ``--save`` writes

@@ -260,6 +260,8 @@ def _cases() -> list[tuple[str, list[str]]]:
     add(*fit, "@b_short.csv", "--batch-log")
     add(*fit, "@b_short.csv", "--batch-log", "--kv-capacity-tokens", "0")
     add(*fit, "@b_short.csv", "--batch-log", "--kv-capacity-tokens", "1000", "--out", "@.")
+    add(*fit, "@b_short.csv", "--batch-log", "--kv-capacity-tokens", "1000", "--plot", "@fit.png")
+    add(*fit, "@m_missing_column.csv", "--gpu", "a100-80gb", "--model", "llama-3-8b", "--plot", "@fit.png")
     add("bogus-command")
     add("equilibrium", "--method", "bogus")
     add("equilibrium", "--tbt-max-s", "-1")
@@ -284,7 +286,7 @@ def corpus_dir(tmp_path, monkeypatch):
 
 
 def test_the_corpus_is_large():
-    assert len(CASES) >= 150
+    assert len(CASES) >= 304  # the corpus grows, never shrinks
     assert len({argv[0] for _, argv in CASES}) >= 12  # every subcommand family
 
 

@@ -166,3 +166,31 @@ def test_report_main_job(capsys, tmp_path):
     assert {r["policy"] for r in data["policy_comparison"]} >= {"wait", "nested-wait", "vllm", "sarathi", "fcfs"}
     for paths in data["figures"].values():
         assert all(Path(p).exists() for p in paths)
+
+
+def test_every_option_of_every_command_has_help_text():
+    import argparse
+
+    from fluidopt.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [
+        f"{name} {action.option_strings[0]}"
+        for name, sub in commands.items()
+        for action in sub._actions
+        if action.option_strings and not action.help
+    ]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("command", ["profiles", "workloads"])
+def test_listings_fit_120_columns_and_json_keeps_the_full_description(command, capsys):
+    from fluidopt.cli import main
+
+    assert main([command]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and max(len(line) for line in lines) <= 120
+    assert main([command, "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert max(len(e["description"]) for e in entries) > 120  # nothing lost, only shortened in the table

@@ -66,6 +66,13 @@ def test_simulate_table_and_options(capsys):
     assert code == 0 and json.loads(out)["evictions"] == 0
 
 
+def test_simulate_echoes_the_policy_settings_and_spells_out_no_cap(capsys):
+    code, out, _ = run(capsys, "simulate", "--policy", "vllm", "--max-batch", "0", "--requests", "200")
+    assert code == 0 and "max_batch no cap" in out
+    code, out, _ = run(capsys, "simulate", "--policy", "vllm", "--max-batch", "64", "--requests", "200")
+    assert code == 0 and "max_batch 64" in out
+
+
 def test_thresholds_file_feeds_simulate(capsys, tmp_path):
     path = tmp_path / "nested.toml"
     code, out, _ = run(

@@ -1,5 +1,6 @@
 """Every notebook runs green with small parameters, is stored without outputs and matches its script."""
 
+import json
 from pathlib import Path
 
 import jupytext
@@ -34,6 +35,27 @@ def test_notebook_runs(path, monkeypatch):
     client = NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
     )
+    notebook.cells.append(nbformat.v4.new_code_cell(FIGURE_CHECK))
     client.execute()
-    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    stderr = [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr"]
+    assert not stderr, stderr  # no warnings (tqdm's IProgress, matplotlib, ...)
+    report = json.loads(outputs[-1].text.removeprefix("FIGURES "))
+    assert report, f"{path.name} draws nothing"
+    for axes in report:
+        assert axes["xlabel"] and axes["ylabel"], (path.name, axes)
+        assert axes["legend"] or axes["lines"] <= 1, (path.name, axes)  # every series in a legend
+
+
+# Appended to each notebook: with the Agg backend, plt.show() leaves figures open, so this
+# describes every drawn Axes of the notebook's own figures.
+FIGURE_CHECK = """
+import json as _json
+import matplotlib.pyplot as _plt
+_axes = [ax for n in _plt.get_fignums() for ax in _plt.figure(n).axes if ax.has_data()]
+print("FIGURES " + _json.dumps([
+    {"xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(), "legend": ax.get_legend() is not None,
+     "lines": len(ax.get_lines()) + len(ax.collections)} for ax in _axes
+]))
+"""

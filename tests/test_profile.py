@@ -153,3 +153,36 @@ def test_batch_log_in_milliseconds_is_refused():
 
     with pytest.raises(InputError, match="milliseconds"):
         fit_batch_log_profile(_sarathi_like_log(0, unit=1000.0), "log", 100_000)
+
+
+def test_batch_log_residual_plot(tmp_path, capsys):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from fluidopt.cli import main
+    from fluidopt.fitting import batch_log_predictions, fit_batch_log_profile
+    from fluidopt.plotting import plot_batch_log_fit
+
+    log = _sarathi_like_log(0)
+    profile, quality = fit_batch_log_profile(log, "log", 100_000)
+    predicted, piece = batch_log_predictions(log, profile)
+    assert np.mean(np.abs(predicted - log.seconds) / log.seconds) == pytest.approx(quality.mape, rel=1e-9)
+    assert set(np.unique(piece)) <= set(range(len(profile.pieces)))
+    figure = plot_batch_log_fit(log, profile)
+    left, right = figure.axes
+    assert "logged" in left.get_xlabel() and "(ms)" in left.get_ylabel() and "(%)" in right.get_ylabel()
+    assert len(left.get_legend().get_texts()) == len(profile.pieces) + 1
+    plt.close(figure)
+
+    csv = tmp_path / "log.csv"
+    rows = ["prefill_tokens,decode_sequences,cached_tokens,seconds"]
+    rows += [
+        f"{p:g},{d:g},{c:g},{s:.6f}"
+        for p, d, c, s in zip(log.prefill_tokens, log.decode_sequences, log.cached_tokens, log.seconds)
+    ]
+    csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    png = tmp_path / "fit.png"
+    code = main(["profile", "fit", str(csv), "--batch-log", "--kv-capacity-tokens", "100000", "--plot", str(png)])
+    assert code == 0 and png.stat().st_size > 10_000 and f"wrote {png}" in capsys.readouterr().out
+    code = main(["profile", "fit", str(csv), "--gpu", "a100-80gb", "--model", "llama-2-7b", "--plot", str(png)])
+    assert code == 2 and "--plot" in capsys.readouterr().err

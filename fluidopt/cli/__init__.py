@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -77,8 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Show a warning as ``fluidopt: warning: <message>`` on stderr (no source line, no path)."""
+    print(f"fluidopt: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status."""
+    """Run the CLI; returns the exit status.  Warnings print as one line each on stderr."""
     with collection_paused():  # imports and the parser only build long-lived objects
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -86,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fluidopt.cli.validation import validate_common_arguments
 
         validate_common_arguments(args)
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return int(args.handler(args) or 0)
     except InputError as exc:
         print(f"fluidopt: error: {exc}", file=sys.stderr)
         return 2

@@ -96,13 +96,20 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Left-aligned text table."""
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, width: int | None = None) -> str:
+    """Left-aligned text table; with ``width``, the last column is shortened (``...``) to fit it."""
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
+    if width is not None and cells:
+        room = max(width - sum(widths[:-1]) - 2 * (len(widths) - 1), len(headers[-1]), 8)
+        if widths[-1] > room:
+            widths[-1] = room
+            for row in cells:
+                if len(row[-1]) > room:
+                    row[-1] = row[-1][: room - 3].rstrip() + "..."
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells)
+    lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
     return "\n".join(lines)
 
 

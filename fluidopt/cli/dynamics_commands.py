@@ -27,11 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("trajectory", help="fluid trajectory (iteration map or ODE) from a start state")
     add_workload_options(p)
     add_profile_options(p)
-    p.add_argument("--policy", choices=("wait", "wait-nowait", "nested-wait", "fcfs"), default="wait")
+    p.add_argument(
+        "--policy",
+        choices=("wait", "wait-nowait", "nested-wait", "fcfs"),
+        default="wait",
+        help="policy whose fluid trajectory is traced",
+    )
     p.add_argument("--boundaries", help="nested-wait: comma-separated last stage of each segment")
     p.add_argument("--thresholds", help="comma-separated n_j (default: WAIT thresholds from the fluid model)")
-    p.add_argument("--horizon-s", type=float, default=60.0)
-    p.add_argument("--method", choices=("map", "ode"), default="map")
+    p.add_argument("--horizon-s", type=float, default=60.0, help="length of the fluid trajectory (s)")
+    p.add_argument("--method", choices=("map", "ode"), default="map", help="iteration map, or the ODE solved by scipy")
     p.add_argument(
         "--start",
         default="empty",
@@ -42,11 +47,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("asymptotics", help="scaling experiments: fitted rates against the theory")
     p.add_argument("--quick", action="store_true", help="fewer zetas and replicates (seconds, for checks)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--executor", choices=("serial", "processes", "dask"), default="processes")
+    p.add_argument("--seed", type=int, default=0, help="root seed (replicate seeds are spawned from it)")
+    p.add_argument(
+        "--executor",
+        choices=("serial", "processes", "dask"),
+        default="processes",
+        help="where replicate runs execute: one process, local worker processes, or a Dask cluster (--scheduler)",
+    )
     p.add_argument("--scheduler", help="Dask scheduler address")
     p.add_argument("--cache", help="folder caching finished simulation points")
-    p.add_argument("--progress", action="store_true")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
     add_json_option(p)
     p.set_defaults(handler=cmd_asymptotics)
 

@@ -26,7 +26,12 @@ def _add_run_options(p: argparse.ArgumentParser, replicates: int) -> None:
     p.add_argument("--replicates", type=int, default=replicates, help="replicates per configuration")
     p.add_argument("--requests", type=int, default=20_000, help="requests per replicate")
     p.add_argument("--seed", type=int, default=0, help="root seed (replicate seeds are spawned from it)")
-    p.add_argument("--executor", choices=("serial", "processes", "dask"), default="processes")
+    p.add_argument(
+        "--executor",
+        choices=("serial", "processes", "dask"),
+        default="processes",
+        help="where replicate runs execute: one process, local worker processes, or a Dask cluster (--scheduler)",
+    )
     p.add_argument("--scheduler", help="Dask scheduler address (implies --executor dask)")
     p.add_argument("--cache", help="folder caching finished simulation points (resumable)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
@@ -58,7 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="family to tune: the theory's wait / nested-wait (auto: both) or the chunked wait-cp / nested-wait-cp",
     )
-    p.add_argument("--objective", choices=("mean-latency", "max-rate"), default="mean-latency")
+    p.add_argument(
+        "--objective",
+        choices=("mean-latency", "max-rate"),
+        default="mean-latency",
+        help="what tuning minimises: mean latency at the rate, or maximises the stable rate",
+    )
     _add_run_options(p, replicates=4)
     p.add_argument("--out", help="write the chosen thresholds file (TOML or .json)")
     add_json_option(p)

@@ -18,8 +18,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--only", action="append", help="only this figure (repeatable; an unknown name lists the figures)")
     p.add_argument("--out", default="figures", help="output folder (default: figures)")
     p.add_argument("--profile", default=PAPER_PROFILE, help="GPU profile of the paper's experiment figures")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--executor", choices=("serial", "processes", "dask"), default="processes")
+    p.add_argument("--seed", type=int, default=0, help="root seed of every figure's simulations")
+    p.add_argument(
+        "--executor",
+        choices=("serial", "processes", "dask"),
+        default="processes",
+        help="where replicate runs execute: one process, local worker processes, or a Dask cluster (--scheduler)",
+    )
     p.add_argument("--scheduler", help="Dask scheduler address")
     p.add_argument(
         "--shared-data",

@@ -23,6 +23,8 @@ from fluidopt.profile import preset_profile, profile_presets
 from fluidopt.tomlio import write_toml
 from fluidopt.workload import preset_workload, workload_presets
 
+TABLE_WIDTH = 120  # listings fit a 120-column terminal; --json carries the full descriptions
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the fluid-core commands to the top-level parser."""
@@ -30,7 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_workload_options(p)
     add_profile_options(p)
     add_constraint_options(p)
-    p.add_argument("--method", choices=("auto", "closed-form", "lp"), default="auto")
+    p.add_argument(
+        "--method",
+        choices=("auto", "closed-form", "lp"),
+        default="auto",
+        help="closed form (linear profile) or the LP; auto picks the closed form where it applies",
+    )
     add_json_option(p)
     p.set_defaults(handler=cmd_equilibrium)
 
@@ -38,7 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_workload_options(p)
     add_profile_options(p)
     add_constraint_options(p)
-    p.add_argument("--method", choices=("auto", "closed-form", "lp"), default="auto")
+    p.add_argument(
+        "--method",
+        choices=("auto", "closed-form", "lp"),
+        default="auto",
+        help="closed form (linear profile) or the LP; auto picks the closed form where it applies",
+    )
     p.add_argument("--plot", help="2-class workloads: write the stability-region plot to this file")
     p.add_argument("--directions", type=int, default=91, help="rays for the 2-class boundary")
     add_json_option(p)
@@ -85,6 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "time, in seconds: a median above 10 s is refused as milliseconds)",
     )
     fit.add_argument("--kv-capacity-tokens", type=int, help="--batch-log: the engine's KV capacity (tokens)")
+    fit.add_argument(
+        "--plot", help="--batch-log: write the fit's residual plot (fitted vs logged time, error by work) here"
+    )
     fit.add_argument("--gpu", choices=sorted(GPUS), help="GPU (required except with --batch-log)")
     fit.add_argument("--model", choices=sorted(MODELS), help="model (required except with --batch-log)")
     fit.add_argument("--name", help="profile name (default GPU-model)")
@@ -98,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.set_defaults(handler=cmd_profile_show)
 
     p = subparsers.add_parser("symbolic", help="closed forms derived with sympy, as LaTeX")
-    p.add_argument("--classes", type=int, default=1)
+    p.add_argument("--classes", type=int, default=1, help="number of request classes (1-6)")
     p.add_argument("--paper-linear", action="store_true", help="the paper's model (no prefill/sequence cost)")
     add_json_option(p)
     p.set_defaults(handler=cmd_symbolic)
@@ -176,11 +191,13 @@ def cmd_workloads(args: argparse.Namespace) -> int:
     rows = []
     for name in workload_presets():
         w = preset_workload(name)
-        rows.append((name, w.num_classes, w.total_rate_per_s, w.description.split(". ")[0]))
+        rows.append((name, w.num_classes, w.total_rate_per_s, w.description))
     if args.json:
         print_json([{"name": r[0], "classes": r[1], "rate_per_s": r[2], "description": r[3]} for r in rows])
     else:
-        print(format_table(["preset", "classes", "rate/s", "description"], rows))
+        table = [(*r[:3], r[3].split(". ")[0]) for r in rows]
+        print(format_table(["preset", "classes", "rate/s", "description"], table, width=TABLE_WIDTH))
+        print("full descriptions: fluidopt workloads --json")
     return 0
 
 
@@ -196,7 +213,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
                 p.kv_capacity_tokens,
                 len(p.pieces),
                 mape if isinstance(mape, float) else "-",
-                p.description.split(". ")[0],
+                p.description,
             )
         )
     if args.json:
@@ -207,7 +224,12 @@ def cmd_profiles(args: argparse.Namespace) -> int:
             ]
         )
     else:
-        print(format_table(["preset", "KV tokens", "pieces", "fit MAPE", "description"], rows))
+        table = [
+            (r[0], r[1], r[2], f"{100 * r[3]:.1f}%" if isinstance(r[3], float) else r[3], r[4].split(". ")[0])
+            for r in rows
+        ]
+        print(format_table(["preset", "KV tokens", "pieces", "fit MAPE", "description"], table, width=TABLE_WIDTH))
+        print("full descriptions: fluidopt profiles --json, or fluidopt profile show NAME")
     return 0
 
 
@@ -215,6 +237,8 @@ def cmd_profile_fit(args: argparse.Namespace) -> int:
     """Fit a profile from measurements and report its quality."""
     from fluidopt.fitting import fit_vidur_profile
 
+    if args.plot and not args.batch_log:
+        raise InputError("--plot", args.plot, "needs --batch-log (the residual plot of a per-batch fit)")
     if args.format == "llmservingsim":
         return _profile_fit_engine_tables(args)
     for option in ("tp", "run", "gpu_memory_gb"):
@@ -305,8 +329,17 @@ def _profile_fit_components(args: argparse.Namespace) -> int:
         if args.kv_capacity_tokens is None:
             raise InputError("--kv-capacity-tokens", None, "is required with --batch-log")
         name = args.name or "batch-log"
-        profile, quality = fit_batch_log_profile(read_batch_log_csv(args.csv), name, args.kv_capacity_tokens)
+        log = read_batch_log_csv(args.csv)
+        profile, quality = fit_batch_log_profile(log, name, args.kv_capacity_tokens)
         components = {"iteration_time": quality}
+        if args.plot:
+            import matplotlib.pyplot as plt
+
+            from fluidopt.plotting import plot_batch_log_fit
+
+            figure = plot_batch_log_fit(log, profile)
+            save_figure_atomic(figure, args.plot)
+            plt.close(figure)
     else:
         for option in ("gpu", "model"):
             if getattr(args, option) is None:
@@ -348,4 +381,6 @@ def _report_fit(args: argparse.Namespace, name: str, profile: Any, components: d
     print(format_table(["component", "model", "rows", "MAPE", "worst"], rows))
     if args.out:
         print(f"wrote {args.out}")
+    if getattr(args, "plot", None):
+        print(f"wrote {args.plot}")
     return 0

@@ -33,7 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--full", action="store_true", help="figures at the paper's sizes (slower)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.add_argument("--requests", type=int, default=20_000, help="requests per simulation in the comparison")
-    p.add_argument("--executor", choices=("serial", "processes", "dask"), default="processes")
+    p.add_argument(
+        "--executor",
+        choices=("serial", "processes", "dask"),
+        default="processes",
+        help="where replicate runs execute: one process, local worker processes, or a Dask cluster (--scheduler)",
+    )
     add_json_option(p)
     p.set_defaults(handler=cmd_report)
 

@@ -99,7 +99,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("thresholds", help="WAIT / Nested WAIT thresholds from the fluid model")
     add_workload_options(p)
     add_profile_options(p)
-    p.add_argument("--policy", required=True, choices=("wait", "nested-wait", "wait-cp", "nested-wait-cp"))
+    p.add_argument(
+        "--policy",
+        required=True,
+        choices=("wait", "nested-wait", "wait-cp", "nested-wait-cp"),
+        help="policy whose thresholds are designed",
+    )
     add_chunked_options(p, slack=True)
     p.add_argument(
         "--conventions",
@@ -110,7 +115,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kappa", type=float, help="wait: use this kappa")
     p.add_argument("--case", choices=("slack", "boundary"), default="slack", help="wait: kappa at dT* or above")
     p.add_argument("--segments", type=int, help="nested-wait: number of segments L (default: one per length)")
-    p.add_argument("--method", choices=("equal-width", "equal-mass", "optimal"), default="equal-mass")
+    p.add_argument(
+        "--method",
+        choices=("equal-width", "equal-mass", "optimal"),
+        default="equal-mass",
+        help="nested-wait: how the decode-length segments are cut",
+    )
     p.add_argument("--eta", type=float, default=0.05, help="nested-wait: ratio margin")
     p.add_argument("--delta", type=float, default=0.01, help="nested-wait: failure probability of the buffer")
     p.add_argument("--horizon-s", type=float, default=600.0, help="nested-wait: horizon T of the buffer")
@@ -244,6 +254,21 @@ def _policy_from_args(args: argparse.Namespace, workload, profile):
     return make_policy(args.policy, **options)
 
 
+def describe_policy_settings(policy: Any, width: int = 80) -> str:
+    """The policy's settings as ``name value`` pairs, a zero sequence cap spelled out as "no cap"."""
+    parts = []
+    for key, value in policy.to_dict().items():
+        if key == "policy":
+            continue
+        if key in ("max_batch", "max_num_seqs", "max_running_requests") and value == 0:
+            value = "no cap"
+        elif isinstance(value, list | tuple) and len(value) > 4:
+            value = f"[{value[0]}, {value[1]}, ... {value[-1]}] ({len(value)})"
+        parts.append(f"{key} {value}")
+    text = ", ".join(parts) or "none"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run one simulation and print its summary."""
     from fluidopt.conventions import check_conventions
@@ -331,6 +356,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
     )
     rows = [
+        ("policy settings", describe_policy_settings(policy)),
         (
             "arrived / completed / unfinished",
             f"{result.arrived_requests} / {result.completed_requests} / {result.unfinished_requests}",

@@ -22,10 +22,26 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
-from tqdm.auto import tqdm
-
 from fluidopt.errors import InputError
 from fluidopt.tomlio import SCHEMA_VERSION, write_text_atomic
+
+
+def progress_bar(iterable: Iterable[Any] | None = None, *, total: int | None = None, enabled: bool) -> Any:
+    """A tqdm progress bar (a notebook widget where ipywidgets is installed, else text), or a silent one.
+
+    ``tqdm.auto`` warns at import when it runs in a notebook without ipywidgets and then falls
+    back to the text bar, so it is imported only when a bar is shown, and that warning is dropped.
+    """
+    if not enabled:
+        from tqdm import tqdm as text_bar
+
+        return text_bar(iterable, total=total, disable=True)
+    from tqdm import TqdmWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TqdmWarning)
+        from tqdm.auto import tqdm as auto_bar
+    return auto_bar(iterable, total=total, desc="sweep")
 
 
 class Task(Protocol):
@@ -106,7 +122,7 @@ class SerialExecutor:
 
     def map(self, func: Callable[[Any], Any], items: Sequence[Any], progress: bool = False) -> list[Any]:
         """Apply ``func`` to each item in turn."""
-        return [func(item) for item in tqdm(items, disable=not progress, desc="sweep")]
+        return [func(item) for item in progress_bar(items, enabled=progress)]
 
 
 @dataclass
@@ -122,7 +138,7 @@ class ProcessExecutor:
             return [func(item) for item in items]
         workers = min(self.workers or os.cpu_count() or 1, len(items))
         with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
-            return list(tqdm(pool.map(func, items), total=len(items), disable=not progress, desc="sweep"))
+            return list(progress_bar(pool.map(func, items), total=len(items), enabled=progress))
 
 
 SCHEDULER_TIMEOUT_S = 10.0  # how long to wait for a Dask scheduler before saying it cannot be reached
@@ -157,7 +173,7 @@ class DaskExecutor:
             self._owned = client
         try:
             futures = client.map(func, list(items), pure=False)
-            with tqdm(total=len(futures), disable=not progress, desc="sweep") as bar:
+            with progress_bar(total=len(futures), enabled=progress) as bar:
                 for _ in as_completed(futures):
                     bar.update()
             return client.gather(futures)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from functools import cache
 
 import cvxpy as cp
 
-from fluidopt.errors import SolverError
+from fluidopt.errors import SolverError, SolverFallbackWarning
 
 SOLVER = cp.HIGHS
 
@@ -43,6 +44,8 @@ def solve(problem: cp.Problem, solver: str = SOLVER) -> str:
 
     On a nearly degenerate LP, HiGHS occasionally ends with status UNKNOWN after presolve; the
     problem is then solved again without presolve, and finally with Clarabel, before giving up.
+    Any attempt after the first issues a :class:`~fluidopt.errors.SolverFallbackWarning` naming
+    the attempt that failed and the one that settled the problem.
 
     Returns
     -------
@@ -61,13 +64,23 @@ def solve(problem: cp.Problem, solver: str = SOLVER) -> str:
         # Primal simplex: on the equilibrium LP (one dense dT column) it is about 7x faster than
         # HiGHS's default dual simplex for 10,000 classes.
         attempts = [(cp.HIGHS, PRIMAL_SIMPLEX), (cp.HIGHS, {}), (cp.HIGHS, {"presolve": "off"}), (cp.CLARABEL, {})]
+    failed: list[str] = []
     for name, options in attempts:
+        label = name + (f" {options}" if options else "")
         try:
             problem.solve(solver=name, **options)
-        except (cp.error.SolverError, ValueError):
+        except (cp.error.SolverError, ValueError) as exc:
+            failed.append(f"{label} ({type(exc).__name__})")
             continue
         if problem.status in SETTLED:
-            return name + (f" {options}" if options else "")
+            if failed:
+                warnings.warn(
+                    f"LP solver fallback: {'; '.join(failed)} did not settle the problem, {label} did",
+                    SolverFallbackWarning,
+                    stacklevel=2,
+                )
+            return label
+        failed.append(f"{label} (status {problem.status})")
     raise SolverError(
         f"the LP could not be solved by {', '.join(n for n, _ in attempts)} (last status {problem.status!r})"
     )

@@ -50,6 +50,8 @@ class StabilityResult(HasStatus):
         Closed form only: the bound on ``theta`` from each (resource, piece) pair.
     method : str
         ``"closed-form"`` or ``"lp"``.
+    solver : str
+        The LP solver (and options) that settled the problem; "" when no LP was solved.
 
     """
 
@@ -60,6 +62,7 @@ class StabilityResult(HasStatus):
     memory_elasticity: float
     method: str
     bounds: dict[str, float]
+    solver: str = ""
 
     @property
     def status(self) -> str:  # type: ignore[override]
@@ -95,6 +98,7 @@ class StabilityResult(HasStatus):
             "regime": self.regime,
             "method": self.method,
             "bounds": {k: _json_float(v) for k, v in self.bounds.items()},
+            "solver": self.solver,
         }
 
 
@@ -291,8 +295,9 @@ def _max_scale_lp(workload: Workload, profile: GPUProfile, constraints: Constrai
     total = workload.total_rate_per_s
     if total == 0:
         return StabilityResult(np.inf, np.inf, True, (), 0.0, "lp", {})
-    theta, binding, elasticity = _ScaleLP(workload, profile, constraints).solve(workload.rates)
-    return StabilityResult(theta, theta * total, bool(theta >= 1 - 1e-7), binding, elasticity, "lp", {})
+    lp = _ScaleLP(workload, profile, constraints)
+    theta, binding, elasticity = lp.solve(workload.rates)
+    return StabilityResult(theta, theta * total, bool(theta >= 1 - 1e-7), binding, elasticity, "lp", {}, lp.solver)
 
 
 # ------------------------------------------------------------ peer forms
