@@ -3,7 +3,9 @@
 Targets (issue 9): >= 300,000 simulated requests/s for Sarathi and WAIT-CP on p512d20 at 90 % of
 the fluid limit (10^6 requests, Vidur preset), and the fixed-point equilibrium < 5 ms per rate.
 
-    python benchmarks/bench_measured.py [--requests 1000000]
+    python benchmarks/bench_measured.py [--requests 1000000] [--profile a100-80gb-llama-3-8b-vidur-predictor]
+
+``--profile`` runs the same numbers on another timing kind (e.g. Vidur's predictor).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from fluidopt.thresholds.chunked import wait_cp_thresholds
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=1_000_000)
+    parser.add_argument("--profile", default="a100-80gb-llama-3-8b-vidur")
     args = parser.parse_args()
-    profile = fo.preset_profile("a100-80gb-llama-3-8b-vidur")
+    profile = fo.preset_profile(args.profile)
+    print(f"{profile.name} ({getattr(profile, 'timing_kind', 'measured')} timing)")
     base = fo.preset_workload("p512d20")
     limit = fo.max_stable_scale(base, profile).max_rate_per_s
     workload = base.with_total_rate(0.9 * limit)

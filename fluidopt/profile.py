@@ -23,9 +23,10 @@ import numpy as np
 from fluidopt.errors import InputError, reject_unknown_keys, require, require_finite_number, require_whole_number
 from fluidopt.timing import MeasuredTiming, affine_surrogate
 from fluidopt.tomlio import SCHEMA_VERSION, parse_toml, read_toml
+from fluidopt.vidur_predictor import VidurPredictorTiming
 
 PIECE_KEYS = ("base_s", "per_kv_token_s", "per_prefill_token_s", "per_sequence_s")
-TIMING_KINDS = ("affine", "measured")
+TIMING_KINDS = ("affine", "measured", "vidur-predictor")
 MAX_KV_CAPACITY_TOKENS = 10**15
 PROFILE_KEYS = ("name", "kv_capacity_tokens", "description", "iteration_time", "fit", "block_tokens", "schema_version")
 
@@ -75,7 +76,7 @@ class GPUProfile:
         Provenance: where the numbers come from.
     fit : dict
         Optional fit quality and sources (for example ``{"mape": 0.02, "r2": 0.999}``).
-    timing : MeasuredTiming, optional
+    timing : MeasuredTiming or VidurPredictorTiming, optional
         A measured, attention-aware iteration-time model (:mod:`fluidopt.timing`).  When given,
         the simulator and the fixed-point equilibrium use it, and ``pieces`` (computed from it
         when left empty) is only its convex affine surrogate for the linear program's duals.
@@ -89,7 +90,7 @@ class GPUProfile:
     pieces: tuple[AffinePiece, ...] = ()
     description: str = ""
     fit: dict[str, Any] = field(default_factory=dict, compare=False)
-    timing: MeasuredTiming | None = None
+    timing: MeasuredTiming | VidurPredictorTiming | None = None
     block_tokens: int = 1
 
     def __post_init__(self) -> None:
@@ -119,6 +120,11 @@ class GPUProfile:
     def is_single_piece(self) -> bool:
         """True when the iteration time is one affine piece."""
         return len(self.pieces) == 1
+
+    @property
+    def timing_kind(self) -> str:
+        """The iteration-time kind: ``affine``, ``measured`` or ``vidur-predictor``."""
+        return "affine" if self.timing is None else getattr(self.timing, "kind", "measured")
 
     @property
     def is_measured(self) -> bool:
@@ -230,9 +236,18 @@ class GPUProfile:
         require(kind in TIMING_KINDS, f"{source}: iteration_time.kind", kind, f"must be one of {TIMING_KINDS}")
         fit = data.get("fit", {})
         fit = dict(fit) if isinstance(fit, dict) else {}
-        measured = None
+        measured: MeasuredTiming | VidurPredictorTiming | None = None
         pieces: list[AffinePiece] = []
-        if kind == "measured":
+        if kind == "vidur-predictor":
+            mixed = [key for key in (*PIECE_KEYS, "pieces") if key in timing]
+            require(
+                not mixed,
+                f"{source}: iteration_time",
+                mixed,
+                "mixes incompatible timing kinds: kind = 'vidur-predictor' takes lookup tables, not affine keys",
+            )
+            measured = VidurPredictorTiming.from_dict(timing, f"{source}: iteration_time", fit.get("components"))
+        elif kind == "measured":
             mixed = [key for key in (*PIECE_KEYS, "pieces") if key in timing]
             require(
                 not mixed,

@@ -110,6 +110,8 @@ class MeasuredTiming:
     prefill_per_cached_token_s: float = 0.0
     mixed_decode_attention: tuple[float, ...] = ()
 
+    kind = "measured"
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", require_whole_number(self.layers, "iteration_time.layers", 1))
         knots = _number_tuple(self.knots_tokens, "iteration_time.tokens.knots")
@@ -351,14 +353,15 @@ def _coefficients(raw: Any, keys: tuple[str, ...], where: str) -> tuple[float, .
     return tuple(values)
 
 
-def affine_surrogate(timing: MeasuredTiming, iterations: int = 20) -> tuple[tuple[float, float, float, float], ...]:
+def affine_surrogate(timing: Any, iterations: int = 20) -> tuple[tuple[float, float, float, float], ...]:
     """Two affine pieces ``(base, per KV token, per prefill token, per sequence)`` whose maximum follows ``timing``.
 
     The linear program of docs/theory.md section 8 (and its duals) needs a convex piecewise-affine
     iteration time.  This fits one by alternating least squares (each synthetic batch is
     assigned to the piece that is largest on it, each piece is refitted on its batches) over
     decode-only, prefill-only and mixed batches spanning 1..4096 tokens and 64..4096 cached
-    tokens.  It is a surrogate: the simulator and the fixed-point equilibrium use ``timing``.
+    tokens.  It is a surrogate: the simulator and the fixed-point equilibrium use ``timing`` (any
+    model with this module's ``batch_time``).
     """
     rows = []
     for batch in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512):

@@ -22,10 +22,15 @@ from fluidopt.fitting import (
 )
 from fluidopt.hardware import gpu_spec, model_shape
 from fluidopt.tomlio import write_toml
+from fluidopt.vidur_predictor import fit_vidur_predictor_profile
 
 # Attention-aware presets: (gpu, model, folder, attention file).
 MEASURED_ATTENTION = {
     "a100-80gb-llama-3-8b-vidur": ("a100-80gb", "llama-3-8b", "a100/Meta-Llama-3-8B", "attention-sample.csv"),
+}
+# Vidur's execution-time predictor reproduced from the same measurements (timing kind vidur-predictor).
+PREDICTOR = {
+    "a100-80gb-llama-3-8b-vidur-predictor": ("a100-80gb", "llama-3-8b", "a100/Meta-Llama-3-8B", "attention-sample.csv"),
 }
 NO_ATTENTION_NOTE = (
     " No measured attention: prefill attention and KV-cache writes are left out and decode attention is "
@@ -81,6 +86,22 @@ def main() -> None:
         for component, fit in quality.items():
             print(
                 f"  {component:18s} MAPE {100 * fit.mape:5.1f}%  worst {100 * fit.max_abs_pct_error:5.1f}%  "
+                f"({fit.points} rows, {fit.model})"
+            )
+
+    for name, (gpu, model, folder, attention) in PREDICTOR.items():
+        source = (
+            f"Vidur profiling data/profiling/compute/{folder}/mlp.csv (TP 1) and the attention rows of "
+            f"shared/data/profiles/vidur/{folder}/{attention} (FlashInfer, block 16)"
+        )
+        profile, quality = fit_vidur_predictor_profile(
+            root / folder / "mlp.csv", root / folder / attention, gpu_spec(gpu), model_shape(model), name, source=source
+        )
+        write_toml(Path(args.out) / f"{name}.toml", _clean(profile.to_dict()))
+        print(f"{name}: C = {profile.kv_capacity_tokens}, KV-save table pooled over the {profile.fit['pooling']}")
+        for component, fit in quality.items():
+            print(
+                f"  {component:22s} MAPE {100 * fit.mape:6.1f}%  worst {100 * fit.max_abs_pct_error:6.1f}%  "
                 f"({fit.points} rows, {fit.model})"
             )
 

@@ -90,6 +90,8 @@ FILES = {
     "a_missing_column.csv": b"regime,chunk,kv\nP,64,0\n",
     "a_negative.csv": b"regime,chunk,kv,batch,save,prefill,decode\nP,64,0,1,-0.1,0.01,\n",
     "a_bad_regime.csv": b"regime,chunk,kv,batch,save,prefill,decode\nX,64,0,1,0.1,0.01,\n",
+    "a_no_decode.csv": b"regime,chunk,kv,batch,save,prefill,decode\n"
+    + b"".join(f"P,{64 * i},0,1,0.02,0.01,\n".encode() for i in range(1, 8)),
     "a_short.csv": b"regime,chunk,kv,batch,save,prefill,decode\nP,64,0,1,0.1,0.01,\nD,0,32,1,0.002,,0.006\n",
     "b_missing_column.csv": b"prefill_tokens,decode_sequences,seconds\n1,2,3\n",
     "b_negative.csv": b"prefill_tokens,decode_sequences,cached_tokens,seconds\n1,2,3,-1\n",
@@ -262,6 +264,13 @@ def _cases() -> list[tuple[str, list[str]]]:
     add(*fit, "@b_short.csv", "--batch-log", "--kv-capacity-tokens", "1000", "--out", "@.")
     add(*fit, "@b_short.csv", "--batch-log", "--kv-capacity-tokens", "1000", "--plot", "@fit.png")
     add(*fit, "@m_missing_column.csv", "--gpu", "a100-80gb", "--model", "llama-3-8b", "--plot", "@fit.png")
+    add(*fit, "@m_missing_column.csv", "--gpu", "a100-80gb", "--model", "llama-3-8b", "--timing", "vidur-predictor")
+    add(*fit, "@m_missing_column.csv", "--timing", "bogus")
+    predictor = ("--gpu", "a100-80gb", "--model", "llama-3-8b", "--timing", "vidur-predictor")
+    add(*fit, "@m_four_rows.csv", "--attention", "@a_no_decode.csv", *predictor)
+    add(*fit, "@m_four_rows.csv", "--attention", "@a_short.csv", *predictor, "--out", "@p.toml")
+    add("figures", "--timing", "vidur-predictor", "--only", "p512d20", "--out", "@figs")
+    add("figures", "--timing", "bogus")
     add("bogus-command")
     add("equilibrium", "--method", "bogus")
     add("equilibrium", "--tbt-max-s", "-1")

@@ -113,3 +113,30 @@ def test_paper_setup_figures_carry_the_paper_series_and_measured_completions(fig
             assert paper and all("shared/data/paper" in r["source"] for r in paper)
     verdicts = rows(out, "paper-fluid-vs-tuned")
     assert {r["role"] for r in verdicts} == {"fluid_guided", "baseline"}
+
+
+def test_paper_b_predictor_has_both_timings_and_the_kv_save_panel(figures):
+    out, _ = figures
+    data = rows(out, "paper-b-predictor")
+    ours = [r for r in data if r["series"] == "fluidopt"]
+    assert {r["timing"] for r in ours} == {"measured", "vidur-predictor"}
+    assert {r["policy"] for r in ours} == {"wait-cp (tl 21, cs 256)", "sarathi-512", "sarathi-508", "vllm"}
+    save = {(r["timing"], int(r["batch_tokens"])): float(r["kv_save_ms"]) for r in data if r["series"] == "kv-save"}
+    assert save[("vidur-predictor", 512)] > 5 * save[("vidur-predictor", 508)]
+    assert save[("measured", 512)] < 1.02 * save[("measured", 508)]
+    config = json.loads((out / "paper-b-predictor.json").read_text())
+    assert config["profile_used"] == {
+        "measured": "a100-80gb-llama-3-8b-vidur",
+        "vidur-predictor": "a100-80gb-llama-3-8b-vidur-predictor",
+    }
+
+
+def test_figures_timing_vidur_predictor_redraws_the_paper_figures_under_it(tmp_path, capsys):
+    argv = ["figures", "--quick", "--timing", "vidur-predictor", "--only", "paper-k-wait-gate", "--out", str(tmp_path)]
+    assert main([*argv, "--executor", "serial"]) == 0
+    config = json.loads((tmp_path / "paper-k-wait-gate-vidur-predictor.json").read_text())
+    assert config["profile_used"] == "a100-80gb-llama-3-8b-vidur-predictor"
+    assert {r["timing"] for r in rows(tmp_path, "paper-k-wait-gate-vidur-predictor") if r["series"] == "fluidopt"} == {
+        "vidur-predictor"
+    }
+    assert not (tmp_path / "paper-k-wait-gate.png").exists()

@@ -25,6 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="processes",
         help="where replicate runs execute: one process, local worker processes, or a Dask cluster (--scheduler)",
     )
+    p.add_argument(
+        "--timing",
+        choices=("measured", "vidur-predictor"),
+        default="measured",
+        help="iteration time of the paper-* figures: the measured model, or Vidur's execution-time predictor "
+        "(then only the paper-* figures, saved as NAME-vidur-predictor)",
+    )
     p.add_argument("--scheduler", help="Dask scheduler address")
     p.add_argument(
         "--shared-data",
@@ -48,6 +55,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
         seed=args.seed,
         executor=make_executor(args.executor, scheduler=args.scheduler),
         shared_data=args.shared_data,
+        timing=args.timing,
     )
     for name, paths in written.items():
         print(f"{name}: " + ", ".join(str(p) for p in paths))

@@ -90,6 +90,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--gpu-memory-gb", type=float, help="llmservingsim: GPU memory for vLLM's memory rule")
     fit.add_argument("--attention", help="Vidur attention.csv (or the shared sample format): a measured profile")
     fit.add_argument(
+        "--timing",
+        choices=("measured", "vidur-predictor"),
+        default="measured",
+        help="with --attention: the measured model, or Vidur's execution-time predictor reproduced "
+        "(docs/theory.md section 13)",
+    )
+    fit.add_argument(
         "--batch-log",
         action="store_true",
         help="CSV holds one row per iteration: prefill_tokens (prompt tokens computed in it), decode_sequences "
@@ -237,6 +244,8 @@ def cmd_profile_fit(args: argparse.Namespace) -> int:
     """Fit a profile from measurements and report its quality."""
     from fluidopt.fitting import fit_vidur_profile
 
+    if args.timing != "measured" and not args.attention:
+        raise InputError("--timing", args.timing, "needs --attention (the predictor pools attention rows)")
     if args.plot and not args.batch_log:
         raise InputError("--plot", args.plot, "needs --batch-log (the residual plot of a per-batch fit)")
     if args.format == "llmservingsim":
@@ -344,6 +353,14 @@ def _profile_fit_components(args: argparse.Namespace) -> int:
         for option in ("gpu", "model"):
             if getattr(args, option) is None:
                 raise InputError(f"--{option}", None, "is required to fit Vidur measurements")
+        if args.timing == "vidur-predictor":
+            from fluidopt.vidur_predictor import fit_vidur_predictor_profile
+
+            name = args.name or f"{args.gpu}-{args.model}-vidur-predictor"
+            profile, components = fit_vidur_predictor_profile(
+                args.csv, args.attention, gpu_spec(args.gpu), model_shape(args.model), name
+            )
+            return _report_fit(args, name, profile, components)
         name = args.name or f"{args.gpu}-{args.model}-measured"
         profile, components = fit_vidur_measured_profile(
             args.csv,

@@ -53,6 +53,7 @@ class FigureContext:
     seed: int = 0
     executor: Executor = field(default_factory=SerialExecutor)
     shared_data: Path | None = None
+    paper_timing: str = "measured"
 
     @property
     def replicates(self) -> int:
@@ -521,12 +522,26 @@ def make_figures(
     seed: int = 0,
     executor: Executor | None = None,
     shared_data: str | os.PathLike[str] | None = None,
+    timing: str = "measured",
 ) -> dict[str, list[Path]]:
-    """Regenerate the figures (all, or ``only`` these names) into ``out``."""
-    names = list(FIGURES) if not only else only
+    """Regenerate the figures (all, or ``only`` these names) into ``out``.
+
+    ``timing`` selects the iteration time of the paper-* figures: ``measured`` (the attention-aware
+    preset) or ``vidur-predictor`` (Vidur's execution-time predictor, docs/theory.md section 13).
+    Under the predictor only the paper-* figures are drawn (by default all of them), each saved as
+    ``<name>-vidur-predictor``.
+    """
+    from fluidopt.experiments.paper_figures import PAPER_FIGURES, PAPER_TIMINGS
+
+    if timing not in PAPER_TIMINGS:
+        raise InputError("--timing", timing, f"must be one of {', '.join(PAPER_TIMINGS)}")
+    paper_names = [n for n in PAPER_FIGURES if n != "paper-b-predictor"]
+    names = (list(FIGURES) if timing == "measured" else paper_names) if not only else only
     for name in names:
         if name not in FIGURES:
             raise InputError("--only", name, f"unknown figure; choose from {', '.join(FIGURES)}")
+        if timing != "measured" and name not in PAPER_FIGURES:
+            raise InputError("--only", name, f"--timing {timing} applies to the paper-* figures only")
     profile = preset_profile(profile) if isinstance(profile, str) else profile
     data = Path(shared_data) if shared_data is not None else None
     ctx = FigureContext(
@@ -536,6 +551,7 @@ def make_figures(
         seed,
         executor or SerialExecutor(),
         data if data is not None and data.is_dir() else None,
+        timing,
     )
     from fluidopt.plotting import style
 

@@ -30,8 +30,21 @@ from fluidopt.thresholds.chunked import wait_cp_thresholds
 from fluidopt.workload import Workload, preset_workload
 
 VIDUR_PROFILE = "a100-80gb-llama-3-8b-vidur"
+PREDICTOR_PROFILE = "a100-80gb-llama-3-8b-vidur-predictor"
+PAPER_TIMINGS = {"measured": VIDUR_PROFILE, "vidur-predictor": PREDICTOR_PROFILE}
 PAPER_SEED = 42
 PAPER_SOURCE = "arXiv:2504.11320 authors' recorded results (shared/data/paper)"
+
+
+def paper_profile_name(ctx) -> str:
+    """The preset behind the paper figures under the context's timing (measured model or Vidur's predictor)."""
+    return PAPER_TIMINGS[getattr(ctx, "paper_timing", "measured")]
+
+
+def _named(ctx, name: str) -> str:
+    """A paper figure's file name; under Vidur's predictor timing it carries the timing's name."""
+    timing = getattr(ctx, "paper_timing", "measured")
+    return name if timing == "measured" else f"{name}-{timing}"
 
 
 def authors_wait_cp(workload: Workload, tl: int, chunk: int, *, wait_gate: bool = False, eta: float = 0.0):
@@ -107,9 +120,17 @@ def _paper_rows(figure: str, rows: list[dict[str, str]], keep: Callable[[dict[st
     return out
 
 
-def _measure(ctx, figure: str, workload: Workload, rate: float, policies: dict[str, Policy], requests: int):
+def _measure(
+    ctx,
+    figure: str,
+    workload: Workload,
+    rate: float,
+    policies: dict[str, Policy],
+    requests: int,
+    profile_name: str | None = None,
+):
     """Simulate every policy at one nominal rate (common random numbers), rows with t intervals."""
-    profile = preset_profile(VIDUR_PROFILE)
+    profile = preset_profile(profile_name or paper_profile_name(ctx))
     scaled = workload.with_total_rate(rate)
     configs = [(policy, {"label": label}) for label, policy in policies.items()]
     evaluations = evaluate(
@@ -141,6 +162,8 @@ def _measure(ctx, figure: str, workload: Workload, rate: float, policies: dict[s
                 "delivered_rate_per_s": float(np.mean([r["settings"]["delivered_rate_per_s"] for r in e.runs])),
                 "stable": e.stable,
                 "configuration": str(policy.to_dict()),
+                "profile": profile.name,
+                "timing": profile.timing_kind,
             }
         )
     return rows
@@ -202,8 +225,119 @@ def fig_paper_b(ctx):
     policies = {"wait-cp": authors_wait_cp(workload, 21, 256), "sarathi": SarathiPolicy(), "vllm": VLLMPolicy()}
     for rate in rates:
         rows += _measure(ctx, "B", workload, rate, policies, _requests(ctx, 5000))
-    fig = _plot(rows, f"Figure B setup: p512d20 on {VIDUR_PROFILE}, Vidur conventions (dashed: paper)")
-    return FigureOutput("paper-b-p512d20", fig, rows, _config_of(ctx, workload, rates, policies, 5000))
+    fig = _plot(rows, f"Figure B setup: p512d20 on {paper_profile_name(ctx)}, Vidur conventions (dashed: paper)")
+    return FigureOutput(_named(ctx, "paper-b-p512d20"), fig, rows, _config_of(ctx, workload, rates, policies, 5000))
+
+
+PREDICTOR_RATES = [12, 14, 16, 18, 20, 22, 23]
+
+
+def predictor_policies(workload: Workload) -> dict[str, Policy]:
+    """Figure B's policies plus Sarathi with a 508-token budget (the probe of the KV-save lookup)."""
+    return {
+        "wait-cp (tl 21, cs 256)": authors_wait_cp(workload, 21, 256),
+        "sarathi-512": SarathiPolicy(),
+        "sarathi-508": SarathiPolicy(token_budget=508),
+        "vllm": VLLMPolicy(),
+    }
+
+
+def kv_save_curves(tokens: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-iteration KV-save time (s) against the batch's new tokens under both paper timings.
+
+    Vidur's predictor looks it up by the token count alone; the measured model charges what the
+    batch writes, drawn for a Sarathi-like batch (20 decodes and one prefill chunk of the rest).
+    """
+    predictor = preset_profile(PREDICTOR_PROFILE).timing
+    measured = preset_profile(VIDUR_PROFILE).timing
+    chunk = np.maximum(tokens - 20, 0)
+    return {
+        "vidur-predictor": np.asarray(predictor.kv_save_time(tokens)),  # type: ignore[union-attr]
+        "measured": np.asarray(
+            measured.prefill_kv_save_time(chunk, np.zeros_like(chunk)) + measured.decode_kv_save_time(20)  # type: ignore[union-attr]
+        ),
+    }
+
+
+def fig_paper_b_predictor(ctx):
+    """Figure B under Vidur's predictor and the measured model, with Sarathi-508, and the KV-save lookup."""
+    workload = preset_workload("p512d20")
+    paper = read_paper(ctx.shared_data, "p512d20")
+    rows = _paper_rows("B", paper, lambda r: r.get("series", "").startswith("figure"))
+    rates = _rates(ctx, PREDICTOR_RATES)
+    policies = predictor_policies(workload)
+    for profile_name in PAPER_TIMINGS.values():
+        for rate in rates:
+            rows += _measure(ctx, "B", workload, rate, policies, _requests(ctx, 5000), profile_name)
+    tokens = np.arange(256, 641, 1)
+    curves = kv_save_curves(tokens)
+    for timing, values in curves.items():
+        rows += [
+            {"figure": "B", "series": "kv-save", "timing": timing, "batch_tokens": int(t), "kv_save_ms": 1e3 * v}
+            for t, v in zip(tokens, values)
+        ]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours: dict[str, Any] = {}
+    marked = False
+    for timing, style in (("vidur-predictor", "-"), ("measured", ":")):
+        for label in policies:
+            sub = [r for r in rows if r["series"] == "fluidopt" and r["timing"] == timing and r["policy"] == label]
+            ys = np.array([r["mean_latency_s"] for r in sub])
+            err = np.array([[y - r["mean_latency_ci_low_s"], r["mean_latency_ci_high_s"] - y] for y, r in zip(ys, sub)])
+            line = axes[0].errorbar(
+                [r["rate_per_s"] for r in sub],
+                ys,
+                yerr=err.T,
+                ls=style,
+                marker="o" if timing == "vidur-predictor" else "s",
+                markerfacecolor="none" if timing == "measured" else None,
+                capsize=2,
+                color=colours.get(label),
+                label=f"{label}, {timing}",
+            )
+            colours.setdefault(label, line[0].get_color())
+            unstable = [r for r in sub if not r["stable"]]
+            if unstable:
+                axes[0].plot(
+                    [r["rate_per_s"] for r in unstable],
+                    [r["mean_latency_s"] for r in unstable],
+                    "x",
+                    color="black",
+                    markersize=8,
+                    label=None if marked else "not keeping up",
+                )
+                marked = True
+    ours = {"sarathi": "sarathi-512", "wait-cp": "wait-cp (tl 21, cs 256)", "vllm": "vllm"}
+    for label in dict.fromkeys(r["policy"] for r in rows if r["series"] == "paper"):
+        sub = [r for r in rows if r["series"] == "paper" and r["policy"] == label]
+        axes[0].plot(
+            [r["rate_per_s"] for r in sub],
+            [r["mean_latency_s"] for r in sub],
+            ls="--",
+            marker="+",
+            color=colours.get(ours.get(label, label), "grey"),
+            label=f"{label} (paper)",
+        )
+    axes[0].set(xlabel="nominal rate (requests/s)", ylabel="mean latency, middle 50% (s)", yscale="log")
+    axes[0].legend(fontsize=6, ncol=2)
+    for timing, values in curves.items():
+        axes[1].plot(
+            tokens,
+            1e3 * values,
+            label=f"{timing}" + (" (lookup by token count)" if timing != "measured" else " (20 decodes + one chunk)"),
+        )
+    for mark, text, height in ((508, "WAIT-CP batches <= 508 ", 0.55), (512, " Sarathi batches = 512", 0.8)):
+        axes[1].axvline(mark, color="grey", lw=0.8, ls="--")
+        axes[1].annotate(
+            text, (mark, axes[1].get_ylim()[1] * height), fontsize=7, ha="right" if mark == 508 else "left"
+        )
+    axes[1].set(xlabel="new tokens in the iteration", ylabel="KV-cache save per iteration, 32 layers (ms)")
+    axes[1].legend(fontsize=7)
+    fig.suptitle("Figure B under Vidur's execution-time predictor (solid) and the measured model (dotted)", fontsize=10)
+    fig.tight_layout()
+    config = _config_of(ctx, workload, rates, policies, 5000)
+    config["profile_used"] = dict(PAPER_TIMINGS)
+    return FigureOutput("paper-b-predictor", fig, rows, config)
 
 
 def fig_paper_c(ctx):
@@ -226,10 +360,10 @@ def fig_paper_c(ctx):
         }
         settings[rate] = config
         rows += _measure(ctx, "C", workload, rate, policies, _requests(ctx, 5000))
-    fig = _plot(rows, f"Figure C setup: 0.7 p512d20 + 0.3 p512d50 on {VIDUR_PROFILE} (dashed: paper)")
+    fig = _plot(rows, f"Figure C setup: 0.7 p512d20 + 0.3 p512d50 on {paper_profile_name(ctx)} (dashed: paper)")
     config = _config_of(ctx, workload, rates, policies, 5000)
     config["authors_settings_per_rate"] = {str(k): v for k, v in settings.items()}
-    return FigureOutput("paper-c-two-class", fig, rows, config)
+    return FigureOutput(_named(ctx, "paper-c-two-class"), fig, rows, config)
 
 
 def fig_paper_e(ctx):
@@ -250,7 +384,9 @@ def fig_paper_e(ctx):
         x="x_requests",
         xlabel="requests simulated",
     )
-    return FigureOutput("paper-e-long-horizon", fig, rows, _config_of(ctx, workload, [22.0], policies, counts))
+    return FigureOutput(
+        _named(ctx, "paper-e-long-horizon"), fig, rows, _config_of(ctx, workload, [22.0], policies, counts)
+    )
 
 
 def fig_paper_g(ctx):
@@ -270,10 +406,10 @@ def fig_paper_g(ctx):
         }
         settings[rate] = config
         rows += _measure(ctx, "G", workload, rate, policies, _requests(ctx, 2000))
-    fig = _plot(rows, f"Figure G setup: p512d1000 on {VIDUR_PROFILE} (dashed: paper)")
+    fig = _plot(rows, f"Figure G setup: p512d1000 on {paper_profile_name(ctx)} (dashed: paper)")
     config = _config_of(ctx, workload, rates, policies, 2000)
     config["authors_settings_per_rate"] = {str(k): v for k, v in settings.items()}
-    return FigureOutput("paper-g-p512d1000", fig, rows, config)
+    return FigureOutput(_named(ctx, "paper-g-p512d1000"), fig, rows, config)
 
 
 def fig_paper_d(ctx):
@@ -281,7 +417,7 @@ def fig_paper_d(ctx):
     workload = preset_workload("lmsys-like")
     paper = read_paper(ctx.shared_data, "lmsys")
     rows = _paper_rows("D", paper, lambda r: r.get("series", "").startswith("figure D"))
-    profile = preset_profile(VIDUR_PROFILE)
+    profile = preset_profile(paper_profile_name(ctx))
     rates = _rates(ctx, [10, 20, 30, 40, 50])
     for rate in rates:
         design = wait_cp_thresholds(
@@ -295,7 +431,7 @@ def fig_paper_d(ctx):
         }
         rows += _measure(ctx, "D", workload, rate, policies, _requests(ctx, 5000))
     fig = _plot(rows, "Figure D setup: lmsys-like mix (fluid-derived nested-wait-cp; dashed: paper, real LMSYS)")
-    return FigureOutput("paper-d-lmsys", fig, rows, _config_of(ctx, workload, rates, policies, 5000))
+    return FigureOutput(_named(ctx, "paper-d-lmsys"), fig, rows, _config_of(ctx, workload, rates, policies, 5000))
 
 
 def fig_paper_k(ctx):
@@ -317,7 +453,7 @@ def fig_paper_k(ctx):
     fig = _plot(rows, "Figure K setup: wait gate on and off (dashed: paper)")
     config = _config_of(ctx, workload, rates, policies, 5000)
     config["authors_settings_per_rate"] = {str(k): v for k, v in settings.items()}
-    return FigureOutput("paper-k-wait-gate", fig, rows, config)
+    return FigureOutput(_named(ctx, "paper-k-wait-gate"), fig, rows, config)
 
 
 def fig_fluid_vs_tuned(ctx):
@@ -327,7 +463,7 @@ def fig_fluid_vs_tuned(ctx):
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8))
     rows: list[dict[str, Any]] = []
     for ax, (workload_name, profile_name) in zip(
-        axes, (("p512d20", VIDUR_PROFILE), ("mix-p512d20-p512d50", VIDUR_PROFILE))
+        axes, (("p512d20", paper_profile_name(ctx)), ("mix-p512d20-p512d50", paper_profile_name(ctx)))
     ):
         result = compare_policies(
             preset_workload(workload_name),
@@ -374,14 +510,16 @@ def fig_fluid_vs_tuned(ctx):
             ax.errorbar(xs, ys, yerr=[lows, highs], marker="o", capsize=2, label=label)
         ax.set(xlabel="rate (requests/s)", ylabel="mean latency (s)", yscale="log", title=f"{workload_name}")
         ax.legend(fontsize=7)
-    fig.suptitle(f"Fluid-derived (not grid-searched) chunked WAIT vs tuned baselines, {VIDUR_PROFILE}", fontsize=10)
+    fig.suptitle(
+        f"Fluid-derived (not grid-searched) chunked WAIT vs tuned baselines, {paper_profile_name(ctx)}", fontsize=10
+    )
     fig.tight_layout()
     return FigureOutput(
-        "paper-fluid-vs-tuned",
+        _named(ctx, "paper-fluid-vs-tuned"),
         fig,
         rows,
         {
-            "profile": VIDUR_PROFILE,
+            "profile": paper_profile_name(ctx),
             "conventions": "vidur",
             "fractions": [0.7, 0.85, 0.95],
             "replicates": 2 if ctx.quick else 5,
@@ -392,7 +530,7 @@ def fig_fluid_vs_tuned(ctx):
 def _config_of(ctx, workload: Workload, rates, policies: dict[str, Policy], requests) -> dict[str, Any]:
     return {
         "workload": workload.name,
-        "profile_used": VIDUR_PROFILE,
+        "profile_used": paper_profile_name(ctx),
         "conventions": "vidur",
         "rates_nominal": list(rates),
         "requests": requests if not ctx.quick else _requests(ctx, requests if isinstance(requests, int) else 5000),
@@ -405,6 +543,7 @@ def _config_of(ctx, workload: Workload, rates, policies: dict[str, Policy], requ
 
 PAPER_FIGURES = {
     "paper-b-p512d20": fig_paper_b,
+    "paper-b-predictor": fig_paper_b_predictor,
     "paper-c-two-class": fig_paper_c,
     "paper-e-long-horizon": fig_paper_e,
     "paper-g-p512d1000": fig_paper_g,

@@ -22,6 +22,8 @@ import numpy as np
 
 from fluidopt.errors import InputError, require, require_whole_number
 from fluidopt.profile import GPUProfile
+from fluidopt.timing import MeasuredTiming
+from fluidopt.vidur_predictor import VidurPredictorTiming, round_up
 from fluidopt.workload import Workload
 
 GRID_POINTS = 400
@@ -49,6 +51,9 @@ class FluidBatch:
     in_system: float
     prefill_per_class: np.ndarray
     stages_per_class: np.ndarray
+    prefill_requests: float = 0.0
+    prefill_kv_keys: float = 0.0
+    prefill_chunk_sq: float = 0.0
 
     def iteration_time(self, profile: GPUProfile, x: float | np.ndarray) -> float | np.ndarray:
         """``tau`` of the batch scaled by ``x`` (vectorised over ``x``)."""
@@ -61,8 +66,11 @@ class FluidBatch:
                 for p in profile.pieces
             ]
             result = np.maximum.reduce(times) if len(times) > 1 else times[0]
+        elif isinstance(profile.timing, VidurPredictorTiming):
+            result = self._predictor_time(profile.timing, x)
         else:
             timing = profile.timing
+            assert isinstance(timing, MeasuredTiming)
             result = timing.non_attention_time(x * self.tokens) + x * self.prefill_extra
             result = result + timing.per_sequence_time(x * self.sequences)
             if self.decodes > 0:
@@ -75,6 +83,24 @@ class FluidBatch:
                 attention = np.maximum(d0 + db * b + dkv * x * self.decode_kv, e0 + ek * self.decode_kv / self.decodes)
                 result = result + save + np.maximum(attention, 0.0)
         return float(result) if np.ndim(result) == 0 else result
+
+    def _predictor_time(self, timing: VidurPredictorTiming, x: np.ndarray) -> np.ndarray:
+        """Vidur's predictor on the scaled fluid batch (:mod:`fluidopt.vidur_predictor`), vectorised over ``x``."""
+        tokens = x * self.tokens
+        result = np.asarray(timing.non_attention_time(tokens) + timing.kv_save_time(tokens), dtype=float)
+        if self.decodes > 0:
+            d0, db, dkv, e0, ek = timing.decode_attention
+            b = x * self.decodes
+            kv = float(round_up(int(self.decode_kv / self.decodes), timing.kv_granularity))
+            attention = np.maximum(np.maximum(d0 + db * b + dkv * b * kv, e0 + ek * kv), 0.0)
+            result = result + attention * (1 + timing.decode_batching_overhead * (b > 1))
+        if self.prefill_requests > 0:
+            p0, pc, pck, pcc = timing.prefill_attention
+            c = np.round(np.sqrt(x * self.prefill_chunk_sq))
+            k = x * self.prefill_kv_keys
+            attention = np.maximum(p0 + pc * c + pck * c * k + pcc * c * c, 0.0)
+            result = result + attention * (1 + timing.prefill_batching_overhead * (x * self.prefill_requests > 1))
+        return result
 
 
 def fluid_batch(
@@ -93,8 +119,23 @@ def fluid_batch(
     block = require_whole_number(block_tokens, "block_tokens", 1)
     first_decode = 2 if conventions == "vidur" else 1
     totals = dict.fromkeys(
-        ("tokens", "prefill", "decodes", "decode_kv", "extra", "kv", "sequences", "memory", "in_system"), 0.0
+        (
+            "tokens",
+            "prefill",
+            "decodes",
+            "decode_kv",
+            "extra",
+            "kv",
+            "sequences",
+            "memory",
+            "in_system",
+            "prefill_requests",
+            "prefill_kv_keys",
+            "prefill_chunk_sq",
+        ),
+        0.0,
     )
+    timing = profile.timing
     prefill_per_class = np.zeros(workload.num_classes)
     stages_per_class = np.zeros(workload.num_classes)
     for j, request_class in enumerate(workload.classes):
@@ -106,10 +147,15 @@ def fluid_batch(
         stages = np.arange(first_decode, request_class.decode_tokens + 1, dtype=float)
         reserved = math.ceil(prompt / block) * block
         extra = 0.0
-        if profile.timing is not None:
+        if isinstance(timing, VidurPredictorTiming):
+            granularity = timing.kv_granularity
+            totals["prefill_requests"] += rate * len(chunks)
+            totals["prefill_kv_keys"] += rate * float(sum(-(-k // granularity) * granularity for k in cached))
+            totals["prefill_chunk_sq"] += rate * float(sum(c * c for c in chunks))
+        elif timing is not None:
             extra = float(
-                np.sum(profile.timing.prefill_attention_time(chunks, cached))
-                + np.sum(profile.timing.prefill_kv_save_time(chunks, cached))
+                np.sum(timing.prefill_attention_time(chunks, cached))
+                + np.sum(timing.prefill_kv_save_time(chunks, cached))
             )
         decode_memory = float(np.sum(np.ceil((prompt + stages) / block) * block))
         totals["tokens"] += rate * (prompt + stages.size)
@@ -135,6 +181,9 @@ def fluid_batch(
         in_system=totals["in_system"],
         prefill_per_class=prefill_per_class,
         stages_per_class=stages_per_class,
+        prefill_requests=totals["prefill_requests"],
+        prefill_kv_keys=totals["prefill_kv_keys"],
+        prefill_chunk_sq=totals["prefill_chunk_sq"],
     )
 
 

@@ -271,7 +271,7 @@ def simulate(
     cfg_i[layout.C_SELECTOR] = index
     cfg_i[layout.C_BLOCK] = block
     cfg_i[layout.C_EVICTION] = EVICTIONS.index(eviction)
-    cfg_i[layout.C_TIMING] = layout.TIMING_IDS["measured" if profile.is_measured else "affine"]
+    cfg_i[layout.C_TIMING] = layout.TIMING_IDS[profile.timing_kind]
     cfg_i[layout.C_FIRST_TOKEN_PREFILL] = int(conventions == "vidur" or pack.engine_tokens)
     cfg_i[layout.C_ENGINE_TOKENS] = int(pack.engine_tokens)
     cfg_i[layout.C_PER_CLASS_QUEUES] = int(pack.per_class_queues)
@@ -395,7 +395,7 @@ def simulate(
             "drain": drain,
             "conventions": conventions,
             "measured_request_ids": [measure_lo, min(measure_hi, requests or measure_hi)],
-            "timing": "measured" if profile.is_measured else "affine",
+            "timing": profile.timing_kind,
             "delivered_rate_per_s": (
                 (requests / last_arrival) if requests and last_arrival > 0 else workload.total_rate_per_s
             ),

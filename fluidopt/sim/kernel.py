@@ -129,6 +129,21 @@ from fluidopt.timing import (
     TC_S0,
     TC_S1,
 )
+from fluidopt.vidur_predictor import (
+    VC_D0,
+    VC_DB,
+    VC_DKV,
+    VC_DOVER,
+    VC_E0,
+    VC_EK,
+    VC_GRAN,
+    VC_P0,
+    VC_PC,
+    VC_PCC,
+    VC_PCK,
+    VC_POVER,
+    VC_ROUND,
+)
 
 # Compile the policy modules' functions first (numba), then bind each selection function to a
 # global of its own: numba calls a global dispatcher directly (and can inline it), whereas a tuple
@@ -260,6 +275,53 @@ def _prefill_chunk_time(tcoef, ttable, chunk, cached):
     attention = tcoef[TC_P0] + tcoef[TC_PC] * c + tcoef[TC_PCK] * c * k + tcoef[TC_PCC] * c * c + tcoef[TC_PK] * k
     rate = _interp(ttable, 2, k + c)
     return (attention if attention > 0.0 else 0.0) + c * (rate if rate > 0.0 else 0.0)
+
+
+@njit(cache=True)
+def _vidur_predictor_tau(vcoef, vtable, tokens, decodes, decode_processed, prefills, prefill_kv_keys, prefill_c2):
+    """Iteration time as Vidur's predictor composes it (fluidopt.vidur_predictor).
+
+    ``vtable`` rows 1 and 2 are dense lookups by token count (non-attention at the count rounded
+    up to 8, KV save at the exact count); ``decode_processed`` sums the decodes' processed
+    tokens, ``prefill_kv_keys`` the prefills' processed tokens rounded up to the granularity,
+    ``prefill_c2`` their squared chunks.
+    """
+    top = vtable.shape[1] - 1
+    step = int(vcoef[VC_ROUND])
+    rounded = (tokens + step - 1) // step * step
+    tau = vtable[1, rounded if rounded < top else top] + vtable[2, tokens if tokens < top else top]
+    gran = int(vcoef[VC_GRAN])
+    if decodes > 0:
+        kv = float((decode_processed // decodes + gran - 1) // gran * gran)
+        b = float(decodes)
+        linear = vcoef[VC_D0] + vcoef[VC_DB] * b + vcoef[VC_DKV] * b * kv
+        floor = vcoef[VC_E0] + vcoef[VC_EK] * kv
+        attention = linear if linear > floor else floor
+        if attention > 0.0:
+            tau += attention * (1.0 + vcoef[VC_DOVER] * (decodes > 1))
+    if prefills > 0:
+        c = float(round(math.sqrt(float(prefill_c2))))
+        k = float(prefill_kv_keys)
+        attention = vcoef[VC_P0] + vcoef[VC_PC] * c + vcoef[VC_PCK] * c * k + vcoef[VC_PCC] * c * c
+        if attention > 0.0:
+            tau += attention * (1.0 + vcoef[VC_POVER] * (prefills > 1))
+    return tau
+
+
+@njit(cache=True)
+def _vidur_predictor_batch(vcoef, vtable, slot_i, bsel, bchunk, nb, tokens, decodes, decode_processed):
+    """Vidur's predictor for the selected batch: its prefill keys gathered in a pass of their own."""
+    gran = int(vcoef[VC_GRAN])
+    prefills = 0
+    prefill_kv_keys = 0
+    prefill_c2 = 0
+    for b in range(nb):
+        slot = bsel[b]
+        if slot_i[I_STAGE, slot] == 0:
+            prefills += 1
+            prefill_kv_keys += (slot_i[I_PREFILL_DONE, slot] + gran - 1) // gran * gran
+            prefill_c2 += bchunk[b] * bchunk[b]
+    return _vidur_predictor_tau(vcoef, vtable, tokens, decodes, decode_processed, prefills, prefill_kv_keys, prefill_c2)
 
 
 @njit(cache=True, inline="always")
@@ -506,6 +568,7 @@ def run_kernel(
     window_end = cfg_f[CF_WINDOW_END]
     drain = cfg_i[C_DRAIN] == 1
     measured_timing = cfg_i[C_TIMING] == 1
+    predictor_timing = cfg_i[C_TIMING] == 2
     first_token_prefill = cfg_i[C_FIRST_TOKEN_PREFILL] == 1
     engine_tokens = cfg_i[C_ENGINE_TOKENS] == 1
     while True:
@@ -602,6 +665,8 @@ def run_kernel(
         tau = 0.0
         if measured_timing:
             tau = _measured_tau(tcoef, ttable, prefill + decodes, decodes, float(decode_kv), prefill_extra, nb)
+        elif predictor_timing:
+            tau = _vidur_predictor_batch(tcoef, ttable, slot_i, bsel, bchunk, nb, prefill + decodes, decodes, decode_kv)
         else:
             for p in range(coef.shape[0]):
                 value = coef[p, 0] + coef[p, 1] * kv + coef[p, 2] * prefill + coef[p, 3] * nb

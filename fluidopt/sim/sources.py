@@ -11,7 +11,7 @@ import hashlib
 from pathlib import Path
 
 _SIM = Path(__file__).resolve().parent
-_SOURCES = ("layout.py", "kernel.py", "sources.py", "../timing.py")
+_SOURCES = ("layout.py", "kernel.py", "sources.py", "../timing.py", "../vidur_predictor.py")
 
 
 def sources_fingerprint() -> int:
