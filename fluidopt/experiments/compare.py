@@ -23,7 +23,7 @@ import numpy as np
 
 from fluidopt.errors import require
 from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate_run
-from fluidopt.experiments.runs import RunSettings
+from fluidopt.experiments.runs import RunSettings, pipeline_pass_time_s, steady_state_run
 from fluidopt.experiments.sweep import Executor
 from fluidopt.experiments.tune import chunked_candidates
 from fluidopt.fluid.stability import max_stable_scale
@@ -174,7 +174,11 @@ def compare_policies(
         if multiclass:
             fluid_configs += chunked_candidates(scaled, profile, nested=True, conventions=conventions)
         baselines = baseline_candidates()
-        selection = evaluate_run(scaled, profile, fluid_configs + baselines, run)
+        # Every configuration is judged on runs that reach the steady state of the slowest
+        # pipeline among them (the fluid-derived ones hold kappa seconds of arrivals per stage).
+        passes = [pipeline_pass_time_s(scaled, d["kappa"], d["chunk_tokens"]) for _, d in fluid_configs]
+        steady, options = steady_state_run(run, scaled.total_rate_per_s, max(passes, default=0.0))
+        selection = evaluate_run(scaled, profile, fluid_configs + baselines, steady, options=options)
         fluid_pick = _best(selection[: len(fluid_configs)])
         base_pick = _best(selection[len(fluid_configs) :])
         chosen = [(e.policy, e.description) for e in (fluid_pick, base_pick) if e is not None]
@@ -182,7 +186,7 @@ def compare_policies(
             (VLLMPolicy(), {"family": "vllm", "paper default": True}),
             (SarathiPolicy(), {"family": "sarathi", "paper default": True}),
         ]
-        fresh = evaluate_run(scaled, profile, chosen + defaults, run.with_seed(seed + 1_000_003))
+        fresh = evaluate_run(scaled, profile, chosen + defaults, steady.with_seed(seed + 1_000_003), options=options)
         fluid_eval = fresh[0] if fluid_pick is not None else None
         base_eval = fresh[len(chosen) - 1] if base_pick is not None else None
         paper = {"vllm": fresh[len(chosen)], "sarathi": fresh[len(chosen) + 1]}

@@ -169,3 +169,38 @@ class RunSummary:
         """A drift-test ratio (``drift_latency_ratio``, ``drift_queue_ratio``), None when not computed."""
         value: Any = self.values.get(key)
         return None if value is None or _is_missing(value) else float(value)
+
+
+# A stability verdict judges a run's steady state: the warm-up covers WARMUP_PASSES passes of the
+# longest request through the system, and MEASURED_PASSES more are measured after it.
+WARMUP_PASSES = 2.0
+MEASURED_PASSES = 4.0
+
+
+def pipeline_pass_time_s(workload: Any, iteration_s: float, chunk_tokens: int | None = None) -> float:
+    """Time the longest request spends in a pipeline of ``iteration_s`` iterations (fluid estimate).
+
+    One iteration per prefill chunk of the longest prompt (one when unchunked) and per decode stage
+    of the longest output: ``iteration_s x (ceil(l_max / cs) + l'_max)``.
+    """
+    prompt = float(workload.prefill.max())
+    chunks = math.ceil(prompt / chunk_tokens) if chunk_tokens else 1
+    return float(iteration_s) * (chunks + float(workload.decode.max()))
+
+
+def steady_state_run(run: RunSettings, rate_per_s: float, pass_time_s: float) -> tuple[RunSettings, dict[str, Any]]:
+    """Settings and simulate options whose runs reach the steady state before they are judged.
+
+    A system started empty fills for about one pass of its longest request; until then
+    completions lag arrivals by the requests on their way through, which the stability test
+    (:attr:`~fluidopt.experiments.evaluate.Evaluation.stable`) and the drift test read as a
+    growing queue.  The returned settings simulate at least ``rate x (WARMUP_PASSES +
+    MEASURED_PASSES) x pass_time`` requests (never fewer than ``run.requests``) and the options
+    set a warm-up of ``WARMUP_PASSES`` passes (at least simulate's default of 10 % of the span).
+    """
+    if not (rate_per_s > 0 and math.isfinite(pass_time_s) and pass_time_s > 0):
+        return run, {}
+    warmup = WARMUP_PASSES * pass_time_s
+    needed = math.ceil(rate_per_s * (warmup + MEASURED_PASSES * pass_time_s))
+    requests = max(run.requests, needed)
+    return replace(run, requests=requests), {"warmup_s": max(warmup, 0.1 * requests / rate_per_s)}
