@@ -67,8 +67,9 @@ def main() -> None:
     print("spans:", ", ".join(f"{s[0]}-{s[-1]}" if s.size > 1 else f"{s[0]}" for s in spans[:40]))
     print(f"grid keys: {grid_tokens.size}; mean of the pooled rows at 512: {grid_means[grid_tokens == 512][0]:.4f} ms")
     out = Path("forest_vs_lookup.csv")
-    np.savetxt(out, np.column_stack([tokens, table, forest]), delimiter=",", header="tokens,lookup_ms,forest_ms",
-               comments="")
+    np.savetxt(
+        out, np.column_stack([tokens, table, forest]), delimiter=",", header="tokens,lookup_ms,forest_ms", comments=""
+    )
     print(f"wrote {out}")
 
 
