@@ -166,6 +166,12 @@ def test_report_main_job(capsys, tmp_path):
     assert {r["policy"] for r in data["policy_comparison"]} >= {"wait", "nested-wait", "vllm", "sarathi", "fcfs"}
     for paths in data["figures"].values():
         assert all(Path(p).exists() for p in paths)
+    from fluidopt.cli.report_command import print_report
+
+    print_report(data, str(tmp_path), full=False)  # the tables the plain command prints
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("0. Which settings") for line in lines) and "report finished" in lines[-1]
+    assert max(len(line) for line in lines) <= 120, max(lines, key=len)
 
 
 def test_every_option_of_every_command_has_help_text():

@@ -114,6 +114,8 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, width
 
 
 def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
         if not math.isfinite(value):
             return "-"

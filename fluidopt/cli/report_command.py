@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 import time
 from pathlib import Path
 
@@ -75,15 +76,34 @@ def _knobs(knobs: dict) -> str:
     )
     short = {
         "max_num_seqs": "seqs",
-        "max_num_batched_tokens": "tokens",
-        "long_prefill_token_threshold": "chunk",
-        "max_running_requests": "running",
-        "chunked_prefill_size": "chunk",
-        "max_prefill_tokens": "pf",
-        "schedule_conservativeness": "cons.",
+        "max_num_batched_tokens": "tok",
+        "long_prefill_token_threshold": "cs",
+        "max_running_requests": "run",
+        "chunked_prefill_size": "cs",
+        "schedule_conservativeness": "c",
     }
-    parts = [f"{short[k]} {v if v else 'auto'}" for k, v in knobs.items() if k in shown]
-    return " ".join(parts)[:36] or "-"
+    parts = [f"{short[k]} {v if v else 'auto'}" for k, v in knobs.items() if k in shown and k in short]
+    return " ".join(parts)[:24] or "-"
+
+
+WIDTH = 120  # every line of the report fits a 120-column terminal; report.json has the details
+
+
+def _wrap(text: str, indent: str = "") -> str:
+    """``text`` folded to :data:`WIDTH` columns, continuation lines indented by ``indent`` and two spaces."""
+    return textwrap.fill(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ", break_on_hyphens=False)
+
+
+def _command(command: str, indent: str = "    ") -> str:
+    """A shell command folded at option boundaries with backslash continuations, within :data:`WIDTH`."""
+    lines, line = [], indent
+    for word in command.replace(" --", "\0--").split("\0"):
+        if len(line) + len(word) + 3 > WIDTH and line.strip():
+            lines.append(line.rstrip() + " \\")
+            line = indent + "  "
+        line += word + " "
+    lines.append(line.rstrip())
+    return "\n".join(lines)
 
 
 def _latency(row: dict) -> str:
@@ -91,29 +111,26 @@ def _latency(row: dict) -> str:
     default = row["evaluations"].get("engine defaults (fresh seeds)")
     if not fresh or not default:
         return "-"
-    return f"{fresh['mean_latency_s']:.3g} vs {default['mean_latency_s']:.3g}"
+    return f"{fresh['mean_latency_s']:.3g} / {default['mean_latency_s']:.3g}"
 
 
 def _rates(row: dict) -> str:
     if not row["recommended"]:
         return "-"
-    return f"{row['max_rate_recommended_per_s']:.3g} vs {row['max_rate_default_per_s']:.3g}"
+    return f"{row['max_rate_recommended_per_s']:.3g} / {row['max_rate_default_per_s']:.3g}"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the verdict and the three tables and write the figures."""
     from fluidopt.experiments.figures import make_figures
     from fluidopt.experiments.report import (
-        ENGINE_FRACTION,
         REPORT_PROFILES,
         REPORT_WORKLOADS,
-        VERDICT_FRACTION,
         VERDICT_PROFILES,
         engine_recommendations,
         policy_comparison,
         stability_summary,
         tuned_thresholds,
-        verdict_sentence,
         verdict_summary,
     )
     from fluidopt.experiments.sweep import make_executor
@@ -161,14 +178,35 @@ def cmd_report(args: argparse.Namespace) -> int:
             }
         )
         return 0
+    print_report(_json_safe(document), args.out, args.full)
+    return 0
+
+    return 0
+
+
+def _times(value: float | None, factor: float) -> float:
+    """``value x factor``; a missing value (JSON null for inf or NaN) is NaN, printed as ``-``."""
+    return float("nan") if value is None else value * factor
+
+
+def print_report(document: dict, out: str, full: bool) -> None:
+    """Print the report's tables from its JSON document (every line within :data:`WIDTH` columns)."""
+    from fluidopt.experiments.report import ENGINE_FRACTION, VERDICT_FRACTION, verdict_sentence
+
+    engines, verdicts = document["engine_settings"], document["verdict"]
+    stability, tuned, comparison = document["stability"], document["tuned_thresholds"], document["policy_comparison"]
+    written, elapsed = document["figures"], document["wall_time_s"]
     print(
-        f"0. Which settings should my engine run?  vLLM V1 / SGLang settings from the fluid model at "
-        f"{100 * ENGINE_FRACTION:.0f}% of each fluid limit, SLO p99 TPOT <= 100 ms, simulated against the "
-        "engine's defaults and a grid over the same knobs; details in report.json\n"
+        _wrap(
+            f"0. Which settings should my engine run?  vLLM V1 / SGLang settings from the fluid model at "
+            f"{100 * ENGINE_FRACTION:.0f}% of each fluid limit, SLO p99 TPOT <= 100 ms, simulated against the "
+            "engine's defaults (dflt) and a grid over the same knobs; details in report.json"
+        )
+        + "\n"
     )
     print(
         format_table(
-            ["profile", "workload", "engine", "limit/s", "recommended", "E2E s (vs dflt)", "max/s (vs dflt)", "from"],
+            ["profile", "workload", "engine", "limit/s", "recommended", "E2E s rec/dflt", "max/s rec/dflt", "from"],
             [
                 (
                     r["profile"][:20],
@@ -178,20 +216,24 @@ def cmd_report(args: argparse.Namespace) -> int:
                     _knobs(r["recommended"]),
                     _latency(r),
                     _rates(r),
-                    r["source"].split()[0],
+                    r["source"].split()[0].removesuffix("-derived"),
                 )
                 for r in engines
             ],
         )
     )
     for r in engines:
-        print(f"  {r['profile']} / {r['workload_name']} / {r['engine']}: {verdict_sentence(r)}")
+        print(_wrap(f"{r['profile']} / {r['workload_name']} / {r['engine']}: {verdict_sentence(r)}", "  "))
         if r["recommended"]:
-            print(f"    {r['command']}")
+            print(_command(r["command"]))
     print(
-        f"\n1. Does fluid guidance beat tuned baselines here?  At {100 * VERDICT_FRACTION:.0f}% of each fluid limit: "
-        "the best fluid-derived chunked WAIT against the best tuned vLLM / Sarathi, 3 fresh replicates, "
-        "paired 95% interval\n"
+        "\n"
+        + _wrap(
+            f"1. Does fluid guidance beat tuned baselines here?  At {100 * VERDICT_FRACTION:.0f}% of each fluid "
+            "limit: the best fluid-derived chunked WAIT against the best tuned vLLM / Sarathi, 3 fresh replicates, "
+            "paired 95% interval"
+        )
+        + "\n"
     )
     print(
         format_table(
@@ -210,7 +252,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     )
     for r in verdicts:
-        print(f"  {r['profile']} / {r['workload']}: {r['verdict']}")
+        print(_wrap(f"{r['profile']} / {r['workload']}: {r['verdict']}", "  "))
     print("\n2. Fluid stability (arXiv:2504.11320; fluidopt GPU profiles)\n")
     print(
         format_table(
@@ -221,7 +263,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                     r["workload"],
                     r["rate_per_s"],
                     "yes" if r["stable"] else "no",
-                    r["iteration_time_s"] * 1e3,
+                    _times(r["iteration_time_s"], 1e3),
                     r["memory_tokens"],
                     r["max_rate_per_s"],
                     r["regime"],
@@ -232,8 +274,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     )
     print(
-        "\n3. The paper's algorithms, literal WAIT and Nested WAIT (theory: asymptotics and the paper's Algorithms 1-2;"
-        " no engine runs them)\n\n3a. Tuned thresholds (simulation-verified, least mean latency)\n"
+        "\n"
+        + _wrap(
+            "3. The paper's algorithms, literal WAIT and Nested WAIT (theory: asymptotics and the paper's "
+            "Algorithms 1-2; no engine runs them)"
+        )
+        + "\n\n3a. Tuned thresholds (simulation-verified, least mean latency)\n"
     )
     print(
         format_table(
@@ -261,24 +307,24 @@ def cmd_report(args: argparse.Namespace) -> int:
                 "rate/s",
                 "policy",
                 "stable",
-                "mean lat. s",
-                "p99 lat. s",
+                "mean s",
+                "p99 s",
                 "TTFT s",
                 "done/s",
-                "restarts %",
+                "restart%",
             ],
             [
                 (
                     r["profile"],
-                    r["workload"],
+                    r["workload"][:13],
                     r["rate_per_s"],
                     r["policy"],
-                    "yes" if r["unfinished_fraction"] <= 0.02 else "NO (overloaded)",
+                    "yes" if r["unfinished_fraction"] <= 0.02 else "NO: overload",
                     r["mean_latency_s"],
                     r["p99_latency_s"],
                     r["mean_ttft_s"],
                     r["completed_per_s"],
-                    100 * r["restart_fraction"],
+                    _times(r["restart_fraction"], 100),
                 )
                 for r in comparison
             ],
@@ -286,8 +332,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     if written:
         print(
-            f"\n4. Figures ({'paper sizes' if args.full else 'quick sizes; --full for the paper sizes'}) "
-            f"and report.json in {args.out}/: " + ", ".join(written)
+            "\n"
+            + _wrap(
+                f"4. Figures ({'paper sizes' if full else 'quick sizes; --full for the paper sizes'}) "
+                f"and report.json in {out}/: " + ", ".join(written)
+            )
         )
     print(f"\nreport finished in {elapsed:.1f} s")
-    return 0
