@@ -271,6 +271,8 @@ def _cases() -> list[tuple[str, list[str]]]:
     add(*fit, "@m_four_rows.csv", "--attention", "@a_short.csv", *predictor, "--out", "@p.toml")
     add("figures", "--timing", "vidur-predictor", "--only", "p512d20", "--out", "@figs")
     add("figures", "--timing", "bogus")
+    add("equilibrium", "-p", "a100-80gb-llama-3-8b-vidur-predictor", "--method", "lp")
+    add("stability", "-p", "a100-80gb-llama-3-8b-vidur-predictor", "--method", "lp")
     add("bogus-command")
     add("equilibrium", "--method", "bogus")
     add("equilibrium", "--tbt-max-s", "-1")

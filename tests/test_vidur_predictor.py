@@ -195,3 +195,24 @@ def test_malformed_predictor_tables_name_the_field(mutation, field):
     mutation(data["iteration_time"])
     with pytest.raises(InputError, match=field.replace(".", r"\.")):
         GPUProfile.from_dict(data)
+
+
+def test_the_lp_methods_are_refused_under_the_step_function_predictor():
+    profile = fo.preset_profile(PRESET)
+    workload = fo.preset_workload("p512d20")
+    with pytest.raises(InputError, match="step function"):
+        fo.equilibrium(workload, profile, method="lp")
+    with pytest.raises(InputError, match="step function"):
+        fo.max_stable_scale(workload, profile, method="lp")
+
+
+@pytest.mark.parametrize("workload_name", ["p512d20", "mix-p512d20-p512d50"])
+def test_the_stability_limit_is_where_the_fixed_point_stops(workload_name):
+    """Bisection scales the per-unit batch, prefill keys included: the limit agrees with direct fixed points."""
+    from fluidopt.fluid.fixed_point import solve_fixed_point
+
+    profile = fo.preset_profile(PRESET)
+    workload = fo.preset_workload(workload_name)
+    limit = fo.max_stable_scale(workload, profile).max_rate_per_s
+    assert solve_fixed_point(workload.with_total_rate(0.99 * limit), profile).stable
+    assert not solve_fixed_point(workload.with_total_rate(1.01 * limit), profile).stable

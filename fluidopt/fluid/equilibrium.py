@@ -261,6 +261,13 @@ def equilibrium_lp(
     costs = class_costs(workload, profile)
     bases = profile.coefficient_matrix()[:, 0]
     method = "lp"
+    if profile.timing_kind == "vidur-predictor":
+        raise InputError(
+            "method",
+            "lp",
+            "Vidur's predictor timing is a step function of the batch (table lookups at rounded token counts), "
+            "so it has no tangent plane for the LP; its equilibrium is the fixed point (method auto)",
+        )
     if profile.is_measured:
         # The measured model is not affine: solve the LP on its tangent plane at the exact
         # (fixed-point) equilibrium, so the optimum is exact and the duals are local.

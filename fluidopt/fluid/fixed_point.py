@@ -315,6 +315,9 @@ def _scaled_batch(batch: FluidBatch, theta: float) -> FluidBatch:
         in_system=batch.in_system * theta,
         prefill_per_class=batch.prefill_per_class,
         stages_per_class=batch.stages_per_class,
+        prefill_requests=batch.prefill_requests * theta,
+        prefill_kv_keys=batch.prefill_kv_keys * theta,
+        prefill_chunk_sq=batch.prefill_chunk_sq * theta,
     )
 
 
@@ -358,6 +361,9 @@ def _combine(units: list[FluidBatch], counts: np.ndarray) -> FluidBatch:
         "sequences",
         "memory",
         "in_system",
+        "prefill_requests",
+        "prefill_kv_keys",
+        "prefill_chunk_sq",
     )
     totals = {f: float(sum(c * getattr(u, f) for c, u in zip(counts, units))) for f in fields}
     return FluidBatch(

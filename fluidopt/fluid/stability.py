@@ -137,6 +137,13 @@ def max_stable_scale(
     if method == "bisection" or (method == "auto" and profile.is_measured):
         return _max_scale_bisection(workload, profile, constraints)
     if method == "lp":
+        if profile.timing_kind == "vidur-predictor":
+            raise InputError(
+                "method",
+                "lp",
+                "Vidur's predictor timing is a step function of the batch, so the LP would solve its affine "
+                "surrogate, not the predictor; its stability limit is found by bisection (method auto)",
+            )
         return _max_scale_lp(workload, profile, constraints)
     return _max_scale_closed_form(workload, profile, constraints)
 
