@@ -25,7 +25,8 @@ def test_vllm_settings_follow_the_chunked_design():
     knobs, rows = fluid_settings("vllm", workload, PROFILE)
     assert knobs["max_num_batched_tokens"] >= design.total_budget_tokens
     assert knobs["max_num_batched_tokens"] % 8 == 0
-    assert knobs["long_prefill_token_threshold"] == design.chunk_tokens
+    assert knobs["long_prefill_token_threshold"] >= design.prefill_budget_tokens
+    assert knobs["long_prefill_token_threshold"] <= knobs["max_num_batched_tokens"]
     widest = wait_cp_thresholds(workload, PROFILE, conventions="fluidopt", kappa=design.interval[1])
     assert design.tl <= knobs["max_num_seqs"] <= widest.tl
     assert {r.knob for r in rows} == set(knobs)

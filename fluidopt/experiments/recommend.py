@@ -9,7 +9,9 @@ iteration; they become
   the kappa interval (room for the fluctuations about the mean, short of a full KV cache, where
   admission stalls), ``max_num_batched_tokens`` = the design's total budget (prefill budget plus
   decode budgets; vLLM serves running decodes first),
-  ``long_prefill_token_threshold`` = the chunk size;
+  ``long_prefill_token_threshold`` = the design's prefill budget (one request may take a step's
+  prefill share, never its decode share; the design's chunk size as the cap split every prompt
+  over more steps and cost 1-15 % of mean latency in the simulator);
 - SGLang, whose steps are prefill batches or decode batches, not both: ``max_running_requests``
   from the fluid model of that alternating pipeline (:func:`sglang_running_cap`: ``B`` decoding
   requests keep up when ``B (1 - sum_j lambda_j p_j) / tau_d(B) >= sum_j lambda_j (l'_j - 1)``,
@@ -81,7 +83,7 @@ def fluid_settings(engine: str, workload: Workload, profile: GPUProfile) -> tupl
         knobs: dict[str, Any] = {
             "max_num_seqs": seqs,
             "max_num_batched_tokens": budget,
-            "long_prefill_token_threshold": min(design.chunk_tokens, budget),
+            "long_prefill_token_threshold": min(int(math.ceil(design.prefill_budget_tokens / 8) * 8), budget),
         }
         rows += [
             Derivation(
@@ -96,7 +98,12 @@ def fluid_settings(engine: str, workload: Workload, profile: GPUProfile) -> tupl
                 f"prefill budget {design.prefill_budget_tokens} + decode budget {decodes} tokens per iteration "
                 "(rounded up to 8)",
             ),
-            Derivation("long_prefill_token_threshold", knobs["long_prefill_token_threshold"], "chunk size cs"),
+            Derivation(
+                "long_prefill_token_threshold",
+                knobs["long_prefill_token_threshold"],
+                f"prefill budget {design.prefill_budget_tokens} tokens per iteration (rounded up to 8): one request "
+                "takes at most the step's prefill share",
+            ),
         ]
         return knobs, rows
     ratio, why = _reserve_ratio(workload, profile, design.kappa)
