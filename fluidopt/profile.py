@@ -27,6 +27,11 @@ from fluidopt.vidur_predictor import VidurPredictorTiming
 
 PIECE_KEYS = ("base_s", "per_kv_token_s", "per_prefill_token_s", "per_sequence_s")
 TIMING_KINDS = ("affine", "measured", "vidur-predictor")
+# Timing kinds given as tables, with what their [iteration_time] takes (for the mixed-keys error).
+TABLE_TIMINGS: dict[str, tuple[Any, str]] = {
+    "measured": (MeasuredTiming, "tokens / prefill_attention / decode_attention tables"),
+    "vidur-predictor": (VidurPredictorTiming, "lookup tables"),
+}
 MAX_KV_CAPACITY_TOKENS = 10**15
 PROFILE_KEYS = ("name", "kv_capacity_tokens", "description", "iteration_time", "fit", "block_tokens", "schema_version")
 
@@ -238,25 +243,16 @@ class GPUProfile:
         fit = dict(fit) if isinstance(fit, dict) else {}
         measured: MeasuredTiming | VidurPredictorTiming | None = None
         pieces: list[AffinePiece] = []
-        if kind == "vidur-predictor":
+        if kind in TABLE_TIMINGS:
+            model, takes = TABLE_TIMINGS[kind]
             mixed = [key for key in (*PIECE_KEYS, "pieces") if key in timing]
             require(
                 not mixed,
                 f"{source}: iteration_time",
                 mixed,
-                "mixes incompatible timing kinds: kind = 'vidur-predictor' takes lookup tables, not affine keys",
+                f"mixes incompatible timing kinds: kind = {kind!r} takes {takes}, not affine keys",
             )
-            measured = VidurPredictorTiming.from_dict(timing, f"{source}: iteration_time", fit.get("components"))
-        elif kind == "measured":
-            mixed = [key for key in (*PIECE_KEYS, "pieces") if key in timing]
-            require(
-                not mixed,
-                f"{source}: iteration_time",
-                mixed,
-                "mixes incompatible timing kinds: kind = 'measured' takes tokens / prefill_attention / "
-                "decode_attention tables, not affine keys",
-            )
-            measured = MeasuredTiming.from_dict(timing, f"{source}: iteration_time", fit.get("components"))
+            measured = model.from_dict(timing, f"{source}: iteration_time", fit.get("components"))
         else:
             mixed = [key for key in ("tokens", "prefill_attention", "decode_attention", "layers") if key in timing]
             require(

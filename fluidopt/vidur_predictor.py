@@ -38,12 +38,18 @@ Vidur's keys; the rounding and the keys are Vidur's.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+import os
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fluidopt.errors import InputError, reject_unknown_keys, require, require_finite_number, require_whole_number
+
+if TYPE_CHECKING:
+    from fluidopt.fitting import ComponentFit
+    from fluidopt.hardware import GPUSpec, ModelShape
+    from fluidopt.profile import GPUProfile
 
 KIND = "vidur-predictor"
 PREFILL_KEYS = ("base_s", "per_chunk_token_s", "per_chunk_kv_token_s", "per_chunk_token_sq_s")
@@ -347,10 +353,10 @@ def _mean_by_key(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def fit_vidur_predictor_profile(
-    mlp_path: Any,
-    attention_path: Any,
-    gpu: Any,
-    model: Any,
+    mlp_path: str | os.PathLike[str],
+    attention_path: str | os.PathLike[str],
+    gpu: GPUSpec,
+    model: ModelShape,
     name: str,
     *,
     pooling: str = "auto",
@@ -358,7 +364,7 @@ def fit_vidur_predictor_profile(
     block_tokens: int = 16,
     max_request_tokens: int = 4096,
     source: str | None = None,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[GPUProfile, dict[str, ComponentFit]]:
     """A ``vidur-predictor`` GPU profile from Vidur-format ``mlp.csv`` and attention rows.
 
     Parameters
@@ -500,6 +506,6 @@ def fit_vidur_predictor_profile(
         "max_request_tokens": max_request_tokens,
         "components": {k: q.to_dict() for k, q in quality.items()},
     }
-    timing = VidurPredictorTiming(**{**timing.__dict__, "fit": {k: q.to_dict() for k, q in quality.items()}})
+    timing = replace(timing, fit={k: q.to_dict() for k, q in quality.items()})
     profile = GPUProfile(name, capacity, (), description, fit_info, timing, block_tokens)  # type: ignore[arg-type]
     return profile, quality

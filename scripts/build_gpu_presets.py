@@ -73,32 +73,18 @@ def main() -> None:
     )
     write_toml(Path(args.out) / "h100-80gb-llama-3-8b.toml", _clean(_with_note(profile).to_dict()))
     print(f"h100-80gb-llama-3-8b: derived, C = {profile.kv_capacity_tokens}")
-    for name, (gpu, model, folder, attention) in MEASURED_ATTENTION.items():
+    attention_aware = [(spec, fit_vidur_measured_profile) for spec in MEASURED_ATTENTION.items()]
+    attention_aware += [(spec, fit_vidur_predictor_profile) for spec in PREDICTOR.items()]
+    for (name, (gpu, model, folder, attention)), fit_profile in attention_aware:
         source = (
             f"Vidur profiling data/profiling/compute/{folder}/mlp.csv (TP 1) and the attention rows of "
             f"shared/data/profiles/vidur/{folder}/{attention} (FlashInfer, block 16)"
         )
-        profile, quality = fit_vidur_measured_profile(
+        profile, quality = fit_profile(
             root / folder / "mlp.csv", root / folder / attention, gpu_spec(gpu), model_shape(model), name, source=source
         )
         write_toml(Path(args.out) / f"{name}.toml", _clean(profile.to_dict()))
-        print(f"{name}: C = {profile.kv_capacity_tokens} ({profile.kv_capacity_tokens // 16} blocks of 16)")
-        for component, fit in quality.items():
-            print(
-                f"  {component:18s} MAPE {100 * fit.mape:5.1f}%  worst {100 * fit.max_abs_pct_error:5.1f}%  "
-                f"({fit.points} rows, {fit.model})"
-            )
-
-    for name, (gpu, model, folder, attention) in PREDICTOR.items():
-        source = (
-            f"Vidur profiling data/profiling/compute/{folder}/mlp.csv (TP 1) and the attention rows of "
-            f"shared/data/profiles/vidur/{folder}/{attention} (FlashInfer, block 16)"
-        )
-        profile, quality = fit_vidur_predictor_profile(
-            root / folder / "mlp.csv", root / folder / attention, gpu_spec(gpu), model_shape(model), name, source=source
-        )
-        write_toml(Path(args.out) / f"{name}.toml", _clean(profile.to_dict()))
-        print(f"{name}: C = {profile.kv_capacity_tokens}, KV-save table pooled over the {profile.fit['pooling']}")
+        print(f"{name} ({profile.timing_kind}): C = {profile.kv_capacity_tokens}")
         for component, fit in quality.items():
             print(
                 f"  {component:22s} MAPE {100 * fit.mape:6.1f}%  worst {100 * fit.max_abs_pct_error:6.1f}%  "

@@ -1,7 +1,7 @@
 """Where fluidopt's nearest-key KV-save lookup and a random forest like Vidur's differ.
 
     pip install scikit-learn        # not a fluidopt dependency; only this script needs it
-    python scripts/forest_vs_lookup.py [--data ../shared/data]
+    python scripts/forest_vs_lookup.py [--seed 0]
 
 Vidur (``SklearnExecutionTimePredictor._train_model``, ``RandomForrestExecutionTimePredictor``)
 fits a ``RandomForestRegressor`` on ``num_tokens = max(chunk, batch)`` by grid search (250-750
@@ -26,14 +26,13 @@ from fluidopt.vidur_predictor import pooled_kv_save_table, vidur_attention_grid
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     from sklearn.ensemble import RandomForestRegressor
     from sklearn.metrics import make_scorer
     from sklearn.model_selection import GridSearchCV
 
-    del args.data  # the grid's save times come from the packaged measured preset
+    # The grid's save times come from the packaged measured preset (fitted to the shared rows).
     measured = fo.preset_profile("a100-80gb-llama-3-8b-vidur").timing
     lookup = fo.preset_profile("a100-80gb-llama-3-8b-vidur-predictor").timing
     chunk, kv, batch = vidur_attention_grid()

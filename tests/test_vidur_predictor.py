@@ -216,3 +216,13 @@ def test_the_stability_limit_is_where_the_fixed_point_stops(workload_name):
     limit = fo.max_stable_scale(workload, profile).max_rate_per_s
     assert solve_fixed_point(workload.with_total_rate(0.99 * limit), profile).stable
     assert not solve_fixed_point(workload.with_total_rate(1.01 * limit), profile).stable
+
+
+def test_every_rate_weighted_field_of_the_fluid_batch_is_scaled_and_combined():
+    """The bisection's scaled batch and the tangent's combined batch go through LINEAR_FIELDS: it must list them all."""
+    from dataclasses import fields
+
+    from fluidopt.fluid.fixed_point import LINEAR_FIELDS, FluidBatch
+
+    scalar = {f.name for f in fields(FluidBatch) if f.name not in ("prefill_per_class", "stages_per_class")}
+    assert set(LINEAR_FIELDS) == scalar and len(LINEAR_FIELDS) == len(scalar)

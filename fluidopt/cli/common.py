@@ -79,6 +79,16 @@ def constraints_from_args(args: argparse.Namespace) -> Constraints:
     )
 
 
+def add_executor_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--executor`` option shared by every command that runs replicate simulations."""
+    parser.add_argument(
+        "--executor",
+        choices=("serial", "processes", "dask"),
+        default="processes",
+        help="where replicate runs execute: one process, local worker processes, or a Dask cluster (--scheduler)",
+    )
+
+
 def print_json(data: Any) -> None:
     """Print ``data`` as indented JSON (NaN and infinities as null)."""
     print(json.dumps(_json_safe(data), indent=2, sort_keys=False))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fluidopt.cli.common import (
+    add_executor_option,
     add_json_option,
     add_profile_options,
     add_workload_options,
@@ -48,12 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("asymptotics", help="scaling experiments: fitted rates against the theory")
     p.add_argument("--quick", action="store_true", help="fewer zetas and replicates (seconds, for checks)")
     p.add_argument("--seed", type=int, default=0, help="root seed (replicate seeds are spawned from it)")
-    p.add_argument(
-        "--executor",
-        choices=("serial", "processes", "dask"),
-        default="processes",
-        help="where replicate runs execute: one process, local worker processes, or a Dask cluster (--scheduler)",
-    )
+    add_executor_option(p)
     p.add_argument("--scheduler", help="Dask scheduler address")
     p.add_argument("--cache", help="folder caching finished simulation points")
     p.add_argument("--progress", action="store_true", help="show a progress bar")

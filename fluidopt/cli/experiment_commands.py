@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from fluidopt.cli.common import (
+    add_executor_option,
     add_json_option,
     add_profile_options,
     add_workload_options,
@@ -26,12 +27,7 @@ def _add_run_options(p: argparse.ArgumentParser, replicates: int) -> None:
     p.add_argument("--replicates", type=int, default=replicates, help="replicates per configuration")
     p.add_argument("--requests", type=int, default=20_000, help="requests per replicate")
     p.add_argument("--seed", type=int, default=0, help="root seed (replicate seeds are spawned from it)")
-    p.add_argument(
-        "--executor",
-        choices=("serial", "processes", "dask"),
-        default="processes",
-        help="where replicate runs execute: one process, local worker processes, or a Dask cluster (--scheduler)",
-    )
+    add_executor_option(p)
     p.add_argument("--scheduler", help="Dask scheduler address (implies --executor dask)")
     p.add_argument("--cache", help="folder caching finished simulation points (resumable)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")

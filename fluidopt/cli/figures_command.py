@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from fluidopt.cli.common import add_executor_option
+
 DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
@@ -19,12 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="figures", help="output folder (default: figures)")
     p.add_argument("--profile", default=PAPER_PROFILE, help="GPU profile of the paper's experiment figures")
     p.add_argument("--seed", type=int, default=0, help="root seed of every figure's simulations")
-    p.add_argument(
-        "--executor",
-        choices=("serial", "processes", "dask"),
-        default="processes",
-        help="where replicate runs execute: one process, local worker processes, or a Dask cluster (--scheduler)",
-    )
+    add_executor_option(p)
     p.add_argument(
         "--timing",
         choices=("measured", "vidur-predictor"),

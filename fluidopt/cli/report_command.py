@@ -16,7 +16,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from fluidopt.cli.common import add_json_option, format_table, print_json
+from fluidopt.cli.common import add_executor_option, add_json_option, format_table, print_json
 from fluidopt.cli.figures_command import DEFAULT_SHARED_DATA
 
 
@@ -34,12 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--full", action="store_true", help="figures at the paper's sizes (slower)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.add_argument("--requests", type=int, default=20_000, help="requests per simulation in the comparison")
-    p.add_argument(
-        "--executor",
-        choices=("serial", "processes", "dask"),
-        default="processes",
-        help="where replicate runs execute: one process, local worker processes, or a Dask cluster (--scheduler)",
-    )
+    add_executor_option(p)
     add_json_option(p)
     p.set_defaults(handler=cmd_report)
 
@@ -166,21 +161,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     write_text_atomic(Path(args.out) / "report.json", json.dumps(_json_safe(document), indent=2) + "\n")
     if args.json:
-        print_json(
-            {
-                "engine_settings": engines,
-                "verdict": verdicts,
-                "stability": stability,
-                "tuned_thresholds": tuned,
-                "policy_comparison": comparison,
-                "figures": {k: [str(p) for p in v] for k, v in written.items()},
-                "wall_time_s": elapsed,
-            }
-        )
+        print_json(document)
         return 0
     print_report(_json_safe(document), args.out, args.full)
-    return 0
-
     return 0
 
 

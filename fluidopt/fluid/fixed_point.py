@@ -16,7 +16,7 @@ output tokens runs decode stages ``2..l'_j``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,6 +28,22 @@ from fluidopt.workload import Workload
 
 GRID_POINTS = 400
 GRID_SPAN = 1e6
+# The fields of FluidBatch that are rate-weighted totals: they scale with the rates and add up
+# over classes (every scaled or combined batch goes through this one list).
+LINEAR_FIELDS = (
+    "tokens",
+    "prefill_tokens",
+    "decodes",
+    "decode_kv",
+    "prefill_extra",
+    "kv_touched",
+    "sequences",
+    "memory",
+    "in_system",
+    "prefill_requests",
+    "prefill_kv_keys",
+    "prefill_chunk_sq",
+)
 
 
 @dataclass(frozen=True)
@@ -118,23 +134,7 @@ def fluid_batch(
         chunk_tokens = require_whole_number(chunk_tokens, "chunk_tokens", 1)
     block = require_whole_number(block_tokens, "block_tokens", 1)
     first_decode = 2 if conventions == "vidur" else 1
-    totals = dict.fromkeys(
-        (
-            "tokens",
-            "prefill",
-            "decodes",
-            "decode_kv",
-            "extra",
-            "kv",
-            "sequences",
-            "memory",
-            "in_system",
-            "prefill_requests",
-            "prefill_kv_keys",
-            "prefill_chunk_sq",
-        ),
-        0.0,
-    )
+    totals = dict.fromkeys(LINEAR_FIELDS, 0.0)
     timing = profile.timing
     prefill_per_class = np.zeros(workload.num_classes)
     stages_per_class = np.zeros(workload.num_classes)
@@ -159,31 +159,20 @@ def fluid_batch(
             )
         decode_memory = float(np.sum(np.ceil((prompt + stages) / block) * block))
         totals["tokens"] += rate * (prompt + stages.size)
-        totals["prefill"] += rate * prompt
+        totals["prefill_tokens"] += rate * prompt
         totals["decodes"] += rate * stages.size
         totals["decode_kv"] += rate * float(np.sum(prompt + stages - 1))
-        totals["extra"] += rate * extra
-        totals["kv"] += rate * (float(np.sum(np.add(chunks, cached))) + float(np.sum(prompt + stages)))
+        totals["prefill_extra"] += rate * extra
+        totals["kv_touched"] += rate * (float(np.sum(np.add(chunks, cached))) + float(np.sum(prompt + stages)))
         totals["sequences"] += rate * (len(chunks) + stages.size)
         totals["memory"] += rate * (len(chunks) * reserved + decode_memory)
         totals["in_system"] += rate * (len(chunks) + stages.size)
         prefill_per_class[j] = len(chunks)
         stages_per_class[j] = len(chunks) + stages.size
     return FluidBatch(
-        tokens=totals["tokens"],
-        prefill_tokens=totals["prefill"],
-        decodes=totals["decodes"],
-        decode_kv=totals["decode_kv"],
-        prefill_extra=totals["extra"],
-        kv_touched=totals["kv"],
-        sequences=totals["sequences"],
-        memory=totals["memory"],
-        in_system=totals["in_system"],
+        **totals,
         prefill_per_class=prefill_per_class,
         stages_per_class=stages_per_class,
-        prefill_requests=totals["prefill_requests"],
-        prefill_kv_keys=totals["prefill_kv_keys"],
-        prefill_chunk_sq=totals["prefill_chunk_sq"],
     )
 
 
@@ -303,22 +292,7 @@ def max_stable_scale_bisection(
 
 def _scaled_batch(batch: FluidBatch, theta: float) -> FluidBatch:
     """The per-unit batch of the mix scaled by ``theta`` (every rate-weighted total scales)."""
-    return FluidBatch(
-        tokens=batch.tokens * theta,
-        prefill_tokens=batch.prefill_tokens * theta,
-        decodes=batch.decodes * theta,
-        decode_kv=batch.decode_kv * theta,
-        prefill_extra=batch.prefill_extra * theta,
-        kv_touched=batch.kv_touched * theta,
-        sequences=batch.sequences * theta,
-        memory=batch.memory * theta,
-        in_system=batch.in_system * theta,
-        prefill_per_class=batch.prefill_per_class,
-        stages_per_class=batch.stages_per_class,
-        prefill_requests=batch.prefill_requests * theta,
-        prefill_kv_keys=batch.prefill_kv_keys * theta,
-        prefill_chunk_sq=batch.prefill_chunk_sq * theta,
-    )
+    return replace(batch, **{name: getattr(batch, name) * theta for name in LINEAR_FIELDS})
 
 
 def tangent_costs(workload: Workload, profile: GPUProfile, result: FixedPointResult) -> tuple[float, np.ndarray]:
@@ -329,8 +303,6 @@ def tangent_costs(workload: Workload, profile: GPUProfile, result: FixedPointRes
     pass through ``tau(n*) = dT*``.  The linear program of docs/theory.md section 8 on this plane has
     the same optimum as the measured model, and its duals are the local sensitivities.
     """
-    from dataclasses import replace
-
     units = [fluid_batch(Workload(c.name, (replace(c, rate_per_s=1.0),)), profile) for c in workload.classes]
 
     def tau(counts: np.ndarray) -> float:
@@ -351,21 +323,7 @@ def tangent_costs(workload: Workload, profile: GPUProfile, result: FixedPointRes
 
 def _combine(units: list[FluidBatch], counts: np.ndarray) -> FluidBatch:
     """The batch holding ``counts[j]`` requests per stage of class j (unit batches weighted)."""
-    fields = (
-        "tokens",
-        "prefill_tokens",
-        "decodes",
-        "decode_kv",
-        "prefill_extra",
-        "kv_touched",
-        "sequences",
-        "memory",
-        "in_system",
-        "prefill_requests",
-        "prefill_kv_keys",
-        "prefill_chunk_sq",
-    )
-    totals = {f: float(sum(c * getattr(u, f) for c, u in zip(counts, units))) for f in fields}
+    totals = {f: float(sum(c * getattr(u, f) for c, u in zip(counts, units))) for f in LINEAR_FIELDS}
     return FluidBatch(
         **totals,
         prefill_per_class=np.concatenate([u.prefill_per_class for u in units]),
