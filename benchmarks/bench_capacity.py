@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from fluidopt import preset_profile, preset_workload
-from fluidopt.experiments.capacity import CAPACITY_POLICIES, capacity
+from fluidopt.answers.capacity import CAPACITY_POLICIES, capacity
 from fluidopt.experiments.evaluate import Targets
 from fluidopt.experiments.sweep import ProcessExecutor
 

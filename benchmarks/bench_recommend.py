@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from fluidopt import max_stable_scale, preset_profile, preset_workload
-from fluidopt.experiments.recommend import recommend
+from fluidopt.answers.recommend import recommend
 
 TARGET_S = 10.0
 

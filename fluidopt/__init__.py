@@ -31,7 +31,8 @@ _EXPORTS = {
     "load_profile": "fluidopt.profile",
     "preset_profile": "fluidopt.profile",
     "profile_presets": "fluidopt.profile",
-    "MeasuredTiming": "fluidopt.timing",
+    "TimingModel": "fluidopt.timing",
+    "timing_kinds": "fluidopt.timing",
     "RequestClass": "fluidopt.workload",
     "Workload": "fluidopt.workload",
     "load_workload": "fluidopt.workload",
@@ -61,5 +62,5 @@ if TYPE_CHECKING:
         preset_profile,
         profile_presets,
     )
-    from fluidopt.timing import MeasuredTiming
+    from fluidopt.timing import TimingModel, timing_kinds
     from fluidopt.workload import RequestClass, Workload, load_workload, preset_workload, workload_presets

@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 from fluidopt.fluid.stability import BoundaryResult
 
 if TYPE_CHECKING:
-    from fluidopt.fitting import BatchLog
     from fluidopt.profile import GPUProfile
+    from fluidopt.timing.fit.batch_log import BatchLog
 
 MEASURED_MARKERS = ("o", "s", "^", "v", "D", "P")
 PEER_LABELS = {"li_dai_peng": "Li-Dai-Peng (token budget)", "nie_si_zhou": "Nie-Si-Zhou (KV service rate)"}
@@ -105,14 +105,14 @@ def plot_batch_log_fit(log: BatchLog, profile: GPUProfile, *, title: str | None 
     Parameters
     ----------
     log : BatchLog
-        The logged iterations (:func:`fluidopt.fitting.read_batch_log_csv`).
+        The logged iterations (:func:`fluidopt.timing.fit.batch_log.read_batch_log_csv`).
     profile : GPUProfile
-        The affine profile fitted to it (:func:`fluidopt.fitting.fit_batch_log_profile`).
+        The affine profile fitted to it (:func:`fluidopt.timing.fit.batch_log.fit_batch_log_profile`).
     title : str, optional
         Figure title.
 
     """
-    from fluidopt.fitting import batch_log_predictions
+    from fluidopt.timing.fit.batch_log import batch_log_predictions
 
     predicted, piece = batch_log_predictions(log, profile)
     work = log.prefill_tokens + log.decode_sequences

@@ -1,13 +1,9 @@
-"""GPU profiles: KV-cache capacity and an iteration-time model.
+"""GPU profiles: a KV-cache capacity and a timing object (:mod:`fluidopt.timing`).
 
-The iteration time of a batch is the maximum over affine pieces of
-
-``tau = base_s + per_kv_token_s * K + per_prefill_token_s * P + per_sequence_s * B``
-
-where K is the number of KV tokens the batch touches (a prefill counts its prompt, a request
-at decode stage s counts ``l + s``), P the number of prefill tokens and B the number of
-sequences.  The paper's model (arXiv:2504.11320, section 2) is one piece with
-``per_prefill_token_s = per_sequence_s = 0``: ``tau = d0 + d1 K``.
+A profile is one replica of one model on one GPU: how many KV tokens it holds and how long an
+engine step takes.  The step time is a timing object of any registered kind; ``pieces`` are
+the affine pieces the closed forms and the linear program read (the model itself for the
+``affine`` kind, a convex surrogate for the others).
 """
 
 from __future__ import annotations
@@ -20,49 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from fluidopt.errors import InputError, reject_unknown_keys, require, require_finite_number, require_whole_number
-from fluidopt.timing import MeasuredTiming, affine_surrogate
+from fluidopt.errors import InputError, reject_unknown_keys, require, require_whole_number
+from fluidopt.timing import AffinePiece, AffineTiming, TimingModel, timing_from_dict
+from fluidopt.timing.affine import PIECE_KEYS
 from fluidopt.tomlio import SCHEMA_VERSION, parse_toml, read_toml
-from fluidopt.vidur_predictor import VidurPredictorTiming
 
-PIECE_KEYS = ("base_s", "per_kv_token_s", "per_prefill_token_s", "per_sequence_s")
-TIMING_KINDS = ("affine", "measured", "vidur-predictor")
-# Timing kinds given as tables, with what their [iteration_time] takes (for the mixed-keys error).
-TABLE_TIMINGS: dict[str, tuple[Any, str]] = {
-    "measured": (MeasuredTiming, "tokens / prefill_attention / decode_attention tables"),
-    "vidur-predictor": (VidurPredictorTiming, "lookup tables"),
-}
 MAX_KV_CAPACITY_TOKENS = 10**15
 PROFILE_KEYS = ("name", "kv_capacity_tokens", "description", "iteration_time", "fit", "block_tokens", "schema_version")
-
-
-@dataclass(frozen=True)
-class AffinePiece:
-    """One affine piece of the iteration-time model (all coefficients >= 0, in seconds)."""
-
-    base_s: float
-    per_kv_token_s: float
-    per_prefill_token_s: float = 0.0
-    per_sequence_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        for key in PIECE_KEYS:
-            value = require_finite_number(getattr(self, key), f"iteration_time.{key}")
-            require(value >= 0, f"iteration_time.{key}", value, "must be >= 0")
-            object.__setattr__(self, key, value)
-
-    def time(self, kv_tokens: Any, prefill_tokens: Any = 0.0, sequences: Any = 0.0) -> Any:
-        """Iteration time of this piece for the given batch content."""
-        return (
-            self.base_s
-            + self.per_kv_token_s * np.asarray(kv_tokens, dtype=float)
-            + self.per_prefill_token_s * np.asarray(prefill_tokens, dtype=float)
-            + self.per_sequence_s * np.asarray(sequences, dtype=float)
-        )
-
-    def to_dict(self) -> dict[str, float]:
-        """Mapping with the four TOML keys."""
-        return {key: getattr(self, key) for key in PIECE_KEYS}
+__all__ = ["PIECE_KEYS", "AffinePiece", "GPUProfile", "linear_profile", "load_profile", "preset_profile"]
 
 
 @dataclass(frozen=True)
@@ -76,15 +37,16 @@ class GPUProfile:
     kv_capacity_tokens : int
         KV-cache capacity ``C`` in tokens.
     pieces : tuple of AffinePiece
-        Iteration time is the maximum of these affine pieces (at least one).
+        An ``affine`` timing's pieces (at least one) when ``timing`` is not given; with a
+        ``timing`` they are computed from it (:meth:`~fluidopt.timing.TimingModel.affine_pieces`).
     description : str
         Provenance: where the numbers come from.
     fit : dict
         Optional fit quality and sources (for example ``{"mape": 0.02, "r2": 0.999}``).
-    timing : MeasuredTiming or VidurPredictorTiming, optional
-        A measured, attention-aware iteration-time model (:mod:`fluidopt.timing`).  When given,
-        the simulator and the fixed-point equilibrium use it, and ``pieces`` (computed from it
-        when left empty) is only its convex affine surrogate for the linear program's duals.
+    timing : TimingModel, optional
+        The step time (:mod:`fluidopt.timing`); default: the ``affine`` timing of ``pieces``.
+        The simulator and the fluid core ask it; ``pieces`` are what the closed forms and the
+        linear program read.
     block_tokens : int
         KV-cache block size the capacity was planned in (1 = token-exact; Vidur: 16).
 
@@ -95,7 +57,7 @@ class GPUProfile:
     pieces: tuple[AffinePiece, ...] = ()
     description: str = ""
     fit: dict[str, Any] = field(default_factory=dict, compare=False)
-    timing: MeasuredTiming | VidurPredictorTiming | None = None
+    timing: TimingModel = None  # type: ignore[assignment]  # filled from pieces when not given
     block_tokens: int = 1
 
     def __post_init__(self) -> None:
@@ -109,16 +71,11 @@ class GPUProfile:
             f"must be at most {MAX_KV_CAPACITY_TOKENS:.0e} tokens (no GPU holds more; the simulator counts in int64)",
         )
         object.__setattr__(self, "block_tokens", require_whole_number(self.block_tokens, "block_tokens", 1))
-        if self.timing is not None and not self.pieces:
-            object.__setattr__(self, "pieces", tuple(AffinePiece(*row) for row in affine_surrogate(self.timing)))
+        if self.timing is None:
+            object.__setattr__(self, "timing", AffineTiming(tuple(self.pieces)))
+        elif not self.pieces:
+            object.__setattr__(self, "pieces", self.timing.affine_pieces())
         object.__setattr__(self, "pieces", tuple(self.pieces))
-        require(len(self.pieces) > 0, "iteration_time", [], "needs at least one affine piece")
-        require(
-            max(p.base_s for p in self.pieces) > 0,
-            "iteration_time.base_s",
-            [p.base_s for p in self.pieces],
-            "must be > 0 (an empty batch cannot take zero time)",
-        )
 
     # ----------------------------------------------------------- evaluation
     @property
@@ -128,20 +85,15 @@ class GPUProfile:
 
     @property
     def timing_kind(self) -> str:
-        """The iteration-time kind: ``affine``, ``measured`` or ``vidur-predictor``."""
-        return "affine" if self.timing is None else getattr(self.timing, "kind", "measured")
-
-    @property
-    def is_measured(self) -> bool:
-        """True when the iteration time is a measured (non-affine) model."""
-        return self.timing is not None
+        """The name of the timing's kind (:func:`fluidopt.timing.timing_kinds`)."""
+        return self.timing.kind
 
     @property
     def is_paper_linear(self) -> bool:
         """True for the paper's model ``tau = d0 + d1 K`` (one piece, no prefill or sequence cost)."""
         piece = self.pieces[0]
         return (
-            not self.is_measured
+            self.timing.exact_affine
             and self.is_single_piece
             and piece.per_prefill_token_s == 0
             and piece.per_sequence_s == 0
@@ -165,8 +117,9 @@ class GPUProfile:
 
         Notes
         -----
-        For a measured profile this evaluates its affine surrogate: aggregate counts do not say
-        how the tokens split into chunks and decodes.  Use :meth:`batch_time` for one batch.
+        This evaluates the affine pieces (for a non-affine timing, its surrogate): aggregate
+        counts do not say how the tokens split into chunks and decodes.  Use :meth:`batch_time`
+        for one batch.
 
         """
         times = [p.time(kv_tokens, prefill_tokens, sequences) for p in self.pieces]
@@ -184,13 +137,7 @@ class GPUProfile:
             For each decoding request: tokens already cached (the KV it reads).
 
         """
-        if self.timing is not None:
-            return self.timing.batch_time(chunks, cached, decode_cached)
-        chunks = np.asarray(chunks, dtype=float)
-        cached = np.asarray(cached, dtype=float)
-        decode_cached = np.asarray(decode_cached, dtype=float)
-        kv = float(chunks.sum() + cached.sum() + decode_cached.sum() + decode_cached.size)
-        return float(self.iteration_time(kv, float(chunks.sum()), float(chunks.size + decode_cached.size)))
+        return self.timing.batch_time(chunks, cached, decode_cached)
 
     def with_capacity(self, kv_capacity_tokens: int) -> GPUProfile:
         """The same profile with another KV capacity."""
@@ -207,13 +154,7 @@ class GPUProfile:
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict[str, Any]:
         """Mapping in the TOML schema (first piece inline, further ones under ``pieces``)."""
-        timing: dict[str, Any]
-        if self.timing is not None:
-            timing = self.timing.to_dict()
-        else:
-            timing = dict[str, Any](self.pieces[0].to_dict())
-            if len(self.pieces) > 1:
-                timing["pieces"] = [p.to_dict() for p in self.pieces[1:]]
+        timing = self.timing.to_dict()
         out: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "name": self.name,
@@ -237,59 +178,17 @@ class GPUProfile:
         timing = data.get("iteration_time")
         require(isinstance(timing, dict), f"{source}: iteration_time", timing, "must be a table [iteration_time]")
         assert isinstance(timing, dict)  # checked above
-        kind = timing.get("kind", "affine")
-        require(kind in TIMING_KINDS, f"{source}: iteration_time.kind", kind, f"must be one of {TIMING_KINDS}")
         fit = data.get("fit", {})
         fit = dict(fit) if isinstance(fit, dict) else {}
-        measured: MeasuredTiming | VidurPredictorTiming | None = None
-        pieces: list[AffinePiece] = []
-        if kind in TABLE_TIMINGS:
-            model, takes = TABLE_TIMINGS[kind]
-            mixed = [key for key in (*PIECE_KEYS, "pieces") if key in timing]
-            require(
-                not mixed,
-                f"{source}: iteration_time",
-                mixed,
-                f"mixes incompatible timing kinds: kind = {kind!r} takes {takes}, not affine keys",
-            )
-            measured = model.from_dict(timing, f"{source}: iteration_time", fit.get("components"))
-        else:
-            mixed = [key for key in ("tokens", "prefill_attention", "decode_attention", "layers") if key in timing]
-            require(
-                not mixed,
-                f"{source}: iteration_time",
-                mixed,
-                "mixes incompatible timing kinds: measured tables need kind = 'measured' and no affine keys",
-            )
-            reject_unknown_keys(timing, (*PIECE_KEYS, "pieces", "kind"), f"{source}: iteration_time")
-            first = {key: value for key, value in timing.items() if key not in ("pieces", "kind")}
-            pieces = [_piece_from_dict(first, f"{source}: iteration_time")]
-            extra = timing.get("pieces", [])
-            require(isinstance(extra, list), f"{source}: iteration_time.pieces", extra, "must be an array of tables")
-            for index, raw in enumerate(extra):
-                pieces.append(_piece_from_dict(raw, f"{source}: iteration_time.pieces[{index}]"))
+        model = timing_from_dict(timing, f"{source}: iteration_time", fit.get("components"))
         return cls(
             name=str(data.get("name", "profile")),
             kv_capacity_tokens=data["kv_capacity_tokens"],
-            pieces=tuple(pieces),
             description=str(data.get("description", "")),
             fit=fit,
-            timing=measured,
+            timing=model,
             block_tokens=data.get("block_tokens", 1),
         )
-
-
-def _piece_from_dict(raw: Any, where: str) -> AffinePiece:
-    require(isinstance(raw, dict), where, raw, "must be a table")
-    reject_unknown_keys(raw, PIECE_KEYS, where)
-    require("base_s" in raw, f"{where}.base_s", None, "is required")
-    values = {}
-    for key in PIECE_KEYS:
-        value = raw.get(key, 0.0)
-        number = require_finite_number(value, f"{where}.{key}")
-        require(number >= 0, f"{where}.{key}", value, "must be >= 0")
-        values[key] = number
-    return AffinePiece(**values)
 
 
 def linear_profile(name: str, kv_capacity_tokens: int, base_s: float, per_kv_token_s: float) -> GPUProfile:

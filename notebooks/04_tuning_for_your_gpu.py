@@ -11,10 +11,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 import fluidopt as fo
-from fluidopt.experiments.capacity import capacity
+from fluidopt.answers.capacity import capacity
 from fluidopt.experiments.evaluate import Targets
 from fluidopt.experiments.tune import tune
-from fluidopt.fitting import fit_vidur_profile
+from fluidopt.timing.fit.vidur_csv import fit_vidur_profile
 from fluidopt.hardware import gpu_spec, model_shape
 from fluidopt.plotting import use_style
 

@@ -20,7 +20,7 @@ import os
 import matplotlib.pyplot as plt
 
 import fluidopt as fo
-from fluidopt.experiments.recommend import fluid_settings, recommend
+from fluidopt.answers.recommend import fluid_settings, recommend
 from fluidopt.experiments.runs import Targets
 from fluidopt.plotting import style
 

@@ -5,7 +5,7 @@ Run from the repository root with ../shared/data present:
     python scripts/build_engine_presets.py [--data ../shared/data/llmservingsim]
 
 Each preset composes one engine step from the per-operator tables measured through vLLM 0.19
-(fluidopt.engine_tables) and takes its KV capacity and interconnect from the matching vLLM run.
+(fluidopt.timing.fit.engine_tables) and takes its KV capacity and interconnect from the matching vLLM run.
 Only fitted numbers are embedded; the tables stay in ../shared/data.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fluidopt.engine_tables import profile_for_run
+from fluidopt.timing.fit.engine_tables import profile_for_run
 from fluidopt.tomlio import write_toml
 
 PRESETS = {

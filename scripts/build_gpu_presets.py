@@ -13,16 +13,11 @@ import argparse
 import math
 from pathlib import Path
 
-from fluidopt.fitting import (
-    fit_piecewise,
-    fit_vidur_measured_profile,
-    profile_from_fit,
-    read_vidur_mlp_csv,
-    transfer_fit,
-)
 from fluidopt.hardware import gpu_spec, model_shape
+from fluidopt.timing.fit.attention import fit_vidur_measured_profile
+from fluidopt.timing.fit.predictor import fit_vidur_predictor_profile
+from fluidopt.timing.fit.vidur_csv import fit_piecewise, profile_from_fit, read_vidur_mlp_csv, transfer_fit
 from fluidopt.tomlio import write_toml
-from fluidopt.vidur_predictor import fit_vidur_predictor_profile
 
 # Attention-aware presets: (gpu, model, folder, attention file).
 MEASURED_ATTENTION = {

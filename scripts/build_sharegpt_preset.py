@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fluidopt.experiments.replay import read_vllm_run
+from fluidopt.answers.replay import read_vllm_run
 from fluidopt.tomlio import write_toml
 
 MAX_NEW_TOKENS = 2048

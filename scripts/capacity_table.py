@@ -9,7 +9,7 @@ import argparse
 import time
 
 from fluidopt import preset_profile, preset_workload
-from fluidopt.experiments.capacity import capacity
+from fluidopt.answers.capacity import capacity
 from fluidopt.experiments.evaluate import Targets
 from fluidopt.experiments.sweep import ProcessExecutor
 

@@ -7,7 +7,7 @@ Vidur (``SklearnExecutionTimePredictor._train_model``, ``RandomForrestExecutionT
 fits a ``RandomForestRegressor`` on ``num_tokens = max(chunk, batch)`` by grid search (250-750
 trees, depth 8-32, min_samples_split 2-10, scored by MAPE) and tabulates its predictions at
 1..4096 tokens.  This script fits such a forest to the same grid rows the preset's lookup pools
-(:func:`fluidopt.vidur_predictor.vidur_attention_grid`, save times from the measured model) and
+(:func:`fluidopt.timing.fit.predictor.vidur_attention_grid`, save times from the measured model) and
 prints both tables where they differ by more than 20 %, plus the token counts that matter for
 figure B.  The forest's randomness is seeded; its grid search uses 3 folds here (Vidur: k-fold
 from its config) to keep the run short.
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import fluidopt as fo
-from fluidopt.vidur_predictor import pooled_kv_save_table, vidur_attention_grid
+from fluidopt.timing.fit.predictor import pooled_kv_save_table, vidur_attention_grid
 
 
 def main() -> None:

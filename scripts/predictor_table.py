@@ -19,7 +19,7 @@ import numpy as np
 import fluidopt as fo
 from fluidopt.experiments.evaluate import Targets, evaluate
 from fluidopt.experiments.paper_figures import PAPER_TIMINGS, predictor_policies
-from fluidopt.fitting import read_attention_csv
+from fluidopt.timing.fit.attention import read_attention_csv
 
 RATES = (14, 18, 20, 22, 23)
 SCAN = tuple(float(r) for r in np.arange(14.0, 27.01, 0.5))

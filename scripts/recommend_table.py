@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 
 from fluidopt import max_stable_scale, preset_profile, preset_workload
+from fluidopt.answers.recommend import recommend
 from fluidopt.cli.common import format_table
-from fluidopt.experiments.recommend import recommend
 
 PROFILES = ("rtx4090-llama-3.1-8b-vllm", "a100-80gb-llama-3-8b-vidur")
 WORKLOADS = ("p512d20", "sharegpt-like")

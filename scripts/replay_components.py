@@ -15,8 +15,9 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+from fluidopt.answers.replay import read_vllm_run, replay
 from fluidopt.cli.common import format_table
-from fluidopt.engine_tables import (
+from fluidopt.timing.fit.engine_tables import (
     PER_LAYER_CALLS,
     engine_profile,
     profile_for_run,
@@ -24,7 +25,6 @@ from fluidopt.engine_tables import (
     read_llmservingsim_profile,
     vllm_kv_capacity_tokens,
 )
-from fluidopt.experiments.replay import read_vllm_run, replay
 
 RUNS = (
     ("RTX4090/Llama-3.1-8B", "RTX4090/meta-llama/Llama-3.1-8B", 25_250_627_584),
@@ -49,7 +49,6 @@ def main() -> None:
         run = read_vllm_run(run_dir)
         composed, _ = profile_for_run(tables_dir, run_dir)
         timing = composed.timing
-        assert timing is not None
         rows = [("composed (all components)", *errors(run, composed))]
         tables = read_llmservingsim_profile(tables_dir, run.engine_kwargs.get("tensor_parallel_size"))
         if tables.tensor_parallel > 1:
@@ -57,7 +56,7 @@ def main() -> None:
                 tables, interconnect=read_interconnect(run_dir), kv_capacity_tokens=composed.kv_capacity_tokens
             )
             # The same tables without the all-reduces: rebuild with an infinitely fast link.
-            from fluidopt.engine_tables import Interconnect
+            from fluidopt.timing.fit.engine_tables import Interconnect
 
             free_link, _ = engine_profile(
                 tables, interconnect=Interconnect(1e30, 0.0), kv_capacity_tokens=composed.kv_capacity_tokens
@@ -70,7 +69,7 @@ def main() -> None:
         one_norm = dict(PER_LAYER_CALLS)
         one_norm["layernorm"] = 1
         norms = replace(tables, dense={k: v for k, v in tables.dense.items()})
-        import fluidopt.engine_tables as module
+        import fluidopt.timing.fit.engine_tables as module
 
         saved = module.PER_LAYER_CALLS
         module.PER_LAYER_CALLS = one_norm

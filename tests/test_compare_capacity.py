@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fluidopt as fo
-import fluidopt.experiments.capacity as capacity_module
+import fluidopt.answers.capacity as capacity_module
 from fluidopt.errors import InputError
 from fluidopt.experiments.compare import compare_policies, paired_gain
 from fluidopt.experiments.evaluate import Evaluation, Targets, run_settings

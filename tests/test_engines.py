@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,6 @@ from fluidopt.sim.policies import (
     BASELINE_POLICIES,
     POLICY_NAMES,
     REGISTRY,
-    KernelPack,
     make_policy,
     policy_spec,
     selector_index,
@@ -182,7 +182,7 @@ class AdmitsOneTooMany(WaitPolicy):
         params = pack.params_i.copy()
         m = len(self.thresholds)
         params[4 : 4 + m] += 1  # admission / per-stage caps; the invariant caps stay n_j
-        return KernelPack(params, state_i=pack.state_i, per_class_queues=True)
+        return replace(pack, params_i=params)  # the same pack (it still tracks the invariant), caps + 1
 
 
 def test_wait_invariant_tracked_and_catches_a_broken_wait():

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from fluidopt.answers.capacity import capacity
 from fluidopt.cli import main
-from fluidopt.experiments.capacity import capacity
 from fluidopt.experiments.evaluate import Targets
 from fluidopt.experiments.sweep import DaskExecutor, ProcessExecutor, SerialExecutor, run_sweep
 from fluidopt.experiments.tasks import SimulationTask, run_simulation_task, spawn_seeds

@@ -1,8 +1,9 @@
-"""The package's module-level imports form no cycle.
+"""The package's imports form no cycle, the imports inside functions included.
 
-Imports inside functions and ``if TYPE_CHECKING:`` blocks are deliberate late
-bindings and are left out; a cycle among the rest makes import order matter and
-breaks ``import fluidopt.x`` for some ``x`` depending on what was imported first.
+A cycle among module-level imports makes import order matter and breaks ``import fluidopt.x``
+for some ``x`` depending on what was imported first; a cycle closed by an import inside a
+function hides the same knot from that check.  Only ``if TYPE_CHECKING:`` blocks are left out
+(they never run).  The command line's lazy imports stay lazy: they point down, never back up.
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def _top_level_imports(tree: ast.Module, module: str, is_package: bool) -> set[str]:
+def _imports(tree: ast.Module, module: str, is_package: bool) -> set[str]:
     found: set[str] = set()
     package = module if is_package else module.rpartition(".")[0]
 
     def visit(statements: list[ast.stmt]) -> None:
         for node in statements:
+            if isinstance(node, ast.If) and _is_type_checking(node):
+                visit(node.orelse)
+                continue
             if isinstance(node, ast.Import):
                 found.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom):
@@ -46,15 +50,11 @@ def _top_level_imports(tree: ast.Module, module: str, is_package: bool) -> set[s
                     base = node.module or ""
                 found.add(base)
                 found.update(f"{base}.{alias.name}" for alias in node.names)
-            elif isinstance(node, ast.If) and not _is_type_checking(node):
-                visit(node.body)
-                visit(node.orelse)
-            elif isinstance(node, ast.Try):
-                visit(node.body)
-                for handler in node.handlers:
-                    visit(handler.body)
-                visit(node.orelse)
-                visit(node.finalbody)
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.stmt):
+                    visit([child])
+                elif hasattr(child, "body") and isinstance(getattr(child, "body", None), list):
+                    visit([c for c in child.body if isinstance(c, ast.stmt)])  # e.g. except handlers
 
     visit(tree.body)
     return found
@@ -66,7 +66,7 @@ def _graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for path, name in sources.items():
         tree = ast.parse(path.read_text(), filename=str(path))
-        imported = _top_level_imports(tree, name, path.name == "__init__.py")
+        imported = _imports(tree, name, path.name == "__init__.py")
         graph[name] = {m for m in imported if m in modules and m != name}
     return graph
 
@@ -102,7 +102,7 @@ def _is_package_reexport(edge_from: str, edge_to: str) -> bool:
     return edge_to.startswith(edge_from + ".")
 
 
-def test_no_module_level_import_cycles() -> None:
+def test_no_import_cycles_including_function_local_imports() -> None:
     graph = _graph()
     # A submodule importing names from its parent package's ``__init__`` while that
     # ``__init__`` imports the submodule is the usual re-export shape; keep only the
@@ -110,9 +110,15 @@ def test_no_module_level_import_cycles() -> None:
     for module, targets in graph.items():
         graph[module] = {t for t in targets if not (module.startswith(t + ".") and _is_package_reexport(t, module))}
     cycle = _find_cycle(graph)
-    assert cycle is None, "module-level import cycle: " + " -> ".join(cycle or [])
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
 def test_cycle_finder_finds_a_cycle() -> None:
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_function_local_imports_are_counted() -> None:
+    tree = ast.parse("def f():\n    from fluidopt.b import x\nif TYPE_CHECKING:\n    import fluidopt.c\n")
+    found = _imports(tree, "fluidopt.a", False)
+    assert "fluidopt.b" in found and "fluidopt.c" not in found

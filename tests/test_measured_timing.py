@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 
 import fluidopt as fo
 from fluidopt.errors import InputError
-from fluidopt.fitting import fit_vidur_measured_profile, read_attention_csv, read_vidur_mlp_csv
 from fluidopt.fluid.fixed_point import fluid_batch, max_stable_scale_bisection, solve_fixed_point
 from fluidopt.hardware import gpu_spec, model_shape, vidur_kv_capacity_tokens
 from fluidopt.profile import AffinePiece, GPUProfile
 from fluidopt.sim import FCFSPolicy, SarathiPolicy, simulate
+from fluidopt.timing.fit.attention import fit_vidur_measured_profile, read_attention_csv
+from fluidopt.timing.fit.vidur_csv import read_vidur_mlp_csv
 from fluidopt.workload import RequestClass, Workload
 
 LLAMA3 = "profiles/vidur/a100/Meta-Llama-3-8B"

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from fluidopt.errors import InputError
-from fluidopt.fitting import Measurements, fit_piecewise, fit_vidur_profile, read_vidur_mlp_csv
 from fluidopt.hardware import GPUS, MODELS, gpu_spec, kv_capacity_tokens, model_shape
 from fluidopt.profile import AffinePiece, GPUProfile, load_profile, preset_profile, profile_presets
+from fluidopt.timing.fit.vidur_csv import Measurements, fit_piecewise, fit_vidur_profile, read_vidur_mlp_csv
 from fluidopt.tomlio import dumps_toml
 
 REAL = ["a100-80gb-llama-2-7b", "h100-80gb-llama-2-7b", "a100-80gb-llama-3-8b", "h100-80gb-llama-3-8b"]
@@ -127,7 +127,7 @@ def test_malformed_profiling_csv(tmp_path):
 def _sarathi_like_log(seed: int, unit: float = 1.0):
     import numpy as np
 
-    from fluidopt.fitting import BatchLog
+    from fluidopt.timing.fit.batch_log import BatchLog
 
     rng = np.random.default_rng(seed)
     decodes = rng.integers(1, 300, 500).astype(float)
@@ -140,7 +140,7 @@ def _sarathi_like_log(seed: int, unit: float = 1.0):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_batch_log_fit_non_negative_pieces_within_two_percent(seed):
-    from fluidopt.fitting import fit_batch_log_profile
+    from fluidopt.timing.fit.batch_log import fit_batch_log_profile
 
     profile, quality = fit_batch_log_profile(_sarathi_like_log(seed), "log", 100_000)
     assert quality.mape < 0.02
@@ -149,7 +149,7 @@ def test_batch_log_fit_non_negative_pieces_within_two_percent(seed):
 
 def test_batch_log_in_milliseconds_is_refused():
     from fluidopt.errors import InputError
-    from fluidopt.fitting import fit_batch_log_profile
+    from fluidopt.timing.fit.batch_log import fit_batch_log_profile
 
     with pytest.raises(InputError, match="milliseconds"):
         fit_batch_log_profile(_sarathi_like_log(0, unit=1000.0), "log", 100_000)
@@ -160,8 +160,8 @@ def test_batch_log_residual_plot(tmp_path, capsys):
     import numpy as np
 
     from fluidopt.cli import main
-    from fluidopt.fitting import batch_log_predictions, fit_batch_log_profile
     from fluidopt.plotting import plot_batch_log_fit
+    from fluidopt.timing.fit.batch_log import batch_log_predictions, fit_batch_log_profile
 
     log = _sarathi_like_log(0)
     profile, quality = fit_batch_log_profile(log, "log", 100_000)

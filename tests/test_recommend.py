@@ -9,8 +9,8 @@ import sys
 import pytest
 
 import fluidopt as fo
+from fluidopt.answers.recommend import command_line, fluid_settings, recommend, sglang_running_cap
 from fluidopt.experiments.evaluate import evaluate_run
-from fluidopt.experiments.recommend import command_line, fluid_settings, recommend, sglang_running_cap
 from fluidopt.experiments.runs import RunSettings, Targets, pipeline_pass_time_s, steady_state_run
 from fluidopt.thresholds.chunked import wait_cp_thresholds
 

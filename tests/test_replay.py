@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 
 import fluidopt as fo
-from fluidopt.engine_tables import (
+from fluidopt.answers.replay import read_vllm_run, replay, write_replay
+from fluidopt.errors import InputError
+from fluidopt.hardware import model_for_engine_name
+from fluidopt.timing.fit.engine_tables import (
     fit_engine_timing,
     profile_for_run,
     read_llmservingsim_profile,
     vllm_kv_capacity_tokens,
 )
-from fluidopt.errors import InputError
-from fluidopt.experiments.replay import read_vllm_run, replay, write_replay
-from fluidopt.hardware import model_for_engine_name
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "llmservingsim"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/llmservingsim absent")

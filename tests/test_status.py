@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fluidopt as fo
-from fluidopt.experiments.capacity import capacity
+from fluidopt.answers.capacity import capacity
 from fluidopt.experiments.tune import tune
 from fluidopt.fluid.dynamics import FluidSystem, iterate_map
 from fluidopt.sim import SarathiPolicy, simulate

@@ -4,6 +4,7 @@ simulator and the fluid core on it, the shipped preset's KV-save lookup, and bad
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,13 +14,8 @@ from fluidopt.errors import InputError
 from fluidopt.fluid.fixed_point import fluid_batch
 from fluidopt.profile import GPUProfile
 from fluidopt.sim import DeterministicArrivals, FCFSPolicy, SarathiPolicy, simulate
-from fluidopt.vidur_predictor import (
-    VidurPredictorTiming,
-    nearest_lookup,
-    pooled_kv_save_table,
-    round_up,
-    vidur_attention_grid,
-)
+from fluidopt.timing.fit.predictor import pooled_kv_save_table, vidur_attention_grid
+from fluidopt.timing.predictor import VidurPredictorTiming, nearest_lookup, round_up
 
 PRESET = "a100-80gb-llama-3-8b-vidur-predictor"
 
@@ -144,7 +140,7 @@ def test_grid_reading_matches_the_profile_size():
 
 def test_a_predictor_profile_needs_prefill_and_decode_rows(tmp_path, shared_data):
     from fluidopt.hardware import gpu_spec, model_shape
-    from fluidopt.vidur_predictor import fit_vidur_predictor_profile
+    from fluidopt.timing.fit.predictor import fit_vidur_predictor_profile
 
     folder = shared_data / "profiles" / "vidur" / "a100" / "Meta-Llama-3-8B"
     sample = (folder / "attention-sample.csv").read_text(encoding="utf-8").splitlines()
@@ -164,7 +160,7 @@ def test_a_predictor_profile_needs_prefill_and_decode_rows(tmp_path, shared_data
 
 def test_the_preset_is_what_the_build_script_makes_from_the_shared_rows(shared_data):
     from fluidopt.hardware import gpu_spec, model_shape
-    from fluidopt.vidur_predictor import fit_vidur_predictor_profile
+    from fluidopt.timing.fit.predictor import fit_vidur_predictor_profile
 
     folder = shared_data / "profiles" / "vidur" / "a100" / "Meta-Llama-3-8B"
     profile, quality = fit_vidur_predictor_profile(
@@ -219,10 +215,27 @@ def test_the_stability_limit_is_where_the_fixed_point_stops(workload_name):
 
 
 def test_every_rate_weighted_field_of_the_fluid_batch_is_scaled_and_combined():
-    """The bisection's scaled batch and the tangent's combined batch go through LINEAR_FIELDS: it must list them all."""
+    """Scaling the batch by theta, or combining unit batches with weights, scales every rate-weighted total."""
     from dataclasses import fields
 
     from fluidopt.fluid.fixed_point import LINEAR_FIELDS, FluidBatch
 
-    scalar = {f.name for f in fields(FluidBatch) if f.name not in ("prefill_per_class", "stages_per_class")}
+    per_class = {"prefill_per_class", "stages_per_class", "terms"}
+    scalar = {f.name for f in fields(FluidBatch) if f.name not in per_class}
     assert set(LINEAR_FIELDS) == scalar and len(LINEAR_FIELDS) == len(scalar)
+    profile = fo.preset_profile(PRESET)
+    workload = fo.preset_workload("mix-p512d20-p512d50").with_total_rate(10)
+    batch = fluid_batch(workload, profile, chunk_tokens=256)
+    assert batch.terms.size == 3 and np.all(batch.terms > 0)
+    scaled = batch.scaled(2.5)
+    for name in LINEAR_FIELDS:
+        assert getattr(scaled, name) == pytest.approx(2.5 * getattr(batch, name))
+    np.testing.assert_allclose(scaled.terms, 2.5 * batch.terms)
+    units = [
+        fluid_batch(fo.Workload(c.name, (replace(c, rate_per_s=1.0),)), profile, chunk_tokens=256)
+        for c in workload.classes
+    ]
+    combined = FluidBatch.combine(units, workload.rates)
+    for name in LINEAR_FIELDS:
+        assert getattr(combined, name) == pytest.approx(getattr(batch, name))
+    np.testing.assert_allclose(combined.terms, batch.terms)

@@ -16,6 +16,7 @@ from fluidopt.cli.common import (
     workload_from_args,
 )
 from fluidopt.errors import InputError
+from fluidopt.sim.policies import FLUID_POLICIES
 
 if TYPE_CHECKING:
     from fluidopt.experiments.evaluate import Targets
@@ -55,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_profile_options(p)
     p.add_argument(
         "--policy",
-        choices=("auto", "wait", "nested-wait", "wait-cp", "nested-wait-cp", "chunked"),
+        choices=("auto", *FLUID_POLICIES, "chunked"),
         default="auto",
         help="family to tune: the theory's wait / nested-wait (auto: both) or the chunked wait-cp / nested-wait-cp",
     )
@@ -174,7 +175,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_capacity(args: argparse.Namespace) -> int:
     """Print the capacity table."""
-    from fluidopt.experiments.capacity import capacity
+    from fluidopt.answers.capacity import capacity
     from fluidopt.experiments.sweep import make_executor
 
     workload, profile = workload_from_args(args), profile_from_args(args)

@@ -20,6 +20,7 @@ from fluidopt.cli.common import (
 from fluidopt.errors import InputError
 from fluidopt.hardware import GPUS, MODELS, gpu_spec, model_shape
 from fluidopt.profile import preset_profile, profile_presets
+from fluidopt.timing.fit import VIDUR_TABLE_KINDS
 from fluidopt.tomlio import write_toml
 from fluidopt.workload import preset_workload, workload_presets
 
@@ -91,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--attention", help="Vidur attention.csv (or the shared sample format): a measured profile")
     fit.add_argument(
         "--timing",
-        choices=("measured", "vidur-predictor"),
+        choices=VIDUR_TABLE_KINDS,
         default="measured",
         help="with --attention: the measured model, or Vidur's execution-time predictor reproduced "
         "(docs/theory.md section 13)",
@@ -242,7 +243,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 def cmd_profile_fit(args: argparse.Namespace) -> int:
     """Fit a profile from measurements and report its quality."""
-    from fluidopt.fitting import fit_vidur_profile
+    from fluidopt.timing.fit.vidur_csv import fit_vidur_profile
 
     if args.timing != "measured" and not args.attention:
         raise InputError("--timing", args.timing, "needs --attention (the predictor pools attention rows)")
@@ -310,7 +311,7 @@ def cmd_symbolic(args: argparse.Namespace) -> int:
 
 def _profile_fit_engine_tables(args: argparse.Namespace) -> int:
     """Tables measured through vLLM (LLMServingSim): the composed step's error per component, then the TOML."""
-    from fluidopt.engine_tables import profile_for_run
+    from fluidopt.timing.fit.engine_tables import profile_for_run
 
     for option in ("attention", "batch_log", "kv_capacity_tokens", "gpu", "model"):
         if getattr(args, option):
@@ -330,7 +331,8 @@ def _profile_fit_engine_tables(args: argparse.Namespace) -> int:
 
 def _profile_fit_components(args: argparse.Namespace) -> int:
     """Measured (attention-aware) or per-batch-log fits: every component's error, then the TOML."""
-    from fluidopt.fitting import fit_batch_log_profile, fit_vidur_measured_profile, read_batch_log_csv
+    from fluidopt.timing.fit import fit_vidur_tables
+    from fluidopt.timing.fit.batch_log import fit_batch_log_profile, read_batch_log_csv
 
     if args.batch_log:
         if args.attention:
@@ -353,16 +355,9 @@ def _profile_fit_components(args: argparse.Namespace) -> int:
         for option in ("gpu", "model"):
             if getattr(args, option) is None:
                 raise InputError(f"--{option}", None, "is required to fit Vidur measurements")
-        if args.timing == "vidur-predictor":
-            from fluidopt.vidur_predictor import fit_vidur_predictor_profile
-
-            name = args.name or f"{args.gpu}-{args.model}-vidur-predictor"
-            profile, components = fit_vidur_predictor_profile(
-                args.csv, args.attention, gpu_spec(args.gpu), model_shape(args.model), name
-            )
-            return _report_fit(args, name, profile, components)
-        name = args.name or f"{args.gpu}-{args.model}-measured"
-        profile, components = fit_vidur_measured_profile(
+        name = args.name or f"{args.gpu}-{args.model}-{args.timing}"
+        profile, components = fit_vidur_tables(
+            args.timing,
             args.csv,
             args.attention,
             gpu_spec(args.gpu),

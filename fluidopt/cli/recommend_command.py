@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     """Recommend, validate and print."""
-    from fluidopt.experiments.recommend import recommend
+    from fluidopt.answers.recommend import recommend
     from fluidopt.experiments.runs import Targets
 
     for name in ("p99_ttft_s", "p99_tpot_s", "p99_e2e_s"):

@@ -33,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _profile(args: argparse.Namespace):
-    from fluidopt.engine_tables import profile_for_run
     from fluidopt.profile import load_profile
+    from fluidopt.timing.fit.engine_tables import profile_for_run
 
     if args.tp is not None and args.tp < 1:
         raise InputError("--tp", args.tp, "must be >= 1")
@@ -51,7 +51,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import time
     from dataclasses import replace
 
-    from fluidopt.experiments.replay import read_vllm_run, replay, write_replay
+    from fluidopt.answers.replay import read_vllm_run, replay, write_replay
 
     started = time.perf_counter()
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
@@ -60,8 +60,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     profile = _profile(args)
     result = replay(run, profile)
     variants = [("composed tables", result)]
-    if profile.timing is not None:
-        surrogate = replace(profile, name=f"{profile.name}-affine", timing=None)
+    if not profile.timing.exact_affine:
+        surrogate = replace(profile, name=f"{profile.name}-affine", timing=None)  # the affine timing of its pieces
         variants.append(("affine surrogate (2 pieces)", replay(run, surrogate)))
     written = write_replay(result, args.out) if args.out else []
     wall = time.perf_counter() - started

@@ -17,6 +17,13 @@ from fluidopt.cli.common import (
     workload_from_args,
 )
 from fluidopt.errors import InputError
+from fluidopt.sim.policies import (
+    FLUID_POLICIES,
+    THRESHOLD_FAMILIES,
+    as_variant,
+    fluid_design,
+    make_policy,
+)
 
 if TYPE_CHECKING:
     from fluidopt.sim.arrivals import ArrivalProcess
@@ -102,7 +109,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--policy",
         required=True,
-        choices=("wait", "nested-wait", "wait-cp", "nested-wait-cp"),
+        choices=THRESHOLD_FAMILIES,
         help="policy whose thresholds are designed",
     )
     add_chunked_options(p, slack=True)
@@ -174,45 +181,47 @@ def add_chunked_options(p: argparse.ArgumentParser, *, slack: bool = False) -> N
     p.add_argument("--wait-gate", action="store_true", help="wait-cp: per-segment wait gate (figure K ablation)")
 
 
-def _chunked_design(args: argparse.Namespace, workload, profile):
-    from fluidopt.thresholds.chunked import wait_cp_thresholds
+def _design_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line's design options, for the registered designer of a fluid-designed policy."""
+    return {
+        "kappa": args.kappa,
+        "kappa_rounding": True,
+        "slack": getattr(args, "slack", None),
+        "chunk_tokens": args.chunk_tokens,
+        "conventions": args.conventions,
+        "segments": args.segments,
+        "repair": getattr(args, "repair", False),
+        "watermark": getattr(args, "watermark", None),
+        "wait_gate": args.wait_gate,
+    }
 
-    if args.policy not in ("wait-cp", "nested-wait-cp"):
+
+def _check_design_options(args: argparse.Namespace) -> None:
+    """Design options given to a policy whose design does not take them are errors naming the option."""
+    design = fluid_design(args.policy)
+    chunked = design is not None and design.chunked
+    if not chunked:
         for option in ("chunk_tokens", "slack"):
             if getattr(args, option, None) is not None:
                 raise InputError(f"--{option.replace('_', '-')}", getattr(args, option), "applies to wait-cp only")
-        return None
-    return wait_cp_thresholds(
-        workload,
-        profile,
-        kappa=args.kappa,
-        slack=getattr(args, "slack", None),
-        chunk_tokens=args.chunk_tokens,
-        conventions=args.conventions,
-        nested=args.policy == "nested-wait-cp",
-        segments=args.segments,
-        **({"watermark": args.watermark} if getattr(args, "watermark", None) is not None else {}),
-    )
+        if args.wait_gate:
+            raise InputError("--wait-gate/--chunk-tokens", args.policy, "apply to wait-cp and nested-wait-cp only")
+    if args.kappa is not None and not (design is not None and (design.takes_kappa or design.chunked)):
+        takes = ", ".join(n for n in FLUID_POLICIES if (fluid_design(n) or design).takes_kappa)  # type: ignore[union-attr]
+        raise InputError("--kappa", args.kappa, f"applies to {takes}, not {args.policy}")
+    if args.segments is not None and not (design is not None and design.nested):
+        raise InputError("--segments", args.segments, f"applies to nested-wait, not {args.policy}")
 
 
 def _policy_from_args(args: argparse.Namespace, workload, profile):
     from dataclasses import replace
 
-    from fluidopt.sim.policies import NestedWaitPolicy, WaitPolicy, make_policy, wait_thresholds_from_kappa
     from fluidopt.thresholds.io import default_policy, read_thresholds, thresholds_conventions
 
     options = knob_options(args, args.policy)
+    design = fluid_design(args.policy)
     if args.thresholds:
-        families = {
-            "wait": "wait",
-            "wait-nohold": "wait",
-            "wait-nowait": "wait",
-            "nested-wait": "nested-wait",
-            "nested-wait-nohold": "nested-wait",
-            "wait-cp": "wait-cp",
-            "nested-wait-cp": "nested-wait-cp",
-        }
-        if args.policy not in families:
+        if design is None:
             raise InputError("--thresholds", args.thresholds, f"applies to the WAIT family, not {args.policy}")
         policy = read_thresholds(args.thresholds, workload)
         designed = thresholds_conventions(args.thresholds)
@@ -223,35 +232,18 @@ def _policy_from_args(args: argparse.Namespace, workload, profile):
                 f"was designed under conventions {designed!r}, not {args.conventions!r} (give --conventions "
                 f"{designed} or --override-conventions)",
             )
-        if families.get(policy.name) != families[args.policy]:
+        held = fluid_design(policy.name)
+        if held is None or held.family != design.family:
             raise InputError("--thresholds", args.thresholds, f"holds {policy.name} settings, not {args.policy}")
-        if isinstance(policy, WaitPolicy):
-            return WaitPolicy(policy.thresholds, gate=args.policy != "wait-nowait", hold=args.policy != "wait-nohold")
-        if isinstance(policy, NestedWaitPolicy):
-            return NestedWaitPolicy(
-                policy.boundaries, policy.thresholds, policy.repair, hold=args.policy != "nested-wait-nohold"
-            )
+        policy = as_variant(args.policy, policy)
         return replace(policy, **options) if options else policy
-    if args.policy in ("wait-cp", "nested-wait-cp"):
-        policy = _chunked_design(args, workload, profile).policy(wait_gate=args.wait_gate)
-        if "block_size" in options:
-            policy = replace(policy, block_size=options["block_size"])
-        return policy
-    if args.wait_gate or args.chunk_tokens is not None:
-        raise InputError("--wait-gate/--chunk-tokens", args.policy, "apply to wait-cp and nested-wait-cp only")
-    if args.kappa is not None:
-        if args.policy not in ("wait", "wait-nohold", "wait-nowait"):
-            raise InputError("--kappa", args.kappa, f"applies to wait, wait-nohold and wait-nowait, not {args.policy}")
-        return WaitPolicy(
-            wait_thresholds_from_kappa(workload, args.kappa),
-            gate=args.policy != "wait-nowait",
-            hold=args.policy != "wait-nohold",
-        )
-    if args.segments is not None and not args.policy.startswith("nested-wait"):
-        raise InputError("--segments", args.segments, f"applies to nested-wait, not {args.policy}")
-    if args.policy.startswith(("wait", "nested-wait")):
-        return default_policy(args.policy, workload, profile, segments=args.segments, repair=args.repair)
-    return make_policy(args.policy, **options)
+    _check_design_options(args)
+    if design is None:
+        return make_policy(args.policy, **options)
+    policy = default_policy(args.policy, workload, profile, **_design_options(args))
+    if design.chunked and "block_size" in options:
+        policy = replace(policy, block_size=options["block_size"])
+    return policy
 
 
 def describe_policy_settings(policy: Any, width: int = 80) -> str:
@@ -298,7 +290,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         arrivals = None  # Vidur's capped-gap Poisson process, chosen by simulate()
     else:
         arrivals = arrival_process(args.arrivals)
-    if args.policy in ("wait-cp", "nested-wait-cp") and not args.thresholds:
+    design = fluid_design(args.policy)
+    if design is not None and design.chunked and not args.thresholds:
         from fluidopt.fluid.stability import max_stable_scale
 
         limit = max_stable_scale(workload, profile).max_rate_per_s
@@ -403,12 +396,14 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
 
     workload, profile = workload_from_args(args), profile_from_args(args)
     check_conventions(args.conventions)
-    if args.policy in ("wait-cp", "nested-wait-cp"):
+    family = fluid_design(args.policy)
+    assert family is not None  # the option's choices are the fluid-designed families
+    if family.chunked:
         return _print_chunked(args, workload, profile)
     if args.chunk_tokens is not None or args.slack is not None or args.wait_gate:
         raise InputError("--chunk-tokens/--slack/--wait-gate", args.policy, "apply to wait-cp and nested-wait-cp only")
     design: Any
-    if args.policy == "wait":
+    if not family.nested:
         design = wait_thresholds(workload, profile, kappa=args.kappa, case=args.case)
     else:
         design = nested_wait_thresholds(
@@ -438,7 +433,7 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
     print(
         f"{args.policy} thresholds for {workload.name} at {workload.total_rate_per_s:.4g} requests/s on {profile.name}"
     )
-    if args.policy == "wait":
+    if not family.nested:
         print(format_table(["class", "n_j"], list(zip(workload.class_names, design.thresholds))))
         print(f"kappa {design.kappa:.6g} in [{design.interval.low:.6g}, {design.interval.high:.6g}] ({design.case})")
     else:
@@ -468,9 +463,21 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
 
 
 def _print_chunked(args: argparse.Namespace, workload, profile) -> int:
+    from fluidopt.thresholds.chunked import wait_cp_thresholds
     from fluidopt.thresholds.io import write_thresholds
 
-    design = _chunked_design(args, workload, profile)
+    family = fluid_design(args.policy)
+    design = wait_cp_thresholds(
+        workload,
+        profile,
+        kappa=args.kappa,
+        slack=getattr(args, "slack", None),
+        chunk_tokens=args.chunk_tokens,
+        conventions=args.conventions,
+        nested=family is not None and family.nested,
+        segments=args.segments,
+        **({"watermark": args.watermark} if getattr(args, "watermark", None) is not None else {}),
+    )
     document = {
         **design.to_dict(),
         "classes": list(workload.class_names),

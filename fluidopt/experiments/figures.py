@@ -22,20 +22,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from fluidopt import __version__
+from fluidopt.answers.capacity import max_sustained_rate
 from fluidopt.errors import InputError
 from fluidopt.experiments.asymptotics import run_asymptotics
-from fluidopt.experiments.capacity import max_sustained_rate
 from fluidopt.experiments.catalog import PAPER_PROFILE
 from fluidopt.experiments.evaluate import Targets, run_settings
 from fluidopt.experiments.figure_output import FigureOutput
 from fluidopt.experiments.rate_sweep import rate_sweep
 from fluidopt.experiments.sweep import Executor, SerialExecutor
-from fluidopt.fitting import fit_piecewise, read_vidur_mlp_csv
 from fluidopt.fluid.stability import max_stable_scale, stability_boundary
 from fluidopt.plotting import plot_stability_region
 from fluidopt.profile import GPUProfile, preset_profile
 from fluidopt.sim import FCFSPolicy, InitialRequests, SarathiPolicy, TraceArrivals, VLLMPolicy, WaitPolicy, simulate
 from fluidopt.thresholds.nested import memory_against_segments
+from fluidopt.timing.fit.vidur_csv import fit_piecewise, read_vidur_mlp_csv
 from fluidopt.tomlio import SCHEMA_VERSION, write_text_atomic
 from fluidopt.trace import read_trace
 from fluidopt.workload import preset_workload, workload_from_trace

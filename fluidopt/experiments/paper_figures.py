@@ -252,9 +252,9 @@ def kv_save_curves(tokens: np.ndarray) -> dict[str, np.ndarray]:
     measured = preset_profile(VIDUR_PROFILE).timing
     chunk = np.maximum(tokens - 20, 0)
     return {
-        "vidur-predictor": np.asarray(predictor.kv_save_time(tokens)),  # type: ignore[union-attr]
+        "vidur-predictor": np.asarray(predictor.kv_save_time(tokens)),  # type: ignore[attr-defined]
         "measured": np.asarray(
-            measured.prefill_kv_save_time(chunk, np.zeros_like(chunk)) + measured.decode_kv_save_time(20)  # type: ignore[union-attr]
+            measured.prefill_kv_save_time(chunk, np.zeros_like(chunk)) + measured.decode_kv_save_time(20)  # type: ignore[attr-defined]
         ),
     }
 

@@ -12,44 +12,25 @@ from fluidopt.experiments.runs import RunSummary
 from fluidopt.experiments.sweep import Executor, SerialExecutor, run_sweep
 from fluidopt.experiments.tasks import SimulationTask, run_simulation_task, spawn_seeds
 from fluidopt.profile import GPUProfile
-from fluidopt.sim.policies import BASELINE_POLICIES, NestedWaitPolicy, Policy, WaitPolicy, make_policy
+from fluidopt.sim.policies import (
+    BASELINE_POLICIES,
+    FLUID_POLICIES,
+    Policy,
+    design_policy,
+    make_policy,
+    policy_spec,
+)
 from fluidopt.stats import t_half_width
-from fluidopt.thresholds.nested import nested_wait_thresholds
-from fluidopt.thresholds.wait import wait_thresholds
 from fluidopt.workload import Workload
 
 PolicyFactory = Callable[[Workload, GPUProfile], Policy]
 
 
-def _wait(workload: Workload, profile: GPUProfile) -> Policy:
-    return WaitPolicy(wait_thresholds(workload, profile).thresholds)
+def _designed(name: str) -> PolicyFactory:
+    def factory(workload: Workload, profile: GPUProfile) -> Policy:
+        return design_policy(name, workload, profile)
 
-
-def _wait_nohold(workload: Workload, profile: GPUProfile) -> Policy:
-    return WaitPolicy(wait_thresholds(workload, profile).thresholds, hold=False)
-
-
-def _wait_nowait(workload: Workload, profile: GPUProfile) -> Policy:
-    return WaitPolicy(wait_thresholds(workload, profile).thresholds, gate=False)
-
-
-def _nested(workload: Workload, profile: GPUProfile) -> Policy:
-    design = nested_wait_thresholds(workload, profile)
-    return NestedWaitPolicy(design.segments.boundaries, design.thresholds)
-
-
-def _nested_nohold(workload: Workload, profile: GPUProfile) -> Policy:
-    design = nested_wait_thresholds(workload, profile)
-    return NestedWaitPolicy(design.segments.boundaries, design.thresholds, hold=False)
-
-
-FACTORIES: dict[str, PolicyFactory] = {
-    "wait": _wait,
-    "wait-nohold": _wait_nohold,
-    "wait-nowait": _wait_nowait,
-    "nested-wait": _nested,
-    "nested-wait-nohold": _nested_nohold,
-}
+    return factory
 
 
 def _at_defaults(name: str) -> PolicyFactory:
@@ -59,6 +40,12 @@ def _at_defaults(name: str) -> PolicyFactory:
     return factory
 
 
+# The WAIT family from the fluid model (the registry's designers; chunked designs have their own sweeps).
+FACTORIES: dict[str, PolicyFactory] = {
+    name: _designed(name)
+    for name in FLUID_POLICIES
+    if not policy_spec(name).fluid.chunked  # type: ignore[union-attr]
+}
 # Every registered baseline at its defaults (vllm, sarathi, fcfs, vllm-v1, sglang, ...).
 FACTORIES.update({name: _at_defaults(name) for name in BASELINE_POLICIES})
 

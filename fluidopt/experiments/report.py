@@ -31,7 +31,7 @@ def engine_recommendations(
     requests: int = 3000,
 ) -> list[dict]:
     """VLLM and SGLang settings from the fluid model at ``fraction`` of each fluid limit, under the default SLO."""
-    from fluidopt.experiments.recommend import recommend
+    from fluidopt.answers.recommend import recommend
     from fluidopt.experiments.runs import Targets
 
     rows = []

@@ -18,7 +18,7 @@ from fluidopt.experiments.runs import RunSettings
 from fluidopt.experiments.sweep import Executor
 from fluidopt.fluid.stability import max_stable_scale
 from fluidopt.profile import GPUProfile
-from fluidopt.sim.policies import NestedWaitPolicy, Policy, WaitPolicy
+from fluidopt.sim.policies import FLUID_POLICIES, NestedWaitPolicy, Policy, WaitPolicy, tuning_candidates
 from fluidopt.status import HasStatus
 from fluidopt.thresholds.nested import nested_wait_thresholds
 from fluidopt.thresholds.wait import kappa_interval, wait_thresholds
@@ -28,7 +28,7 @@ WAIT_SLACKS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 NESTED_ETAS = (0.02, 0.05, 0.1)
 CHUNKED_SLACKS = (0.0, 0.15, 0.3, 0.6, 1.0)
 CHUNK_SIZES = (128, 256, 512)
-FAMILIES = ("auto", "wait", "nested-wait", "wait-cp", "nested-wait-cp", "chunked")
+FAMILIES = ("auto", *FLUID_POLICIES, "chunked")
 
 
 def chunked_candidates(
@@ -183,17 +183,34 @@ class TuneResult(HasStatus):
 def _candidates(
     workload: Workload, profile: GPUProfile, family: str, conventions: str = "fluidopt"
 ) -> list[tuple[Policy, dict[str, Any]]]:
-    if family in ("wait-cp", "nested-wait-cp"):
-        return chunked_candidates(workload, profile, nested=family == "nested-wait-cp", conventions=conventions)
+    """The candidates of a tuning family: a registered fluid policy's grid, or the two combinations."""
     if family == "chunked":
-        return chunked_candidates(workload, profile, conventions=conventions) + chunked_candidates(
-            workload, profile, nested=True, conventions=conventions
-        )
-    if family == "wait":
-        return wait_candidates(workload, profile)
-    if family == "nested-wait":
-        return nested_candidates(workload, profile)
-    return wait_candidates(workload, profile) + nested_candidates(workload, profile)
+        return chunked_grid(workload, profile, conventions) + nested_chunked_grid(workload, profile, conventions)
+    if family == "auto":
+        return wait_candidates(workload, profile) + nested_candidates(workload, profile)
+    return tuning_candidates(family, workload, profile, conventions)
+
+
+def wait_grid(workload: Workload, profile: GPUProfile, conventions: str = "fluidopt") -> list[tuple[Policy, Any]]:
+    """The registered tuning grid of the WAIT names (:func:`wait_candidates`; conventions do not apply)."""
+    return wait_candidates(workload, profile)
+
+
+def nested_grid(workload: Workload, profile: GPUProfile, conventions: str = "fluidopt") -> list[tuple[Policy, Any]]:
+    """The registered tuning grid of the Nested WAIT names (:func:`nested_candidates`)."""
+    return nested_candidates(workload, profile)
+
+
+def chunked_grid(workload: Workload, profile: GPUProfile, conventions: str = "fluidopt") -> list[tuple[Policy, Any]]:
+    """The registered tuning grid of ``wait-cp`` (:func:`chunked_candidates`)."""
+    return chunked_candidates(workload, profile, conventions=conventions)
+
+
+def nested_chunked_grid(
+    workload: Workload, profile: GPUProfile, conventions: str = "fluidopt"
+) -> list[tuple[Policy, Any]]:
+    """The registered tuning grid of ``nested-wait-cp`` (:func:`chunked_candidates` over segments)."""
+    return chunked_candidates(workload, profile, nested=True, conventions=conventions)
 
 
 def tune(

@@ -152,7 +152,7 @@ def equilibrium(
         raise InputError("method", method, "must be one of auto, closed-form, lp, fixed-point")
     if method == "auto":
         plain = constraints == Constraints()
-        if profile.is_measured:
+        if not profile.timing.exact_affine:
             method = "fixed-point"
         else:
             method = "closed-form" if profile.is_paper_linear and plain else "lp"
@@ -261,15 +261,10 @@ def equilibrium_lp(
     costs = class_costs(workload, profile)
     bases = profile.coefficient_matrix()[:, 0]
     method = "lp"
-    if profile.timing_kind == "vidur-predictor":
-        raise InputError(
-            "method",
-            "lp",
-            "Vidur's predictor timing is a step function of the batch (table lookups at rounded token counts), "
-            "so it has no tangent plane for the LP; its equilibrium is the fixed point (method auto)",
-        )
-    if profile.is_measured:
-        # The measured model is not affine: solve the LP on its tangent plane at the exact
+    if profile.timing.lp_refusal:
+        raise InputError("method", "lp", profile.timing.lp_refusal)
+    if not profile.timing.exact_affine:
+        # A non-affine timing: solve the LP on its tangent plane at the exact
         # (fixed-point) equilibrium, so the optimum is exact and the duals are local.
         from fluidopt.fluid.fixed_point import solve_fixed_point, tangent_costs
 

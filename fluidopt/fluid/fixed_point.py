@@ -3,8 +3,8 @@
 In the fluid equilibrium every stage of class j holds ``n_j = lambda_j dT`` requests, so the
 whole batch is the arrival mix scaled by the iteration time ``x = dT``; the equilibrium is the
 smallest root of ``x = tau(batch(lambda x))`` (docs/theory.md section 10).  For the affine pieces of
-docs/theory.md section 8 the root is ``max_p base_p / (1 - K_p)``, the closed form; for the measured
-model of :mod:`fluidopt.timing` it is found with :func:`scipy.optimize.brentq`.
+docs/theory.md section 8 the root is ``max_p base_p / (1 - K_p)``, the closed form; for any other timing kind
+(:mod:`fluidopt.timing`, which evaluates the fluid batch) it is found with :func:`scipy.optimize.brentq`.
 
 With chunked prefill (``chunk_tokens``) stage 0 of class j becomes ``K_j = ceil(l_j / cs)``
 prefill stages, chunk i (0-based) processing ``min(cs, l_j - i cs)`` tokens on top of ``i cs``
@@ -22,101 +22,12 @@ import numpy as np
 
 from fluidopt.errors import InputError, require, require_whole_number
 from fluidopt.profile import GPUProfile
-from fluidopt.timing import MeasuredTiming
-from fluidopt.vidur_predictor import VidurPredictorTiming, round_up
+from fluidopt.timing.protocol import LINEAR_FIELDS, FluidBatch
 from fluidopt.workload import Workload
 
 GRID_POINTS = 400
 GRID_SPAN = 1e6
-# The fields of FluidBatch that are rate-weighted totals: they scale with the rates and add up
-# over classes (every scaled or combined batch goes through this one list).
-LINEAR_FIELDS = (
-    "tokens",
-    "prefill_tokens",
-    "decodes",
-    "decode_kv",
-    "prefill_extra",
-    "kv_touched",
-    "sequences",
-    "memory",
-    "in_system",
-    "prefill_requests",
-    "prefill_kv_keys",
-    "prefill_chunk_sq",
-)
-
-
-@dataclass(frozen=True)
-class FluidBatch:
-    """The equilibrium batch per unit of iteration time: every field is linear in ``x = dT``.
-
-    With ``n_j = lambda_j x`` per stage, the batch processes ``x * tokens`` new tokens, holds
-    ``x * decodes`` decoding requests reading ``x * decode_kv`` cached tokens, pays
-    ``x * prefill_extra`` seconds of prefill attention and KV save, and keeps
-    ``x * memory`` KV tokens resident; ``x * in_system`` requests hold KV.
-    """
-
-    tokens: float
-    prefill_tokens: float
-    decodes: float
-    decode_kv: float
-    prefill_extra: float
-    kv_touched: float
-    sequences: float
-    memory: float
-    in_system: float
-    prefill_per_class: np.ndarray
-    stages_per_class: np.ndarray
-    prefill_requests: float = 0.0
-    prefill_kv_keys: float = 0.0
-    prefill_chunk_sq: float = 0.0
-
-    def iteration_time(self, profile: GPUProfile, x: float | np.ndarray) -> float | np.ndarray:
-        """``tau`` of the batch scaled by ``x`` (vectorised over ``x``)."""
-        x = np.asarray(x, dtype=float)
-        if profile.timing is None:
-            times = [
-                p.base_s
-                + x * (p.per_kv_token_s * self.kv_touched + p.per_prefill_token_s * self.prefill_tokens)
-                + x * p.per_sequence_s * self.sequences
-                for p in profile.pieces
-            ]
-            result = np.maximum.reduce(times) if len(times) > 1 else times[0]
-        elif isinstance(profile.timing, VidurPredictorTiming):
-            result = self._predictor_time(profile.timing, x)
-        else:
-            timing = profile.timing
-            assert isinstance(timing, MeasuredTiming)
-            result = timing.non_attention_time(x * self.tokens) + x * self.prefill_extra
-            result = result + timing.per_sequence_time(x * self.sequences)
-            if self.decodes > 0:
-                s0, s1 = timing.decode_kv_save
-                d0, db, dkv, e0, ek = (
-                    timing.mixed_decode_attention if self.prefill_tokens > 0 else timing.decode_attention
-                )
-                b = x * self.decodes
-                save = np.maximum(s0 + s1 * b, 0.0)
-                attention = np.maximum(d0 + db * b + dkv * x * self.decode_kv, e0 + ek * self.decode_kv / self.decodes)
-                result = result + save + np.maximum(attention, 0.0)
-        return float(result) if np.ndim(result) == 0 else result
-
-    def _predictor_time(self, timing: VidurPredictorTiming, x: np.ndarray) -> np.ndarray:
-        """Vidur's predictor on the scaled fluid batch (:mod:`fluidopt.vidur_predictor`), vectorised over ``x``."""
-        tokens = x * self.tokens
-        result = np.asarray(timing.non_attention_time(tokens) + timing.kv_save_time(tokens), dtype=float)
-        if self.decodes > 0:
-            d0, db, dkv, e0, ek = timing.decode_attention
-            b = x * self.decodes
-            kv = float(round_up(int(self.decode_kv / self.decodes), timing.kv_granularity))
-            attention = np.maximum(np.maximum(d0 + db * b + dkv * b * kv, e0 + ek * kv), 0.0)
-            result = result + attention * (1 + timing.decode_batching_overhead * (b > 1))
-        if self.prefill_requests > 0:
-            p0, pc, pck, pcc = timing.prefill_attention
-            c = np.round(np.sqrt(x * self.prefill_chunk_sq))
-            k = x * self.prefill_kv_keys
-            attention = np.maximum(p0 + pc * c + pck * c * k + pcc * c * c, 0.0)
-            result = result + attention * (1 + timing.prefill_batching_overhead * (x * self.prefill_requests > 1))
-        return result
+__all__ = ["LINEAR_FIELDS", "FixedPointResult", "FluidBatch", "fluid_batch", "solve_fixed_point"]
 
 
 def fluid_batch(
@@ -138,6 +49,7 @@ def fluid_batch(
     timing = profile.timing
     prefill_per_class = np.zeros(workload.num_classes)
     stages_per_class = np.zeros(workload.num_classes)
+    terms = np.zeros(len(timing.prefill_terms([1], [0])))
     for j, request_class in enumerate(workload.classes):
         rate = request_class.rate_per_s
         prompt = request_class.prefill_tokens
@@ -146,23 +58,12 @@ def fluid_batch(
         cached = [i * size for i in range(len(chunks))]
         stages = np.arange(first_decode, request_class.decode_tokens + 1, dtype=float)
         reserved = math.ceil(prompt / block) * block
-        extra = 0.0
-        if isinstance(timing, VidurPredictorTiming):
-            granularity = timing.kv_granularity
-            totals["prefill_requests"] += rate * len(chunks)
-            totals["prefill_kv_keys"] += rate * float(sum(-(-k // granularity) * granularity for k in cached))
-            totals["prefill_chunk_sq"] += rate * float(sum(c * c for c in chunks))
-        elif timing is not None:
-            extra = float(
-                np.sum(timing.prefill_attention_time(chunks, cached))
-                + np.sum(timing.prefill_kv_save_time(chunks, cached))
-            )
+        terms = terms + rate * np.asarray(timing.prefill_terms(chunks, cached), dtype=float)
         decode_memory = float(np.sum(np.ceil((prompt + stages) / block) * block))
         totals["tokens"] += rate * (prompt + stages.size)
         totals["prefill_tokens"] += rate * prompt
         totals["decodes"] += rate * stages.size
         totals["decode_kv"] += rate * float(np.sum(prompt + stages - 1))
-        totals["prefill_extra"] += rate * extra
         totals["kv_touched"] += rate * (float(np.sum(np.add(chunks, cached))) + float(np.sum(prompt + stages)))
         totals["sequences"] += rate * (len(chunks) + stages.size)
         totals["memory"] += rate * (len(chunks) * reserved + decode_memory)
@@ -173,6 +74,7 @@ def fluid_batch(
         **totals,
         prefill_per_class=prefill_per_class,
         stages_per_class=stages_per_class,
+        terms=terms,
     )
 
 
@@ -292,7 +194,7 @@ def max_stable_scale_bisection(
 
 def _scaled_batch(batch: FluidBatch, theta: float) -> FluidBatch:
     """The per-unit batch of the mix scaled by ``theta`` (every rate-weighted total scales)."""
-    return replace(batch, **{name: getattr(batch, name) * theta for name in LINEAR_FIELDS})
+    return batch.scaled(theta)
 
 
 def tangent_costs(workload: Workload, profile: GPUProfile, result: FixedPointResult) -> tuple[float, np.ndarray]:
@@ -306,7 +208,7 @@ def tangent_costs(workload: Workload, profile: GPUProfile, result: FixedPointRes
     units = [fluid_batch(Workload(c.name, (replace(c, rate_per_s=1.0),)), profile) for c in workload.classes]
 
     def tau(counts: np.ndarray) -> float:
-        combined = _combine(units, counts)
+        combined = FluidBatch.combine(units, counts)
         return float(combined.iteration_time(profile, 1.0))
 
     counts = np.asarray(result.per_stage, dtype=float)
@@ -319,13 +221,3 @@ def tangent_costs(workload: Workload, profile: GPUProfile, result: FixedPointRes
         costs[j] = (tau(up) - tau(down)) / (up[j] - down[j])
     base = result.iteration_time_s - float(costs @ counts)
     return base, costs
-
-
-def _combine(units: list[FluidBatch], counts: np.ndarray) -> FluidBatch:
-    """The batch holding ``counts[j]`` requests per stage of class j (unit batches weighted)."""
-    totals = {f: float(sum(c * getattr(u, f) for c, u in zip(counts, units))) for f in LINEAR_FIELDS}
-    return FluidBatch(
-        **totals,
-        prefill_per_class=np.concatenate([u.prefill_per_class for u in units]),
-        stages_per_class=np.concatenate([u.stages_per_class for u in units]),
-    )

@@ -134,16 +134,11 @@ def max_stable_scale(
     if method not in ("auto", "closed-form", "lp", "bisection"):
         raise InputError("method", method, "must be one of auto, closed-form, lp, bisection")
     check_fits(workload, profile)
-    if method == "bisection" or (method == "auto" and profile.is_measured):
+    if method == "bisection" or (method == "auto" and not profile.timing.exact_affine):
         return _max_scale_bisection(workload, profile, constraints)
     if method == "lp":
-        if profile.timing_kind == "vidur-predictor":
-            raise InputError(
-                "method",
-                "lp",
-                "Vidur's predictor timing is a step function of the batch, so the LP would solve its affine "
-                "surrogate, not the predictor; its stability limit is found by bisection (method auto)",
-            )
+        if profile.timing.lp_refusal:
+            raise InputError("method", "lp", profile.timing.lp_refusal)
         return _max_scale_lp(workload, profile, constraints)
     return _max_scale_closed_form(workload, profile, constraints)
 

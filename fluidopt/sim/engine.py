@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 from numba.core.registry import CPUDispatcher as Dispatcher
@@ -26,13 +27,14 @@ from fluidopt.profile import GPUProfile
 from fluidopt.sim import kernel as kernel_module
 from fluidopt.sim import policies as policies_package
 from fluidopt.sim.arrivals import ArrivalProcess, PoissonArrivals, TraceArrivals
+from fluidopt.sim.bundles import ArrivalChunk, KernelConfig, KernelLogs, KernelState, PolicyArrays, TimingArrays
 from fluidopt.sim.kernel import compiled_kernel_fingerprint, run_kernel
 from fluidopt.sim.policies import Policy, selector_index
 from fluidopt.sim.policies import _compiled as compiled_helpers
 from fluidopt.sim.policies._base import EVICTIONS, KernelPack
 from fluidopt.sim.results import QUANTILES, SimulationResult, histogram_quantile
 from fluidopt.sim.sources import sources_fingerprint
-from fluidopt.timing import N_TIMING_COEF
+from fluidopt.timing.registry import TIMING_MODULES, kind_index
 from fluidopt.workload import Workload
 
 INITIAL_SLOTS = 1024
@@ -61,7 +63,7 @@ def ensure_fresh_kernel() -> None:
             return
         # Stale: drop every on-disk cache entry of the kernel's functions (numba would otherwise load
         # the old machine code, which inlines the old selection functions), then recompile.
-        modules = (compiled_helpers, *policies_package.POLICY_MODULES, kernel_module)
+        modules = (compiled_helpers, *policies_package.POLICY_MODULES, *TIMING_MODULES, kernel_module)
         for module in modules:
             for value in vars(module).values():
                 if isinstance(value, Dispatcher):
@@ -87,6 +89,8 @@ class _State:
         self.cnt = np.zeros((max(classes, 1), max_stage + 2), dtype=np.int64)
         self.bsel = np.zeros(slots, dtype=np.int64)
         self.bchunk = np.zeros(slots, dtype=np.int64)
+        self.pchunk = np.zeros(slots, dtype=np.int64)
+        self.pcached = np.zeros(slots, dtype=np.int64)
         self.hist = np.zeros(
             (layout.N_HISTOGRAMS, layout.HIST_BINS), dtype=np.int32
         )  # counts; int32 keeps the four rows in L1
@@ -118,6 +122,28 @@ class _State:
         self.scal_i[layout.S_NFREE] = free + extra
         self.bsel = np.zeros(new, np.int64)
         self.bchunk = np.zeros(new, np.int64)
+        self.pchunk = np.zeros(new, np.int64)
+        self.pcached = np.zeros(new, np.int64)
+
+    def bundle(self) -> KernelState:
+        """The arrays as the kernel takes them (re-bundled after a growth)."""
+        return KernelState(
+            self.slot_i,
+            self.slot_f,
+            self.res,
+            self.queues,
+            self.qhead,
+            self.qlen,
+            self.free,
+            self.scal_i,
+            self.scal_f,
+            self.cnt,
+            self.bsel,
+            self.bchunk,
+            self.pchunk,
+            self.pcached,
+            self.hist,
+        )
 
 
 def simulate(
@@ -185,13 +211,7 @@ def simulate(
     """
     started = time.perf_counter()
     ensure_fresh_kernel()
-    if (requests is None) == (horizon_s is None):
-        raise InputError("requests/horizon_s", (requests, horizon_s), "give exactly one of requests and horizon_s")
-    if requests is not None:
-        requests = require_whole_number(requests, "requests", 0)
-    if horizon_s is not None:
-        horizon_s = require_finite_number(horizon_s, "horizon_s")
-        require(horizon_s > 0, "horizon_s", horizon_s, "must be > 0")
+    requests, horizon_s = _check_run_length(requests, horizon_s)
     if eviction is not None and eviction not in EVICTIONS:
         raise InputError("eviction", eviction, f"must be one of {', '.join(EVICTIONS)}")
     check_fits(workload, profile)
@@ -203,11 +223,109 @@ def simulate(
         arrivals = arrivals or PoissonArrivals(max_gap_factor=VIDUR_MAX_GAP_FACTOR)
         if eviction == "restart":
             raise InputError("eviction", eviction, "conventions 'vidur' recompute evicted requests")
-        eviction = "recompute"
-        drain = True
-        warmup_s = 0.0
+        eviction, drain, warmup_s = "recompute", True, 0.0
         measure_lo, measure_hi = requests // 4, requests - requests // 4
     arrivals = arrivals or PoissonArrivals()
+    max_stage = _max_stage(workload, profile, arrivals)
+    seed = rng if isinstance(rng, (int, np.integer)) else None
+    generator = np.random.default_rng(rng)
+    span = _expected_span(workload, requests, horizon_s)
+    warmup_s = require_finite_number(0.1 * span if warmup_s is None else warmup_s, "warmup_s")
+    require(warmup_s >= 0, "warmup_s", warmup_s, "must be >= 0")
+    drain_timeout_s = require_finite_number(
+        10 * span + 60.0 if drain_timeout_s is None else drain_timeout_s, "drain_timeout_s"
+    )
+    require(drain_timeout_s >= 0, "drain_timeout_s", drain_timeout_s, "must be >= 0")
+
+    selector = selector_index(policy)
+    pack: KernelPack = policy.kernel_pack(workload, max_stage)
+    eviction = _policy_eviction(policy, pack, eviction)
+    _check_block_fit(workload, profile, pack, arrivals)
+    state = _State(INITIAL_SLOTS, workload.num_classes if pack.per_class_queues else 1, workload.num_classes, max_stage)
+    state.scal_i[layout.S_STAGE_EXCESS] = -(10**9)
+    config = _configure(
+        selector,
+        pack,
+        profile,
+        eviction=eviction,
+        conventions=conventions,
+        measured_ids=(measure_lo, measure_hi),
+        drain=drain,
+        record=(record_requests, record_series),
+        warmup_s=warmup_s,
+        window_end_s=horizon_s if horizon_s is not None else math.inf,
+        drain_timeout_s=drain_timeout_s,
+    )
+    _load_initial(state, workload, initial, config.cfg_i, config.cfg_f)
+    policy_arrays = PolicyArrays(
+        np.ascontiguousarray(pack.params_i, dtype=np.int64),
+        np.ascontiguousarray(pack.params_f, dtype=np.float64),
+        np.array(pack.state_i, dtype=np.int64),
+        np.array(pack.state_f, dtype=np.float64),
+    )
+    timing_arrays = TimingArrays(*profile.timing.kernel_arrays())
+    stream = arrivals.stream(workload, generator, requests=requests, horizon_s=horizon_s)
+    logs, series_logs, last_arrival = _drive(
+        state,
+        config,
+        policy_arrays,
+        timing_arrays,
+        stream,
+        workload,
+        run_kernel if compiled else run_kernel.py_func,
+        open_ended=horizon_s is None,
+        warmup_s=warmup_s,
+        record=(record_requests, record_series),
+    )
+    return _result(
+        state,
+        policy,
+        eviction,
+        seed,
+        workload,
+        profile,
+        config.cfg_f,
+        arrivals,
+        logs,
+        series_logs,
+        time.perf_counter() - started,
+        {
+            "requests": requests,
+            "horizon_s": horizon_s,
+            "warmup_s": warmup_s,
+            "drain": drain,
+            "conventions": conventions,
+            "measured_request_ids": [measure_lo, min(measure_hi, requests or measure_hi)],
+            "timing": profile.timing_kind,
+            "delivered_rate_per_s": (
+                (requests / last_arrival) if requests and last_arrival > 0 else workload.total_rate_per_s
+            ),
+        },
+        pack.tracks_stage_excess,
+    )
+
+
+def _check_run_length(requests: int | None, horizon_s: float | None) -> tuple[int | None, float | None]:
+    """Exactly one of ``requests`` (a whole number >= 0) and ``horizon_s`` (> 0)."""
+    if (requests is None) == (horizon_s is None):
+        raise InputError("requests/horizon_s", (requests, horizon_s), "give exactly one of requests and horizon_s")
+    if requests is not None:
+        requests = require_whole_number(requests, "requests", 0)
+    if horizon_s is not None:
+        horizon_s = require_finite_number(horizon_s, "horizon_s")
+        require(horizon_s > 0, "horizon_s", horizon_s, "must be > 0")
+    return requests, horizon_s
+
+
+def _expected_span(workload: Workload, requests: int | None, horizon_s: float | None) -> float:
+    """The run's expected length in seconds (the horizon, or the requests over the rate)."""
+    if horizon_s is not None:
+        return horizon_s
+    return (requests or 0) / workload.total_rate_per_s if workload.total_rate_per_s > 0 else 0.0
+
+
+def _max_stage(workload: Workload, profile: GPUProfile, arrivals: ArrivalProcess) -> int:
+    """The longest output of the run (a trace's too); a trace request larger than C is refused."""
     max_stage = int(workload.decode.max())
     if isinstance(arrivals, TraceArrivals):
         max_stage = max(max_stage, int(arrivals.trace.decode_tokens.max()))
@@ -218,32 +336,24 @@ def simulate(
             profile.kv_capacity_tokens,
             f"is smaller than the largest request of the trace ({peak} tokens)",
         )
-    seed = rng if isinstance(rng, (int, np.integer)) else None
-    generator = np.random.default_rng(rng)
+    return max_stage
 
-    if warmup_s is None:
-        span = (
-            horizon_s
-            if horizon_s is not None
-            else ((requests or 0) / workload.total_rate_per_s if workload.total_rate_per_s > 0 else 0.0)
-        )
-        warmup_s = 0.1 * span
-    warmup_s = require_finite_number(warmup_s, "warmup_s")
-    require(warmup_s >= 0, "warmup_s", warmup_s, "must be >= 0")
 
-    index = selector_index(policy)
-    pack: KernelPack = policy.kernel_pack(workload, max_stage)
+def _policy_eviction(policy: Policy, pack: KernelPack, eviction: str | None) -> str:
+    """The eviction the run uses: the policy's own (engines recompute), else the one asked, else restart."""
     if pack.eviction is not None:
         if eviction is not None and eviction != pack.eviction:
             raise InputError(
                 "eviction", eviction, f"policy {policy.name} always uses {pack.eviction}, as the engine does"
             )
-        eviction = pack.eviction
-    eviction = eviction or "restart"
+        return pack.eviction
+    return eviction or "restart"
+
+
+def _check_block_fit(workload: Workload, profile: GPUProfile, pack: KernelPack, arrivals: ArrivalProcess) -> None:
+    """Refuse up front a request that can never complete in whole blocks (or whose prompt cannot be reserved)."""
     block = pack.block_size
     if block > 1:
-        # A request whose peak, in whole blocks, exceeds the capacity can never complete: refuse it
-        # up front instead of simulating a run in which nothing finishes.
         peak = max(c.prefill_tokens + c.decode_tokens for c in workload.classes)
         if isinstance(arrivals, TraceArrivals):
             peak = max(peak, int((arrivals.trace.prefill_tokens + arrivals.trace.decode_tokens).max()))
@@ -263,58 +373,69 @@ def simulate(
             profile.kv_capacity_tokens,
             f"cannot reserve one {longest}-token prompt in {block}-token blocks",
         )
-    queues = workload.num_classes if pack.per_class_queues else 1
-    state = _State(INITIAL_SLOTS, queues, workload.num_classes, max_stage)
-    state.scal_i[layout.S_STAGE_EXCESS] = -(10**9)
+
+
+def _configure(
+    selector: int,
+    pack: KernelPack,
+    profile: GPUProfile,
+    *,
+    eviction: str,
+    conventions: str,
+    measured_ids: tuple[int, int],
+    drain: bool,
+    record: tuple[bool, bool],
+    warmup_s: float,
+    window_end_s: float,
+    drain_timeout_s: float,
+) -> KernelConfig:
+    """The kernel's configuration arrays (``C_*`` and ``CF_*`` of :mod:`fluidopt.sim.layout`)."""
     cfg_i = np.zeros(layout.N_CFG_INT, dtype=np.int64)
     cfg_f = np.zeros(layout.N_CFG_FLOAT, dtype=np.float64)
-    cfg_i[layout.C_SELECTOR] = index
-    cfg_i[layout.C_BLOCK] = block
+    cfg_i[layout.C_SELECTOR] = selector
+    cfg_i[layout.C_BLOCK] = pack.block_size
     cfg_i[layout.C_EVICTION] = EVICTIONS.index(eviction)
-    cfg_i[layout.C_TIMING] = layout.TIMING_IDS[profile.timing_kind]
+    cfg_i[layout.C_TIMING] = kind_index(profile.timing)
     cfg_i[layout.C_FIRST_TOKEN_PREFILL] = int(conventions == "vidur" or pack.engine_tokens)
     cfg_i[layout.C_ENGINE_TOKENS] = int(pack.engine_tokens)
     cfg_i[layout.C_PER_CLASS_QUEUES] = int(pack.per_class_queues)
-    cfg_i[layout.C_MEASURE_LO] = measure_lo
-    cfg_i[layout.C_MEASURE_HI] = measure_hi
+    cfg_i[layout.C_MEASURE_LO], cfg_i[layout.C_MEASURE_HI] = measured_ids
     cfg_i[layout.C_DRAIN] = int(drain)
-    cfg_i[layout.C_RECORD] = int(record_requests)
-    cfg_i[layout.C_SERIES] = int(record_series)
+    cfg_i[layout.C_RECORD] = int(record[0])
+    cfg_i[layout.C_SERIES] = int(record[1])
     cfg_i[layout.C_CAPACITY] = profile.kv_capacity_tokens
     cfg_f[layout.CF_WATERMARK] = pack.watermark
     cfg_f[layout.CF_WARMUP] = warmup_s
-    cfg_f[layout.CF_WINDOW_END] = horizon_s if horizon_s is not None else math.inf
-    if drain_timeout_s is None:
-        span = (
-            horizon_s
-            if horizon_s is not None
-            else ((requests or 0) / workload.total_rate_per_s if workload.total_rate_per_s > 0 else 0.0)
-        )
-        drain_timeout_s = 10 * span + 60.0
-    drain_timeout_s = require_finite_number(drain_timeout_s, "drain_timeout_s")
-    require(drain_timeout_s >= 0, "drain_timeout_s", drain_timeout_s, "must be >= 0")
+    cfg_f[layout.CF_WINDOW_END] = window_end_s
     cfg_f[layout.CF_DRAIN_TIMEOUT] = drain_timeout_s
-    coef = np.ascontiguousarray(profile.coefficient_matrix())
-    if profile.timing is not None:
-        tcoef, ttable = profile.timing.kernel_arrays()
-    else:
-        tcoef, ttable = np.zeros(N_TIMING_COEF), np.zeros((4, 2))
+    return KernelConfig(cfg_i, cfg_f)
 
-    _load_initial(state, workload, initial, cfg_i, cfg_f)
+
+def _drive(
+    state: _State,
+    config: KernelConfig,
+    policy_arrays: PolicyArrays,
+    timing_arrays: TimingArrays,
+    stream: Any,
+    workload: Workload,
+    kernel: Any,
+    *,
+    open_ended: bool,
+    warmup_s: float,
+    record: tuple[bool, bool],
+) -> tuple[list[np.ndarray], list[np.ndarray], float]:
+    """Feed the kernel arrival chunks until it is done; returns the completion and series logs and the last arrival."""
+    record_requests, record_series = record
+    cfg_f = config.cfg_f
     logs: list[np.ndarray] = []
     series_logs: list[np.ndarray] = []
     series = np.zeros((SERIES_ROWS if record_series else 1, layout.N_SERIES_COLUMNS))
-    params_i = np.ascontiguousarray(pack.params_i, dtype=np.int64)
-    params_f = np.ascontiguousarray(pack.params_f, dtype=np.float64)
-    state_i = np.array(pack.state_i, dtype=np.int64)
-    state_f = np.array(pack.state_f, dtype=np.float64)
     class_max_new = np.array([c.max_new_tokens or 0 for c in workload.classes], dtype=np.int64)
-    stream = arrivals.stream(workload, generator, requests=requests, horizon_s=horizon_s)
     chunk = next(stream)
     position = 0
     last_arrival = 0.0
     while True:
-        if chunk.final and horizon_s is None:
+        if chunk.final and open_ended:
             last_arrival = float(chunk.times[-1]) if chunk.times.size else last_arrival
             cfg_f[layout.CF_WINDOW_END] = max(last_arrival, warmup_s)
         if chunk.classes.size and int(chunk.classes.max()) >= workload.num_classes:
@@ -328,39 +449,21 @@ def simulate(
         comp_log = np.zeros((log_rows if record_requests else 1, 6))
         state.scal_i[layout.S_LOG_COUNT] = 0
         state.scal_i[layout.S_SERIES_COUNT] = 0
-        kernel = run_kernel if compiled else run_kernel.py_func
         rc = kernel(
-            state.slot_i,
-            state.slot_f,
-            state.res,
-            state.queues,
-            state.qhead,
-            state.qlen,
-            state.free,
-            state.scal_i,
-            state.scal_f,
-            cfg_i,
-            cfg_f,
-            params_i,
-            params_f,
-            state_i,
-            state_f,
-            coef,
-            tcoef,
-            ttable,
-            chunk.times[position:],
-            chunk.classes[position:],
-            chunk.prefill[position:],
-            chunk.decode[position:],
-            chunk.ids[position:],
-            class_max_new,
-            chunk.final,
-            state.cnt,
-            state.bsel,
-            state.bchunk,
-            state.hist,
-            comp_log,
-            series,
+            state.bundle(),
+            config,
+            policy_arrays,
+            timing_arrays,
+            ArrivalChunk(
+                chunk.times[position:],
+                chunk.classes[position:],
+                chunk.prefill[position:],
+                chunk.decode[position:],
+                chunk.ids[position:],
+                class_max_new,
+                chunk.final,
+            ),
+            KernelLogs(comp_log, series),
         )
         position += int(state.scal_i[layout.S_CONSUMED])
         if record_requests:
@@ -370,37 +473,12 @@ def simulate(
         if chunk.times.size and not chunk.final:
             last_arrival = float(chunk.times[-1])
         if rc == layout.RC_DONE:
-            break
+            return logs, series_logs, last_arrival
         if rc == layout.RC_NEED_ARRIVALS:
             chunk = next(stream)
             position = 0
         elif rc == layout.RC_NEED_SLOTS:
             state.ensure_free(state.slots)
-    return _result(
-        state,
-        policy,
-        eviction,
-        seed,
-        workload,
-        profile,
-        cfg_f,
-        arrivals,
-        logs,
-        series_logs,
-        time.perf_counter() - started,
-        {
-            "requests": requests,
-            "horizon_s": horizon_s,
-            "warmup_s": warmup_s,
-            "drain": drain,
-            "conventions": conventions,
-            "measured_request_ids": [measure_lo, min(measure_hi, requests or measure_hi)],
-            "timing": profile.timing_kind,
-            "delivered_rate_per_s": (
-                (requests / last_arrival) if requests and last_arrival > 0 else workload.total_rate_per_s
-            ),
-        },
-    )
 
 
 def _load_initial(state: _State, workload: Workload, initial: Sequence[InitialRequests], cfg_i, cfg_f) -> None:
@@ -447,7 +525,21 @@ def _load_initial(state: _State, workload: Workload, initial: Sequence[InitialRe
             request_id += 1
 
 
-def _result(state, policy, eviction, seed, workload, profile, cfg_f, arrivals, logs, series_logs, wall, settings):
+def _result(
+    state,
+    policy,
+    eviction,
+    seed,
+    workload,
+    profile,
+    cfg_f,
+    arrivals,
+    logs,
+    series_logs,
+    wall,
+    settings,
+    tracks_stage_excess,
+):
     si, sf = state.scal_i, state.scal_f
     start, end = float(cfg_f[layout.CF_WARMUP]), float(cfg_f[layout.CF_WINDOW_END])
     now = float(sf[layout.T_NOW])
@@ -529,9 +621,7 @@ def _result(state, policy, eviction, seed, workload, profile, cfg_f, arrivals, l
         peak_memory_tokens=int(si[layout.S_PEAK_MEMORY]),
         kv_capacity_tokens=profile.kv_capacity_tokens,
         busy_fraction=per_window(float(sf[layout.T_BUSY])),
-        max_stage_excess=int(si[layout.S_STAGE_EXCESS])
-        if policy.name in ("wait", "wait-nohold", "wait-nowait")
-        else None,
+        max_stage_excess=int(si[layout.S_STAGE_EXCESS]) if tracks_stage_excess else None,
         mean_tpot_s=mean(sf[layout.T_TPOT_SUM], sf[layout.T_TPOT_COUNT]),
         tpot_quantiles_s=quantiles(layout.H_TPOT),
         peak_running_requests=int(si[layout.S_PEAK_RUNNING]),

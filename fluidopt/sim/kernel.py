@@ -6,10 +6,11 @@ checks that both give identical results.
 
 Semantics (docs/theory.md; arXiv:2504.11320):
 
-- One batch at a time.  A batch's iteration time is the profile's maximum over affine pieces of
-  ``base + per_kv * K + per_prefill * P + per_sequence * B``: K the KV tokens the batch touches
-  (a prefill chunk counts the prompt tokens already cached plus the chunk, a decode at stage s
-  counts ``l + s``), P the prefill tokens and B the sequences.
+- One batch at a time.  A batch's iteration time comes from the step function of the profile's
+  timing kind (:mod:`fluidopt.timing`): the kernel hands it the batch's aggregates (K the KV
+  tokens the batch touches, a prefill chunk counting the prompt tokens already cached plus the
+  chunk and a decode at stage s counting ``l + s``; P the prefill tokens; the decodes and the
+  cached tokens they read; B the sequences) and each prefill's chunk and cached tokens.
 - A resident request at stage s is charged ``l + s`` KV tokens (rounded up to whole blocks): a
   request waiting for its prefill holds nothing, a resident one holds its prompt plus one token
   per decode step, including the token of the step it is about to run.  Completion frees it.
@@ -19,7 +20,8 @@ Semantics (docs/theory.md; arXiv:2504.11320):
   batch: a request holds the tokens computed after the step (prompt chunks so far, or prompt plus
   generated tokens), the prefill that ends emits a token (also after a recompute).
 - The batch comes from the policy's selection function (``fluidopt.sim.policies``): the kernel
-  unrolls the registry's tuple of compiled functions, so each is called directly.
+  unrolls the registry's tuple of compiled functions, so each is called directly; the step
+  functions of the timing kinds (``fluidopt.timing.registry``) are dispatched the same way.
 - Eviction ``restart`` (the paper's): the victim loses cache and progress and returns to the
   front of the prefill queue.  ``recompute`` (Vidur's): it keeps its progress and re-prefills
   prompt plus generated tokens in one go when readmitted.
@@ -118,32 +120,7 @@ from fluidopt.sim.layout import (
 )
 from fluidopt.sim.policies import compiled_selectors
 from fluidopt.sim.sources import sources_fingerprint
-from fluidopt.timing import (
-    TC_D0,
-    TC_M0,
-    TC_P0,
-    TC_PC,
-    TC_PCC,
-    TC_PCK,
-    TC_PK,
-    TC_S0,
-    TC_S1,
-)
-from fluidopt.vidur_predictor import (
-    VC_D0,
-    VC_DB,
-    VC_DKV,
-    VC_DOVER,
-    VC_E0,
-    VC_EK,
-    VC_GRAN,
-    VC_P0,
-    VC_PC,
-    VC_PCC,
-    VC_PCK,
-    VC_POVER,
-    VC_ROUND,
-)
+from fluidopt.timing.registry import MAX_TIMING_KINDS, compiled_step_functions
 
 # Compile the policy modules' functions first (numba), then bind each selection function to a
 # global of its own: numba calls a global dispatcher directly (and can inline it), whereas a tuple
@@ -173,6 +150,14 @@ from fluidopt.sim.policies._compiled import blocks, queue_of, queue_push_back, s
     SELECT_14,
     SELECT_15,
 ) = _SELECTORS + (select_none,) * (MAX_POLICY_MODULES - len(_SELECTORS))
+
+# The timing kinds' step functions, bound the same way (fluidopt.timing.registry's order).
+_STEPS = compiled_step_functions()
+if len(_STEPS) > MAX_TIMING_KINDS:
+    raise RuntimeError(f"more than {MAX_TIMING_KINDS} timing kinds: add slots in fluidopt/sim/kernel.py")
+STEP_0, STEP_1, STEP_2, STEP_3, STEP_4, STEP_5, STEP_6, STEP_7 = _STEPS + (_STEPS[0],) * (
+    MAX_TIMING_KINDS - len(_STEPS)
+)
 
 # ----------------------------------------------------------------- helpers
 
@@ -225,103 +210,29 @@ def _is_measured(slot_i, slot_f, cfg_i, cfg_f, slot):
     return slot_f[F_ARRIVAL, slot] >= cfg_f[CF_WARMUP] and cfg_i[C_MEASURE_LO] <= rid < cfg_i[C_MEASURE_HI]
 
 
-@njit(cache=True)
-def _interp(table, row, x):
-    """Piecewise-linear ``table[row]`` at ``x`` over knots ``table[0]``: flat below, linear beyond the last knot."""
-    knots = table.shape[1]
-    if x <= table[0, 0]:
-        return table[row, 0]
-    if x >= table[0, knots - 1]:
-        slope = (table[row, knots - 1] - table[row, knots - 2]) / (table[0, knots - 1] - table[0, knots - 2])
-        return table[row, knots - 1] + slope * (x - table[0, knots - 1])
-    lo = 0
-    hi = knots - 1
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if table[0, mid] <= x:
-            lo = mid
-        else:
-            hi = mid
-    w = (x - table[0, lo]) / (table[0, hi] - table[0, lo])
-    return table[row, lo] * (1.0 - w) + table[row, hi] * w
-
-
-@njit(cache=True)
-def _measured_tau(tcoef, ttable, tokens, decodes, decode_kv, prefill_extra, sequences):
-    """Iteration time of the measured model (fluidopt.timing) from the batch's aggregates.
-
-    ``prefill_extra`` is the sum over prefilling requests of their attention and KV-save time;
-    ``sequences`` the requests in the batch (row 3: LM head and sampler, zero for Vidur's form).
-    """
-    tau = _interp(ttable, 1, float(tokens)) + prefill_extra + _interp(ttable, 3, float(sequences))
-    if decodes > 0:
-        b = float(decodes)
-        save = tcoef[TC_S0] + tcoef[TC_S1] * b
-        tau += save if save > 0.0 else 0.0
-        # Decodes sharing the step with a prefill use the mixed-batch coefficients (TC_M0..).
-        at = TC_M0 if tokens > decodes else TC_D0
-        linear = tcoef[at] + tcoef[at + 1] * b + tcoef[at + 2] * decode_kv
-        floor = tcoef[at + 3] + tcoef[at + 4] * decode_kv / b
-        attention = linear if linear > floor else floor
-        tau += attention if attention > 0.0 else 0.0
-    return tau
-
-
-@njit(cache=True)
-def _prefill_chunk_time(tcoef, ttable, chunk, cached):
-    """Prefill attention ``p(c, k)`` plus the KV save ``c r(k + c)`` of one chunk."""
-    c = float(chunk)
-    k = float(cached)
-    attention = tcoef[TC_P0] + tcoef[TC_PC] * c + tcoef[TC_PCK] * c * k + tcoef[TC_PCC] * c * c + tcoef[TC_PK] * k
-    rate = _interp(ttable, 2, k + c)
-    return (attention if attention > 0.0 else 0.0) + c * (rate if rate > 0.0 else 0.0)
-
-
-@njit(cache=True)
-def _vidur_predictor_tau(vcoef, vtable, tokens, decodes, decode_processed, prefills, prefill_kv_keys, prefill_c2):
-    """Iteration time as Vidur's predictor composes it (fluidopt.vidur_predictor).
-
-    ``vtable`` rows 1 and 2 are dense lookups by token count (non-attention at the count rounded
-    up to 8, KV save at the exact count); ``decode_processed`` sums the decodes' processed
-    tokens, ``prefill_kv_keys`` the prefills' processed tokens rounded up to the granularity,
-    ``prefill_c2`` their squared chunks.
-    """
-    top = vtable.shape[1] - 1
-    step = int(vcoef[VC_ROUND])
-    rounded = (tokens + step - 1) // step * step
-    tau = vtable[1, rounded if rounded < top else top] + vtable[2, tokens if tokens < top else top]
-    gran = int(vcoef[VC_GRAN])
-    if decodes > 0:
-        kv = float((decode_processed // decodes + gran - 1) // gran * gran)
-        b = float(decodes)
-        linear = vcoef[VC_D0] + vcoef[VC_DB] * b + vcoef[VC_DKV] * b * kv
-        floor = vcoef[VC_E0] + vcoef[VC_EK] * kv
-        attention = linear if linear > floor else floor
-        if attention > 0.0:
-            tau += attention * (1.0 + vcoef[VC_DOVER] * (decodes > 1))
-    if prefills > 0:
-        c = float(round(math.sqrt(float(prefill_c2))))
-        k = float(prefill_kv_keys)
-        attention = vcoef[VC_P0] + vcoef[VC_PC] * c + vcoef[VC_PCK] * c * k + vcoef[VC_PCC] * c * c
-        if attention > 0.0:
-            tau += attention * (1.0 + vcoef[VC_POVER] * (prefills > 1))
-    return tau
-
-
-@njit(cache=True)
-def _vidur_predictor_batch(vcoef, vtable, slot_i, bsel, bchunk, nb, tokens, decodes, decode_processed):
-    """Vidur's predictor for the selected batch: its prefill keys gathered in a pass of their own."""
-    gran = int(vcoef[VC_GRAN])
-    prefills = 0
-    prefill_kv_keys = 0
-    prefill_c2 = 0
-    for b in range(nb):
-        slot = bsel[b]
-        if slot_i[I_STAGE, slot] == 0:
-            prefills += 1
-            prefill_kv_keys += (slot_i[I_PREFILL_DONE, slot] + gran - 1) // gran * gran
-            prefill_c2 += bchunk[b] * bchunk[b]
-    return _vidur_predictor_tau(vcoef, vtable, tokens, decodes, decode_processed, prefills, prefill_kv_keys, prefill_c2)
+@njit(cache=True, inline="always")
+def _step_time(kind, tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached):
+    """Seconds of the batch under the profile's timing kind (slot ``cfg_i[C_TIMING]``, fluidopt.timing)."""
+    # One literal branch per slot, as for the selection functions.
+    # fmt: off
+    if kind == 0:
+        return STEP_0(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached)
+    if kind == 1:
+        return STEP_1(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached)
+    if kind == 2:
+        return STEP_2(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached)
+    if kind == 3:
+        return STEP_3(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached)
+    if kind == 4:
+        return STEP_4(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached)
+    if kind == 5:
+        return STEP_5(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached)
+    if kind == 6:
+        return STEP_6(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached)
+    if kind == 7:
+        return STEP_7(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached)
+    # fmt: on
+    return 0.0
 
 
 @njit(cache=True, inline="always")
@@ -523,52 +434,33 @@ def _complete(slot_i, slot_f, free, scal_i, scal_f, cfg_i, cfg_f, hist, comp_log
 
 
 @njit(cache=True)
-def run_kernel(
-    slot_i,
-    slot_f,
-    res,
-    queues,
-    qhead,
-    qlen,
-    free,
-    scal_i,
-    scal_f,
-    cfg_i,
-    cfg_f,
-    p_i,
-    p_f,
-    st_i,
-    st_f,
-    coef,
-    tcoef,
-    ttable,
-    arr_t,
-    arr_cls,
-    arr_pre,
-    arr_dec,
-    arr_id,
-    class_max_new,
-    arrivals_final,
-    cnt,
-    bsel,
-    bchunk,
-    hist,
-    comp_log,
-    series,
-):
+def run_kernel(state, config, policy, timing, arrivals, logs):
     """Advance the simulation until it needs more arrivals, its series log is full, or it ends.
 
-    Returns one of ``RC_NEED_ARRIVALS``, ``RC_SERIES_FULL`` or ``RC_DONE``.  Arrivals of the
-    current chunk are consumed from the start; the driver passes the unconsumed rest again.
+    The arguments are the bundles of :mod:`fluidopt.sim.bundles` (``KernelState``,
+    ``KernelConfig``, ``PolicyArrays``, ``TimingArrays``, ``ArrivalChunk``, ``KernelLogs``).
+    Returns one of ``RC_NEED_ARRIVALS``, ``RC_SERIES_FULL``, ``RC_NEED_SLOTS`` or ``RC_DONE``.
+    Arrivals of the current chunk are consumed from the start; the driver passes the unconsumed
+    rest again.
+
+    This is the event loop itself and stays one function although it is long: numba compiles it
+    into one loop with every state array in registers, and the selection and step-time functions
+    it calls are inlined into it; splitting the loop body into calls would pass the state arrays
+    through each call every iteration.
     """
+    slot_i, slot_f, res, queues, qhead, qlen, free, scal_i, scal_f, cnt, bsel, bchunk, pchunk, pcached, hist = state
+    cfg_i, cfg_f = config
+    p_i, p_f, st_i, st_f = policy
+    tcoef, ttable = timing
+    arr_t, arr_cls, arr_pre, arr_dec, arr_id, class_max_new, arrivals_final = arrivals
+    comp_log, series = logs
     n_arr = arr_t.size
     ai = 0
     capacity = cfg_i[C_CAPACITY]
     block = cfg_i[C_BLOCK]
     window_end = cfg_f[CF_WINDOW_END]
     drain = cfg_i[C_DRAIN] == 1
-    measured_timing = cfg_i[C_TIMING] == 1
-    predictor_timing = cfg_i[C_TIMING] == 2
+    timing_kind = cfg_i[C_TIMING]
     first_token_prefill = cfg_i[C_FIRST_TOKEN_PREFILL] == 1
     engine_tokens = cfg_i[C_ENGINE_TOKENS] == 1
     while True:
@@ -642,36 +534,27 @@ def run_kernel(
                 scal_f[T_NOW] = nxt
                 continue
             break
-        # Batch content and iteration time.
+        # Batch content and iteration time (the prefills' chunks and cached tokens for the step function).
         kv = 0
         prefill = 0
         decodes = 0
         decode_kv = 0
-        prefill_extra = 0.0
-        has_prefill = False
+        n_prefill = 0
         for b in range(nb):
             slot = bsel[b]
             stage = slot_i[I_STAGE, slot]
             if stage == 0:
                 kv += slot_i[I_PREFILL_DONE, slot] + bchunk[b]
                 prefill += bchunk[b]
-                has_prefill = True
-                if measured_timing:
-                    prefill_extra += _prefill_chunk_time(tcoef, ttable, bchunk[b], slot_i[I_PREFILL_DONE, slot])
+                pchunk[n_prefill] = bchunk[b]
+                pcached[n_prefill] = slot_i[I_PREFILL_DONE, slot]
+                n_prefill += 1
             else:
                 kv += slot_i[I_PREFILL, slot] + stage
                 decodes += 1
                 decode_kv += slot_i[I_PREFILL, slot] + stage - 1  # cached tokens the step reads
-        tau = 0.0
-        if measured_timing:
-            tau = _measured_tau(tcoef, ttable, prefill + decodes, decodes, float(decode_kv), prefill_extra, nb)
-        elif predictor_timing:
-            tau = _vidur_predictor_batch(tcoef, ttable, slot_i, bsel, bchunk, nb, prefill + decodes, decodes, decode_kv)
-        else:
-            for p in range(coef.shape[0]):
-                value = coef[p, 0] + coef[p, 1] * kv + coef[p, 2] * prefill + coef[p, 3] * nb
-                if value > tau:
-                    tau = value
+        has_prefill = n_prefill > 0
+        tau = _step_time(timing_kind, tcoef, ttable, kv, prefill, decodes, decode_kv, nb, n_prefill, pchunk, pcached)
         memory = scal_i[S_MEMORY]
         if memory > scal_i[S_PEAK_MEMORY]:
             scal_i[S_PEAK_MEMORY] = memory

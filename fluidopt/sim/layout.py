@@ -87,7 +87,7 @@ C_DRAIN = 3  # keep serving after the last arrival until empty
 C_RECORD = 4  # write the completion log
 C_SERIES = 5  # write the time-series log
 C_CAPACITY = 6  # KV capacity C in tokens
-C_TIMING = 7  # 0 affine pieces, 1 measured model (fluidopt.timing), 2 Vidur predictor (fluidopt.vidur_predictor)
+C_TIMING = 7  # index of the profile's timing kind in fluidopt.timing.registry (its step function's slot)
 C_FIRST_TOKEN_PREFILL = 8  # 1: the first output token comes out of the prefill iteration (Vidur, engines)
 C_MEASURE_LO = 9  # statistics cover requests with id in [C_MEASURE_LO, C_MEASURE_HI) (and arrival >= warm-up)
 C_MEASURE_HI = 10
@@ -101,7 +101,6 @@ CF_WINDOW_END = 2  # measurement window end (s)
 CF_DRAIN_TIMEOUT = 3  # draining stops this long after the window end (thrashing guard)
 N_CFG_FLOAT = 4
 
-TIMING_IDS = {"affine": 0, "measured": 1, "vidur-predictor": 2}
 EVICTION_IDS = {"restart": 0, "recompute": 1}
 
 # Latency histograms: log10-spaced bins from 1e-6 s to 1e6 s.

@@ -1,7 +1,8 @@
 """A fingerprint of the sources compiled into the simulator's kernel.
 
 numba caches each compiled function keyed on its own file, but the kernel links in the shared
-helpers, every policy's selection function and the layout constants; a change to any of them
+helpers, every policy's selection function, every timing kind's step function and the layout
+constants; a change to any of them
 must recompile the kernel.  The fingerprint hashes those files' text and the registry's order.
 """
 
@@ -11,7 +12,7 @@ import hashlib
 from pathlib import Path
 
 _SIM = Path(__file__).resolve().parent
-_SOURCES = ("layout.py", "kernel.py", "sources.py", "../timing.py", "../vidur_predictor.py")
+_SOURCES = ("layout.py", "kernel.py", "sources.py", "bundles.py", "../_jit.py")
 
 
 def sources_fingerprint() -> int:
@@ -19,7 +20,8 @@ def sources_fingerprint() -> int:
     digest = hashlib.sha256()
     for name in _SOURCES:
         digest.update((_SIM / name).read_bytes())
-    for path in sorted((_SIM / "policies").glob("*.py")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+    for folder in (_SIM / "policies", _SIM.parent / "timing"):
+        for path in sorted(folder.glob("*.py")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
     return int.from_bytes(digest.digest()[:8], "little") % (2**61)

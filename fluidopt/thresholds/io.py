@@ -27,9 +27,17 @@ from typing import Any
 from fluidopt import __version__
 from fluidopt.errors import InputError, require
 from fluidopt.profile import GPUProfile
-from fluidopt.sim.policies import NestedWaitPolicy, Policy, WaitPolicy, make_policy
+from fluidopt.sim.policies import (
+    NestedWaitPolicy,
+    Policy,
+    WaitPolicy,
+    design_policy,
+    fluid_design,
+    make_policy,
+    policy_from_document,
+)
 from fluidopt.thresholds.nested import NestedWaitThresholds, nested_wait_thresholds
-from fluidopt.thresholds.wait import WaitThresholds, check_wait_conditions, wait_thresholds
+from fluidopt.thresholds.wait import WaitThresholds, check_wait_conditions
 from fluidopt.tomlio import SCHEMA_VERSION, dumps_toml, read_toml, write_text_atomic
 from fluidopt.workload import Workload
 
@@ -101,45 +109,7 @@ def read_thresholds(path: str | os.PathLike[str], workload: Workload | None = No
     else:
         document = read_toml(path)
     require(isinstance(document, dict), str(path), type(document).__name__, "must be a table")
-    policy = document.get("policy")
-    require(
-        policy in ("wait", "wait-nowait", "nested-wait", "wait-cp", "nested-wait-cp"),
-        f"{path.name}: policy",
-        policy,
-        "must be wait, wait-nowait, nested-wait, wait-cp or nested-wait-cp",
-    )
-    if policy in ("wait-cp", "nested-wait-cp"):
-        from fluidopt.sim.policies import WaitCPPolicy
-
-        keys = ("tl", "chunk_tokens", "prefill_budget_tokens", "total_budget_tokens", "decode_budgets", "boundaries")
-        for key in keys:
-            require(key in document, f"{path.name}: {key}", None, f"is required for {policy}")
-        return WaitCPPolicy(
-            **{key: document[key] for key in keys},
-            per_stage=tuple(document.get("per_stage", ())),
-            wait_gate=bool(document.get("wait_gate", False)),
-            block_size=document.get("block_size", 16),
-            watermark=document.get("watermark", 0.01),
-        )
-    require("thresholds" in document, f"{path.name}: thresholds", None, "is required")
-    require(
-        isinstance(document["thresholds"], list) and len(document["thresholds"]) > 0,
-        f"{path.name}: thresholds",
-        document["thresholds"],
-        "must be an array of whole numbers, one per class (wait) or segment (nested-wait)",
-    )
-    if policy == "nested-wait":
-        require("boundaries" in document, f"{path.name}: boundaries", None, "is required for nested-wait")
-        return NestedWaitPolicy(document["boundaries"], document["thresholds"], bool(document.get("repair", False)))
-    thresholds = document["thresholds"]
-    if workload is not None and "classes" in document:
-        require(
-            list(document["classes"]) == list(workload.class_names),
-            f"{path.name}: classes",
-            document["classes"],
-            f"do not match the workload's classes {list(workload.class_names)}",
-        )
-    return WaitPolicy(thresholds, gate=policy == "wait")
+    return policy_from_document(document, path.name, workload)
 
 
 def default_policy(
@@ -159,14 +129,8 @@ def default_policy(
     :func:`~fluidopt.thresholds.nested.nested_wait_thresholds` with ``segments``.  Baselines take
     their knobs from ``options``.
     """
-    if name in ("wait", "wait-nohold", "wait-nowait"):
-        wait_design = wait_thresholds(workload, profile, kappa=kappa)
-        return WaitPolicy(wait_design.thresholds, gate=name != "wait-nowait", hold=name != "wait-nohold")
-    if name in ("nested-wait", "nested-wait-nohold"):
-        nested_design = nested_wait_thresholds(workload, profile, segments=segments)
-        return NestedWaitPolicy(
-            nested_design.segments.boundaries, nested_design.thresholds, repair, hold=name == "nested-wait"
-        )
+    if fluid_design(name) is not None:
+        return design_policy(name, workload, profile, kappa=kappa, segments=segments, repair=repair, **options)
     return make_policy(name, **options)
 
 

@@ -6,7 +6,7 @@ Each module (``wait``, ``nested_wait``, ``fcfs``, ``vllm``, ``sarathi``, ``wait_
 selection function, and registers its names in ``SPECS``.  :data:`POLICY_MODULE_NAMES` below is the
 registry: it orders the selection functions the compiled kernel dispatches over (specialised at
 compile time: the kernel unrolls the tuple, so no Python runs per iteration; see
-:func:`compiled_selectors`, and :mod:`fluidopt.sim.policies._jit` for why numba loads only
+:func:`compiled_selectors`, and :mod:`fluidopt._jit` for why numba loads only
 with the kernel) and drives the
 policy names, the CLI's choices and knobs, the factories, the tuning grids, the default lists of
 ``capacity`` / ``compare`` and the glossary's policy table.
@@ -20,12 +20,13 @@ parametrised over :data:`POLICY_NAMES` pick it up (compiled = plain Python, cons
 from __future__ import annotations
 
 import importlib
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
 
 from fluidopt.errors import InputError, require_finite_number
-from fluidopt.sim.policies._base import KernelPack, Knob, PolicySpec
+from fluidopt.sim.policies._base import FluidDesign, KernelPack, Knob, PolicySpec
 from fluidopt.sim.policies.fcfs import FCFSPolicy
 from fluidopt.sim.policies.nested_wait import NestedWaitPolicy
 from fluidopt.sim.policies.sarathi import SarathiPolicy
@@ -52,6 +53,9 @@ for _index, _module in enumerate(POLICY_MODULES):
 
 POLICY_NAMES = tuple(REGISTRY)
 BASELINE_POLICIES = tuple(name for name, spec in REGISTRY.items() if spec.baseline)
+# The fluid-designed names, and the families of their thresholds files.
+FLUID_POLICIES = tuple(name for name, spec in REGISTRY.items() if spec.fluid is not None)
+THRESHOLD_FAMILIES = tuple(dict.fromkeys(spec.fluid.family for spec in REGISTRY.values() if spec.fluid is not None))
 ENGINE_POLICIES = {spec.engine: name for name, spec in REGISTRY.items() if spec.engine}
 
 Policy = (
@@ -61,8 +65,8 @@ Policy = (
 
 def compiled_selectors() -> tuple[Any, ...]:
     """Compile the policy modules' functions (numba) and return their selection functions in order."""
+    from fluidopt._jit import materialize
     from fluidopt.sim.policies import _compiled
-    from fluidopt.sim.policies._jit import materialize
 
     materialize((_compiled, *POLICY_MODULES))
     return tuple(module.SELECT for module in POLICY_MODULES)
@@ -104,6 +108,67 @@ def make_policy(name: str, **options: Any) -> Policy:
         ) from None
 
 
+def fluid_design(name: str) -> FluidDesign | None:
+    """The fluid design of policy ``name`` (None for a baseline); an unknown name is an error."""
+    return policy_spec(name).fluid
+
+
+def resolve(reference: str) -> Any:
+    """The function a registry entry names as ``"module:function"``."""
+    module, _, function = reference.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def apply_variant(name: str, policy: Any) -> Any:
+    """``policy`` with the fields that policy ``name`` fixes on its family (``hold``, ``gate``)."""
+    design = fluid_design(name)
+    return replace(policy, **dict(design.variant)) if design is not None and design.variant else policy
+
+
+def as_variant(name: str, policy: Any) -> Any:
+    """``policy`` (of ``name``'s family) as policy ``name``: the family's variant fields reset, then ``name``'s set."""
+    design = fluid_design(name)
+    if design is None:
+        return policy
+    defaults = {f.name: f.default for f in fields(policy)}
+    family_fields = {
+        key
+        for spec in REGISTRY.values()
+        if spec.fluid is not None and spec.fluid.family == design.family
+        for key, _ in spec.fluid.variant
+    }
+    return replace(policy, **{key: defaults[key] for key in family_fields}, **dict(design.variant))
+
+
+def design_policy(name: str, workload: Workload, profile: Any, **options: Any) -> Any:
+    """Policy ``name`` designed from the fluid model (its registered designer and variant)."""
+    design = fluid_design(name)
+    if design is None:
+        raise InputError("policy", name, "is not designed from the fluid model (a baseline takes its knobs)")
+    return apply_variant(name, resolve(design.designer)(workload, profile, **options))
+
+
+def tuning_candidates(name: str, workload: Workload, profile: Any, conventions: str = "fluidopt") -> list[Any]:
+    """The ``[(policy, setting)]`` candidates registered for ``name`` (the fluid family's tuning grid)."""
+    design = fluid_design(name)
+    if design is None:
+        raise InputError("policy", name, "has no fluid tuning grid (a baseline's grid is PolicySpec.grid)")
+    return [
+        (apply_variant(name, policy), setting)
+        for policy, setting in resolve(design.tuning)(workload, profile, conventions)
+    ]
+
+
+def policy_from_document(document: dict[str, Any], where: str, workload: Workload | None = None) -> Any:
+    """The policy a thresholds file's table holds (its ``policy`` names a fluid-designed policy)."""
+    name = document.get("policy")
+    names = FLUID_POLICIES
+    if name not in names or REGISTRY[name].fluid is None:
+        raise InputError(f"{where}: policy", name, f"must be one of {', '.join(names)}")
+    reader: Any = REGISTRY[name].policy_type
+    return apply_variant(name, reader.from_document(document, where, workload))
+
+
 def wait_thresholds_from_kappa(workload: Workload, kappa: float) -> tuple[int, ...]:
     """``n_j = ceil(kappa * lambda_j)`` (at least 1), docs/theory.md (WAIT)."""
     kappa = require_finite_number(kappa, "kappa")
@@ -115,6 +180,15 @@ def wait_thresholds_from_kappa(workload: Workload, kappa: float) -> tuple[int, .
 __all__ = [
     "BASELINE_POLICIES",
     "ENGINE_POLICIES",
+    "FLUID_POLICIES",
+    "THRESHOLD_FAMILIES",
+    "FluidDesign",
+    "apply_variant",
+    "as_variant",
+    "design_policy",
+    "fluid_design",
+    "resolve",
+    "tuning_candidates",
     "POLICY_MODULES",
     "POLICY_NAMES",
     "REGISTRY",
@@ -133,6 +207,7 @@ __all__ = [
     "all_knobs",
     "compiled_selectors",
     "make_policy",
+    "policy_from_document",
     "policy_spec",
     "selector_index",
     "wait_thresholds_from_kappa",

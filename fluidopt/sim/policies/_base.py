@@ -99,6 +99,8 @@ class KernelPack:
         The eviction the policy always uses (engines recompute); ``None``: the caller's choice.
     reserves_prompt : bool
         Admission reserves a whole prompt, so one prompt in blocks must fit in C.
+    tracks_stage_excess : bool
+        The selection function records WAIT's invariant (residents per stage above ``n_j``).
 
     """
 
@@ -112,6 +114,7 @@ class KernelPack:
     engine_tokens: bool = False
     eviction: str | None = None
     reserves_prompt: bool = False
+    tracks_stage_excess: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,46 @@ class Knob:
 
 
 @dataclass(frozen=True)
+class FluidDesign:
+    """What a fluid-designed policy (the WAIT family) needs beyond its knobs.
+
+    The designer and the tuning grid are named by import path (``"module:function"``, resolved
+    when called, :func:`fluidopt.sim.policies.resolve`): they live in the layers above the
+    simulator (threshold design, experiments), which import this package, so naming them keeps
+    every import pointing one way.
+
+    Attributes
+    ----------
+    family : str
+        The ``policy`` a thresholds file of this policy holds (``wait``, ``nested-wait``,
+        ``wait-cp``, ``nested-wait-cp``); the names of one family share files.
+    designer : str
+        ``f(workload, profile, **design_options) -> policy``: the policy from the fluid model.
+    tuning : str
+        ``f(workload, profile, conventions) -> [(policy, setting)]``: the candidates tried by
+        ``tune`` and ``capacity``.
+    variant : tuple of (field, value)
+        Dataclass fields this name fixes on the family's policy (``hold = False`` for ``-nohold``).
+    chunked : bool
+        A chunked-prefill design (``--chunk-tokens``, ``--slack``, ``--wait-gate``); it exists
+        only below the fluid limit.
+    takes_kappa : bool
+        ``--kappa`` sets its thresholds ``n_j = ceil(kappa lambda_j)``.
+    nested : bool
+        Thresholds per decode segment (``--segments``).
+
+    """
+
+    family: str
+    designer: str
+    tuning: str
+    variant: tuple[tuple[str, Any], ...] = ()
+    chunked: bool = False
+    takes_kappa: bool = False
+    nested: bool = False
+
+
+@dataclass(frozen=True)
 class PolicySpec:
     """One registered policy name.
 
@@ -153,8 +196,8 @@ class PolicySpec:
         In the default lists of ``capacity`` / ``compare`` / rate sweeps (untuned baselines).
     grid : callable or None
         ``grid() -> [(policy, setting)]``: the tuning grid of a baseline (engines' own knobs).
-    needs_thresholds : bool
-        Built from the fluid model (WAIT family) rather than from knobs alone.
+    fluid : FluidDesign or None
+        Built from the fluid model (the WAIT family) rather than from knobs alone.
     engine : str or None
         The serving engine this policy models (``vllm``, ``sglang``), for recommendations.
 
@@ -167,8 +210,13 @@ class PolicySpec:
     knobs: tuple[Knob, ...] = ()
     baseline: bool = False
     grid: Callable[[], list[tuple[Any, dict[str, Any]]]] | None = None
-    needs_thresholds: bool = False
+    fluid: FluidDesign | None = None
     engine: str | None = None
+
+    @property
+    def needs_thresholds(self) -> bool:
+        """Built from the fluid model (its thresholds come from a design or a thresholds file)."""
+        return self.fluid is not None
 
 
 BLOCK_SIZE_KNOB = Knob("--block-size", "block_size", int, "KV block size in tokens")

@@ -8,6 +8,7 @@ to the batch being formed, and count free blocks against the watermark.
 
 from __future__ import annotations
 
+from fluidopt._jit import kernel_function, selection_function
 from fluidopt.sim.layout import (
     C_BLOCK,
     C_CAPACITY,
@@ -36,7 +37,6 @@ from fluidopt.sim.layout import (
     STATUS_RESIDENT,
     STATUS_WAITING,
 )
-from fluidopt.sim.policies._jit import kernel_function, selection_function
 
 
 @kernel_function

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fluidopt._jit import selection_function
 from fluidopt.sim.layout import C_BLOCK, C_CAPACITY, I_TARGET, S_MEMORY, S_NRES
 from fluidopt.sim.policies._base import MAX_BATCH_KNOB, KernelPack, PolicySpec, int_array, validate_fields
 from fluidopt.sim.policies._compiled import add, add_running, admit, blocks, evict, queue_peek, queue_pop_front
-from fluidopt.sim.policies._jit import selection_function
 
 P_MAX_BATCH = 0
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from fluidopt._jit import selection_function
 from fluidopt.errors import InputError, require
 from fluidopt.sim.layout import C_BLOCK, C_CAPACITY, I_CHARGE, I_STAGE, I_TARGET, S_MEMORY, S_NRES
-from fluidopt.sim.policies._base import KernelPack, PolicySpec, int_array, segment_arrays, whole_tuple
+from fluidopt.sim.policies._base import FluidDesign, KernelPack, PolicySpec, int_array, segment_arrays, whole_tuple
 from fluidopt.sim.policies._compiled import add, admit, blocks, evict, queue_peek, queue_pop_front, remaining_prefill
-from fluidopt.sim.policies._jit import selection_function
 
 # params_i layout
 P_HOLD = 0
@@ -70,6 +70,19 @@ class NestedWaitPolicy:
         seg_entry, seg_of_stage = segment_arrays(self.boundaries, max_stage)
         params = int_array(self.hold, self.repair, len(self.boundaries), self.thresholds, seg_entry, seg_of_stage)
         return KernelPack(params)
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any], where: str, workload: Any = None) -> NestedWaitPolicy:
+        """The policy of a thresholds file's table (``boundaries``, ``thresholds``, optional ``repair``)."""
+        require("thresholds" in document, f"{where}: thresholds", None, "is required")
+        require(
+            isinstance(document["thresholds"], list) and len(document["thresholds"]) > 0,
+            f"{where}: thresholds",
+            document["thresholds"],
+            "must be an array of whole numbers, one per class (wait) or segment (nested-wait)",
+        )
+        require("boundaries" in document, f"{where}: boundaries", None, "is required for nested-wait")
+        return cls(document["boundaries"], document["thresholds"], bool(document.get("repair", False)))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""
@@ -182,14 +195,26 @@ SPECS = (
         "Nested WAIT (section 5): segment thresholds for unknown lengths",
         NestedWaitPolicy,
         _build("nested-wait"),
-        needs_thresholds=True,
+        fluid=FluidDesign(
+            "nested-wait",
+            "fluidopt.thresholds.designs:design_nested_wait",
+            "fluidopt.experiments.tune:nested_grid",
+            (),
+            nested=True,
+        ),
     ),
     PolicySpec(
         "nested-wait-nohold",
         "Nested WAIT whose interior stages keep decoding",
         NestedWaitPolicy,
         _build("nested-wait-nohold"),
-        needs_thresholds=True,
+        fluid=FluidDesign(
+            "nested-wait",
+            "fluidopt.thresholds.designs:design_nested_wait",
+            "fluidopt.experiments.tune:nested_grid",
+            (("hold", False),),
+            nested=True,
+        ),
     ),
 )
 SELECT = select_nested_wait

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fluidopt._jit import selection_function
 from fluidopt.sim.layout import C_BLOCK, C_CAPACITY, I_STAGE, I_TARGET, S_MEMORY, S_NRES
 from fluidopt.sim.policies._base import (
     BLOCK_SIZE_KNOB,
@@ -27,7 +28,6 @@ from fluidopt.sim.policies._compiled import (
     remaining_prefill,
     watermark_blocks,
 )
-from fluidopt.sim.policies._jit import selection_function
 
 P_MAX_BATCH = 0
 P_TOKEN_BUDGET = 1

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from fluidopt._jit import kernel_function, selection_function
 from fluidopt.sim.layout import (
     C_BLOCK,
     C_CAPACITY,
@@ -63,7 +64,6 @@ from fluidopt.sim.policies._compiled import (
     recharge,
     remaining_prefill,
 )
-from fluidopt.sim.policies._jit import kernel_function, selection_function
 
 # params_i layout
 P_MAX_RUNNING = 0

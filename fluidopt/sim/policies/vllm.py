@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fluidopt._jit import selection_function
 from fluidopt.sim.layout import C_BLOCK, C_CAPACITY, I_TARGET, S_MEMORY, S_NRES
 from fluidopt.sim.policies._base import (
     BLOCK_SIZE_KNOB,
@@ -26,7 +27,6 @@ from fluidopt.sim.policies._compiled import (
     queue_pop_front,
     watermark_blocks,
 )
-from fluidopt.sim.policies._jit import selection_function
 
 P_MAX_BATCH = 0
 P_MAX_TOKENS = 1

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fluidopt._jit import kernel_function, selection_function
 from fluidopt.errors import require
 from fluidopt.sim.layout import (
     C_BLOCK,
@@ -54,7 +55,6 @@ from fluidopt.sim.policies._compiled import (
     remaining_prefill,
     watermark_blocks,
 )
-from fluidopt.sim.policies._jit import kernel_function, selection_function
 
 # params_i layout
 P_MAX_NUM_SEQS = 0

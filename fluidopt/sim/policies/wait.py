@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from fluidopt._jit import selection_function
 from fluidopt.errors import InputError, require
 from fluidopt.sim.layout import I_CLASS, I_STAGE, S_NRES, S_STAGE_EXCESS
-from fluidopt.sim.policies._base import KernelPack, PolicySpec, int_array, whole_tuple
+from fluidopt.sim.policies._base import FluidDesign, KernelPack, PolicySpec, int_array, whole_tuple
 from fluidopt.sim.policies._compiled import add, admit, queue_pop_front, remaining_prefill
-from fluidopt.sim.policies._jit import selection_function
 
 # params_i layout
 P_GATE = 0  # 1: the accumulation gate (WAIT), 0: the no-wait ablation
@@ -66,7 +66,27 @@ class WaitPolicy:
             int_array(self.gate, self.hold, len(caps), stages, caps, caps),
             state_i=np.zeros(len(caps) * stages, dtype=np.int64),
             per_class_queues=True,
+            tracks_stage_excess=True,
         )
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any], where: str, workload: Any = None) -> WaitPolicy:
+        """The policy of a thresholds file's table (``thresholds``; ``classes`` checked against ``workload``)."""
+        require("thresholds" in document, f"{where}: thresholds", None, "is required")
+        require(
+            isinstance(document["thresholds"], list) and len(document["thresholds"]) > 0,
+            f"{where}: thresholds",
+            document["thresholds"],
+            "must be an array of whole numbers, one per class (wait) or segment (nested-wait)",
+        )
+        if workload is not None and "classes" in document:
+            require(
+                list(document["classes"]) == list(workload.class_names),
+                f"{where}: classes",
+                document["classes"],
+                f"do not match the workload's classes {list(workload.class_names)}",
+            )
+        return cls(document["thresholds"])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""
@@ -162,21 +182,39 @@ SPECS = (
         "WAIT (Algorithm 1): per-class thresholds, holds closed classes",
         WaitPolicy,
         _build("wait"),
-        needs_thresholds=True,
+        fluid=FluidDesign(
+            "wait",
+            "fluidopt.thresholds.designs:design_wait",
+            "fluidopt.experiments.tune:wait_grid",
+            (),
+            takes_kappa=True,
+        ),
     ),
     PolicySpec(
         "wait-nohold",
         "WAIT whose residents keep decoding under the same caps",
         WaitPolicy,
         _build("wait-nohold"),
-        needs_thresholds=True,
+        fluid=FluidDesign(
+            "wait",
+            "fluidopt.thresholds.designs:design_wait",
+            "fluidopt.experiments.tune:wait_grid",
+            (("hold", False),),
+            takes_kappa=True,
+        ),
     ),
     PolicySpec(
         "wait-nowait",
         "WAIT's caps without the accumulation gate (ablation)",
         WaitPolicy,
         _build("wait-nowait"),
-        needs_thresholds=True,
+        fluid=FluidDesign(
+            "wait",
+            "fluidopt.thresholds.designs:design_wait",
+            "fluidopt.experiments.tune:wait_grid",
+            (("gate", False),),
+            takes_kappa=True,
+        ),
     ),
 )
 SELECT = select_wait

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fluidopt._jit import selection_function
 from fluidopt.errors import require, require_finite_number, require_whole_number
 from fluidopt.sim.layout import (
     C_BLOCK,
@@ -31,6 +32,7 @@ from fluidopt.sim.layout import (
 from fluidopt.sim.policies._base import (
     BLOCK_SIZE_KNOB,
     WATERMARK_KNOB,
+    FluidDesign,
     KernelPack,
     PolicySpec,
     fraction,
@@ -39,7 +41,6 @@ from fluidopt.sim.policies._base import (
     whole_tuple,
 )
 from fluidopt.sim.policies._compiled import add, admit, blocks, queue_peek, queue_pop_front, watermark_blocks
-from fluidopt.sim.policies._jit import selection_function
 
 # params_i layout
 P_SEGMENTS = 0
@@ -179,6 +180,20 @@ class WaitCPPolicy:
             seg_of_stage,
         )
         return KernelPack(params, block_size=self.block_size, watermark=self.watermark, reserves_prompt=True)
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any], where: str, workload: Any = None) -> WaitCPPolicy:
+        """The policy of a thresholds file's table (the design's budgets and segments)."""
+        keys = ("tl", "chunk_tokens", "prefill_budget_tokens", "total_budget_tokens", "decode_budgets", "boundaries")
+        for key in keys:
+            require(key in document, f"{where}: {key}", None, f"is required for {document.get('policy')}")
+        return cls(
+            **{key: document[key] for key in keys},
+            per_stage=tuple(document.get("per_stage", ())),
+            wait_gate=bool(document.get("wait_gate", False)),
+            block_size=document.get("block_size", 16),
+            watermark=document.get("watermark", 0.01),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""
@@ -332,7 +347,13 @@ SPECS = (
         WaitCPPolicy,
         _build,
         knobs=(BLOCK_SIZE_KNOB, WATERMARK_KNOB),
-        needs_thresholds=True,
+        fluid=FluidDesign(
+            "wait-cp",
+            "fluidopt.thresholds.designs:design_wait_cp",
+            "fluidopt.experiments.tune:chunked_grid",
+            (),
+            chunked=True,
+        ),
     ),
     PolicySpec(
         "nested-wait-cp",
@@ -340,7 +361,14 @@ SPECS = (
         WaitCPPolicy,
         _build,
         knobs=(BLOCK_SIZE_KNOB, WATERMARK_KNOB),
-        needs_thresholds=True,
+        fluid=FluidDesign(
+            "nested-wait-cp",
+            "fluidopt.thresholds.designs:design_nested_wait_cp",
+            "fluidopt.experiments.tune:nested_chunked_grid",
+            (),
+            chunked=True,
+            nested=True,
+        ),
     ),
 )
 SELECT = select_wait_cp

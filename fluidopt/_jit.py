@@ -1,4 +1,4 @@
-"""Deferred numba compilation for the policy modules.
+"""Deferred numba compilation for the kernel's functions (policy and timing modules).
 
 The policy modules are imported by the command line, threshold design and experiments, which
 must not pay numba's import (about 0.5 s).  Their compiled functions are therefore marked with

@@ -28,33 +28,35 @@ i.e. already multiplied by the number of transformer layers):
   which vLLM runs for every scheduled request), a linear spline; zero in Vidur's composition,
   measured in the engine tables of :mod:`fluidopt.engine_tables`.
 
-Every coefficient is fitted from measurements (:mod:`fluidopt.fitting`); this module only
-evaluates the model and hands flat arrays to the compiled simulator.
+Every coefficient is fitted from measurements (:mod:`fluidopt.timing.fit`); this module only
+evaluates the model: one step formula (:func:`step_measured`, compiled into the simulator and
+called from Python by :meth:`MeasuredTiming.batch_time`) and its fluid form
+(:meth:`MeasuredTiming.fluid_time`, vectorised over the scale of the fluid batch).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, ClassVar
 
 import numpy as np
 
-from fluidopt.errors import (
-    InputError,
-    reject_unknown_keys,
-    require,
-    require_finite_number,
-    require_whole_number,
-)
+from fluidopt._jit import kernel_function
+from fluidopt.errors import reject_unknown_keys, require, require_finite_number, require_whole_number
+from fluidopt.timing.protocol import FluidBatch, batch_aggregates, python_step
+from fluidopt.timing.surrogate import affine_surrogate
+from fluidopt.timing.values import coefficients, number_tuple
 
 PREFILL_KEYS = ("base_s", "per_chunk_token_s", "per_chunk_kv_token_s", "per_chunk_token_sq_s")
 DECODE_KEYS = ("base_s", "per_sequence_s", "per_kv_token_s", "floor_base_s", "floor_per_mean_kv_token_s")
 DECODE_SAVE_KEYS = ("base_s", "per_sequence_s")
 MIXED_KEYS = ("prefill_per_cached_token_s", "decode_attention")
-TIMING_KEYS = ("kind", "layers", "tokens", "prefill_attention", "decode_attention", "decode_kv_save", "mixed_batch")
+ITERATION_TIME_KEYS = ("layers", "tokens", "prefill_attention", "decode_attention", "decode_kv_save", "mixed_batch")
 TOKENS_KEYS = ("knots", "non_attention_s", "prefill_kv_save_s_per_token", "per_sequence_s")
 
-# Layout of the flat coefficient vector the simulator kernel reads (fluidopt.sim.kernel).
+KIND = "measured"
+# Layout of the flat coefficient vector the step function reads; rows of its table: knots, f, r, g.
 TC_P0, TC_PC, TC_PCK, TC_PCC = 0, 1, 2, 3
 TC_D0, TC_DB, TC_DKV, TC_E0, TC_EK = 4, 5, 6, 7, 8
 TC_S0, TC_S1 = 9, 10
@@ -110,11 +112,13 @@ class MeasuredTiming:
     prefill_per_cached_token_s: float = 0.0
     mixed_decode_attention: tuple[float, ...] = ()
 
-    kind = "measured"
+    kind: ClassVar[str] = KIND
+    exact_affine: ClassVar[bool] = False
+    lp_refusal: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", require_whole_number(self.layers, "iteration_time.layers", 1))
-        knots = _number_tuple(self.knots_tokens, "iteration_time.tokens.knots")
+        knots = number_tuple(self.knots_tokens, "iteration_time.tokens.knots")
         require(len(knots) >= 2, "iteration_time.tokens.knots", list(knots), "needs at least two knots")
         require(
             all(b > a for a, b in zip(knots, knots[1:])) and knots[0] >= 0,
@@ -124,7 +128,7 @@ class MeasuredTiming:
         )
         object.__setattr__(self, "knots_tokens", knots)
         for name in ("non_attention_s", "prefill_kv_save_s_per_token"):
-            values = _number_tuple(getattr(self, name), f"iteration_time.tokens.{name}")
+            values = number_tuple(getattr(self, name), f"iteration_time.tokens.{name}")
             require(
                 len(values) == len(knots),
                 f"iteration_time.tokens.{name}",
@@ -139,7 +143,7 @@ class MeasuredTiming:
                 "must not decrease with tokens (non-monotone times)",
             )
             object.__setattr__(self, name, values)
-        per_sequence = _number_tuple(self.per_sequence_s or (0.0,) * len(knots), "iteration_time.tokens.per_sequence_s")
+        per_sequence = number_tuple(self.per_sequence_s or (0.0,) * len(knots), "iteration_time.tokens.per_sequence_s")
         require(
             len(per_sequence) == len(knots),
             "iteration_time.tokens.per_sequence_s",
@@ -148,11 +152,11 @@ class MeasuredTiming:
         )
         require(min(per_sequence) >= 0, "iteration_time.tokens.per_sequence_s", min(per_sequence), "must be >= 0")
         object.__setattr__(self, "per_sequence_s", per_sequence)
-        prefill = _number_tuple(self.prefill_attention, "iteration_time.prefill_attention")
+        prefill = number_tuple(self.prefill_attention, "iteration_time.prefill_attention")
         require(len(prefill) == 4, "iteration_time.prefill_attention", list(prefill), "needs 4 coefficients")
-        decode = _number_tuple(self.decode_attention, "iteration_time.decode_attention")
+        decode = number_tuple(self.decode_attention, "iteration_time.decode_attention")
         require(len(decode) == 5, "iteration_time.decode_attention", list(decode), "needs 5 coefficients")
-        save = _number_tuple(self.decode_kv_save, "iteration_time.decode_kv_save")
+        save = number_tuple(self.decode_kv_save, "iteration_time.decode_kv_save")
         require(len(save) == 2, "iteration_time.decode_kv_save", list(save), "needs 2 coefficients")
         require(save[1] >= 0, "iteration_time.decode_kv_save.per_sequence_s", save[1], "must be >= 0")
         object.__setattr__(self, "prefill_attention", prefill)
@@ -162,7 +166,7 @@ class MeasuredTiming:
         )
         require(pk >= 0, "iteration_time.mixed_batch.prefill_per_cached_token_s", pk, "must be >= 0")
         object.__setattr__(self, "prefill_per_cached_token_s", pk)
-        mixed = _number_tuple(self.mixed_decode_attention or decode, "iteration_time.mixed_batch.decode_attention")
+        mixed = number_tuple(self.mixed_decode_attention or decode, "iteration_time.mixed_batch.decode_attention")
         require(len(mixed) == 5, "iteration_time.mixed_batch.decode_attention", list(mixed), "needs 5 coefficients")
         for index, key in ((1, "per_sequence_s"), (2, "per_kv_token_s"), (4, "floor_per_mean_kv_token_s")):
             require(
@@ -221,7 +225,7 @@ class MeasuredTiming:
         return np.where(b > 0, np.maximum(value, 0.0), 0.0)
 
     def batch_time(self, chunks: Any = (), cached: Any = (), decode_cached: Any = ()) -> float:
-        """Iteration time of one concrete batch.
+        """Iteration time of one concrete batch (the simulator's rule, :func:`step_measured`).
 
         Parameters
         ----------
@@ -231,20 +235,45 @@ class MeasuredTiming:
             For each decoding request: tokens already cached.
 
         """
-        chunks = np.asarray(chunks, dtype=float)
-        cached = np.asarray(cached, dtype=float)
-        decode_cached = np.asarray(decode_cached, dtype=float)
-        prefill = float(chunks.sum())
-        total = float(self.non_attention_time(prefill + decode_cached.size))
-        total += float(np.sum(self.prefill_kv_save_time(chunks, cached)))
-        total += float(np.sum(self.prefill_attention_time(chunks, cached)))
-        total += float(self.decode_kv_save_time(decode_cached.size))
-        total += float(self.decode_attention_time(decode_cached.size, decode_cached.sum(), mixed=chunks.size > 0))
-        total += float(self.per_sequence_time(chunks.size + decode_cached.size))
-        return total
+        tcoef, ttable = self.kernel_arrays()
+        return float(python_step(step_measured)(tcoef, ttable, *batch_aggregates(chunks, cached, decode_cached)))
+
+    def prefill_terms(self, chunks: Any, cached: Any) -> np.ndarray:
+        """One term: the prefill attention and KV save of the chunks, in seconds."""
+        return np.array(
+            [
+                float(
+                    np.sum(self.prefill_attention_time(chunks, cached))
+                    + np.sum(self.prefill_kv_save_time(chunks, cached))
+                )
+            ]
+        )
+
+    def fluid_time(self, batch: FluidBatch, x: Any) -> Any:
+        """``f(x T) + x * prefill terms + g(x n) + decode save and attention`` of the scaled fluid batch."""
+        x = np.asarray(x, dtype=float)
+        extra = float(batch.terms[0]) if len(batch.terms) else 0.0
+        result = self.non_attention_time(x * batch.tokens) + x * extra + self.per_sequence_time(x * batch.sequences)
+        if batch.decodes > 0:
+            # The floor reads the fluid batch's mean cached tokens, which does not scale with x.
+            s0, s1 = self.decode_kv_save
+            d0, db, dkv, e0, ek = self.mixed_decode_attention if batch.prefill_tokens > 0 else self.decode_attention
+            b = x * batch.decodes
+            save = np.maximum(s0 + s1 * b, 0.0)
+            attention = np.maximum(d0 + db * b + dkv * x * batch.decode_kv, e0 + ek * batch.decode_kv / batch.decodes)
+            result = result + save + np.maximum(attention, 0.0)
+        return float(result) if np.ndim(result) == 0 else result
+
+    def affine_pieces(self) -> tuple[Any, ...]:
+        """The convex two-piece surrogate the linear program uses (:func:`affine_surrogate`)."""
+        return affine_surrogate(self)
 
     def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Flat arrays for the compiled simulator: coefficients and the ``(4, knots)`` table (knots, f, r, g)."""
+        """Flat arrays for the step function: coefficients and the ``(4, knots)`` table (knots, f, r, g)."""
+        return self._kernel_arrays
+
+    @cached_property
+    def _kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         coef = np.zeros(N_TIMING_COEF)
         coef[TC_P0 : TC_PCC + 1] = self.prefill_attention
         coef[TC_D0 : TC_EK + 1] = self.decode_attention
@@ -291,7 +320,7 @@ class MeasuredTiming:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str, fit: dict[str, Any] | None = None) -> MeasuredTiming:
         """Build the model from the ``[iteration_time]`` table of a measured profile."""
-        reject_unknown_keys(data, TIMING_KEYS, where)
+        reject_unknown_keys(data, ("kind", *ITERATION_TIME_KEYS), where)
         for key in ("layers", "tokens", "prefill_attention", "decode_attention", "decode_kv_save"):
             require(key in data, f"{where}.{key}", None, "is required for kind = 'measured'")
         tokens = data["tokens"]
@@ -299,29 +328,29 @@ class MeasuredTiming:
         reject_unknown_keys(tokens, TOKENS_KEYS, f"{where}.tokens")
         for key in TOKENS_KEYS[:3]:
             require(key in tokens, f"{where}.tokens.{key}", None, "is required")
-        prefill = _coefficients(data["prefill_attention"], PREFILL_KEYS, f"{where}.prefill_attention")
-        decode = _coefficients(data["decode_attention"], DECODE_KEYS, f"{where}.decode_attention")
-        save = _coefficients(data["decode_kv_save"], DECODE_SAVE_KEYS, f"{where}.decode_kv_save")
+        prefill = coefficients(data["prefill_attention"], PREFILL_KEYS, f"{where}.prefill_attention")
+        decode = coefficients(data["decode_attention"], DECODE_KEYS, f"{where}.decode_attention")
+        save = coefficients(data["decode_kv_save"], DECODE_SAVE_KEYS, f"{where}.decode_kv_save")
         mixed_batch = data.get("mixed_batch", {})
         require(isinstance(mixed_batch, dict), f"{where}.mixed_batch", mixed_batch, "must be a table")
         reject_unknown_keys(mixed_batch, MIXED_KEYS, f"{where}.mixed_batch")
         mixed_decode: tuple[float, ...] = ()
         if "decode_attention" in mixed_batch:
-            mixed_decode = _coefficients(
+            mixed_decode = coefficients(
                 mixed_batch["decode_attention"], DECODE_KEYS, f"{where}.mixed_batch.decode_attention"
             )
         return cls(
             layers=data["layers"],
-            knots_tokens=_number_tuple(tokens["knots"], f"{where}.tokens.knots"),
-            non_attention_s=_number_tuple(tokens["non_attention_s"], f"{where}.tokens.non_attention_s"),
-            prefill_kv_save_s_per_token=_number_tuple(
+            knots_tokens=number_tuple(tokens["knots"], f"{where}.tokens.knots"),
+            non_attention_s=number_tuple(tokens["non_attention_s"], f"{where}.tokens.non_attention_s"),
+            prefill_kv_save_s_per_token=number_tuple(
                 tokens["prefill_kv_save_s_per_token"], f"{where}.tokens.prefill_kv_save_s_per_token"
             ),
             prefill_attention=prefill,  # type: ignore[arg-type]
             decode_attention=decode,  # type: ignore[arg-type]
             decode_kv_save=save,  # type: ignore[arg-type]
             fit=dict(fit or {}),
-            per_sequence_s=_number_tuple(tokens.get("per_sequence_s", ()), f"{where}.tokens.per_sequence_s"),
+            per_sequence_s=number_tuple(tokens.get("per_sequence_s", ()), f"{where}.tokens.per_sequence_s"),
             prefill_per_cached_token_s=mixed_batch.get("prefill_per_cached_token_s", 0.0),
             mixed_decode_attention=mixed_decode,
         )
@@ -337,79 +366,56 @@ def _interp_extrapolate(x: Any, knots: tuple[float, ...], values: np.ndarray) ->
     return float(result) if np.ndim(result) == 0 else result
 
 
-def _number_tuple(values: Any, name: str) -> tuple[float, ...]:
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise InputError(name, values, "must be an array of numbers")
-    return tuple(require_finite_number(v, f"{name}[{i}]") for i, v in enumerate(values))
+# ------------------------------------------------------------------ the step formula (compiled into the kernel)
+@kernel_function
+def interp_row(table, row, x):
+    """Piecewise-linear ``table[row]`` at ``x`` over knots ``table[0]``: flat below, linear beyond the last knot."""
+    knots = table.shape[1]
+    if x <= table[0, 0]:
+        return table[row, 0]
+    if x >= table[0, knots - 1]:
+        slope = (table[row, knots - 1] - table[row, knots - 2]) / (table[0, knots - 1] - table[0, knots - 2])
+        return table[row, knots - 1] + slope * (x - table[0, knots - 1])
+    lo = 0
+    hi = knots - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if table[0, mid] <= x:
+            lo = mid
+        else:
+            hi = mid
+    w = (x - table[0, lo]) / (table[0, hi] - table[0, lo])
+    return table[row, lo] * (1.0 - w) + table[row, hi] * w
 
 
-def _coefficients(raw: Any, keys: tuple[str, ...], where: str) -> tuple[float, ...]:
-    require(isinstance(raw, dict), where, raw, "must be a table")
-    reject_unknown_keys(raw, keys, where)
-    values = []
-    for key in keys:
-        require(key in raw, f"{where}.{key}", None, "is required")
-        values.append(require_finite_number(raw[key], f"{where}.{key}"))
-    return tuple(values)
+@kernel_function
+def prefill_chunk_time(tcoef, ttable, chunk, cached):
+    """Prefill attention ``p(c, k)`` plus the KV save ``c r(k + c)`` of one chunk."""
+    c = float(chunk)
+    k = float(cached)
+    attention = tcoef[TC_P0] + tcoef[TC_PC] * c + tcoef[TC_PCK] * c * k + tcoef[TC_PCC] * c * c + tcoef[TC_PK] * k
+    rate = interp_row(ttable, 2, k + c)
+    return (attention if attention > 0.0 else 0.0) + c * (rate if rate > 0.0 else 0.0)
 
 
-def affine_surrogate(timing: Any, iterations: int = 20) -> tuple[tuple[float, float, float, float], ...]:
-    """Two affine pieces ``(base, per KV token, per prefill token, per sequence)`` whose maximum follows ``timing``.
-
-    The linear program of docs/theory.md section 8 (and its duals) needs a convex piecewise-affine
-    iteration time.  This fits one by alternating least squares (each synthetic batch is
-    assigned to the piece that is largest on it, each piece is refitted on its batches) over
-    decode-only, prefill-only and mixed batches spanning 1..4096 tokens and 64..4096 cached
-    tokens.  It is a surrogate: the simulator and the fixed-point equilibrium use ``timing`` (any
-    model with this module's ``batch_time``).
-    """
-    rows = []
-    for batch in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512):
-        for mean_kv in (64, 256, 512, 1024, 2048):
-            rows.append((0, 0, batch, mean_kv))
-    for chunk in (64, 128, 256, 512, 1024, 2048, 4096):
-        rows.append((chunk, 0, 0, 0))
-        for batch in (4, 16, 64):
-            rows.append((chunk, 0, batch, 512))
-    features = []
-    times = []
-    for chunk, cached, batch, mean_kv in rows:
-        decode = np.full(batch, float(mean_kv))
-        chunks = np.array([chunk], float) if chunk else np.zeros(0)
-        times.append(timing.batch_time(chunks, np.full(chunks.size, float(cached)), decode))
-        kv = (chunk + cached if chunk else 0) + batch * (mean_kv + 1)
-        features.append((1.0, kv, float(chunk), float(batch + (1 if chunk else 0))))
-    return fit_max_affine(np.asarray(features), np.asarray(times), iterations)
+@kernel_function
+def step_measured(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached):
+    """One step of the measured model (module docstring): ``f(T) + prefills + decode save and attention + g(n)``."""
+    tau = interp_row(ttable, 1, float(prefill + decodes)) + interp_row(ttable, 3, float(sequences))
+    for i in range(n_prefill):
+        tau += prefill_chunk_time(tcoef, ttable, pchunk[i], pcached[i])
+    if decodes > 0:
+        b = float(decodes)
+        save = tcoef[TC_S0] + tcoef[TC_S1] * b
+        tau += save if save > 0.0 else 0.0
+        # Decodes sharing the step with a prefill use the mixed-batch coefficients (TC_M0..).
+        at = TC_M0 if n_prefill > 0 else TC_D0
+        linear = tcoef[at] + tcoef[at + 1] * b + tcoef[at + 2] * float(decode_kv)
+        floor = tcoef[at + 3] + tcoef[at + 4] * float(decode_kv) / b
+        attention = linear if linear > floor else floor
+        tau += attention if attention > 0.0 else 0.0
+    return tau
 
 
-def fit_max_affine(
-    features: np.ndarray, times: np.ndarray, iterations: int = 20
-) -> tuple[tuple[float, float, float, float], ...]:
-    """Two non-negative affine pieces whose maximum fits ``times`` (relative least squares).
-
-    ``features`` has columns (1, KV tokens, prefill tokens, sequences).  Alternating fit: each
-    row is assigned to the piece that is larger on it and each piece is refitted on its rows,
-    starting from a split at the median work (small batches: the floor; large: the slope).
-    """
-    x = np.asarray(features, dtype=float)
-    y = np.asarray(times, dtype=float)
-    tokens = x[:, 2] + x[:, 3]
-    assign = tokens > np.median(tokens)
-    coefs = np.zeros((2, 4))
-    for _ in range(iterations):
-        for piece in (0, 1):
-            mask = assign == bool(piece)
-            if mask.sum() < 4:
-                continue
-            weights = 1.0 / y[mask]
-            solution = np.linalg.lstsq(x[mask] * weights[:, None], y[mask] * weights, rcond=None)[0]
-            coefs[piece] = np.maximum(solution, 0.0)
-        predicted = x @ coefs.T
-        new_assign = predicted[:, 1] > predicted[:, 0]
-        if np.array_equal(new_assign, assign):
-            break
-        assign = new_assign
-    if coefs[:, 0].max() <= 0:
-        coefs[0, 0] = float(y.min())
-    order = np.argsort(coefs[:, 0])[::-1]  # the floor (largest base) first
-    return tuple(tuple(float(v) for v in coefs[p]) for p in order)  # type: ignore[misc]
+TIMING = MeasuredTiming
+STEP = step_measured

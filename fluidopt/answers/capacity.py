@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fluidopt.answers.slo import slo_floor
 from fluidopt.errors import InputError, require
 from fluidopt.experiments.catalog import CAPACITY_POLICIES
 from fluidopt.experiments.evaluate import Evaluation, Targets, evaluate_run, run_settings
@@ -21,7 +22,7 @@ from fluidopt.experiments.runs import RunSettings
 from fluidopt.experiments.sweep import Executor
 from fluidopt.fluid.stability import max_stable_scale
 from fluidopt.profile import GPUProfile
-from fluidopt.sim.policies import NestedWaitPolicy, Policy, WaitPolicy, policy_spec
+from fluidopt.sim.policies import POLICY_NAMES, NestedWaitPolicy, Policy, WaitPolicy, fluid_design, policy_spec
 from fluidopt.status import HasStatus
 from fluidopt.thresholds.nested import nested_wait_thresholds
 from fluidopt.thresholds.wait import wait_thresholds
@@ -37,33 +38,34 @@ def configurations(
     name: str, workload: Workload, profile: GPUProfile, conventions: str = "fluidopt"
 ) -> list[tuple[Policy, dict[str, Any]]]:
     """The configurations tried for policy ``name`` at the workload's rate."""
-    if name in ("wait-cp", "nested-wait-cp"):
+    design = fluid_design(name) if name in POLICY_NAMES else None
+    if design is not None and design.chunked:
         from fluidopt.experiments.tune import chunked_candidates
 
         return chunked_candidates(
             workload,
             profile,
-            nested=name == "nested-wait-cp",
+            nested=design.nested,
             conventions=conventions,
             slacks=CAPACITY_CHUNKED_SLACKS,
             chunk_sizes=CAPACITY_CHUNK_SIZES,
         )
-    if name == "wait":
+    if design is not None and not design.nested:
         out: list[tuple[Policy, dict[str, Any]]] = []
         seen: set[Any] = set()
         for slack in WAIT_SLACKS:
-            design = wait_thresholds(workload, profile, slack=slack)
-            if design.thresholds not in seen:
-                seen.add(design.thresholds)
+            wait_design = wait_thresholds(workload, profile, slack=slack)
+            if wait_design.thresholds not in seen:
+                seen.add(wait_design.thresholds)
                 for hold in (True, False):
                     out.append(
                         (
-                            WaitPolicy(design.thresholds, hold=hold),
-                            {"slack": slack, "thresholds": list(design.thresholds), "hold": hold},
+                            WaitPolicy(wait_design.thresholds, hold=hold),
+                            {"slack": slack, "thresholds": list(wait_design.thresholds), "hold": hold},
                         )
                     )
         return out
-    if name == "nested-wait":
+    if design is not None:
         try:
             nested = nested_wait_thresholds(workload, profile)
         except InputError:
@@ -192,7 +194,8 @@ def max_sustained_rate(
             best_rate, low = rate, rate
         else:
             high = rate
-    if not tried_any and name == "nested-wait-cp":
+    design = fluid_design(name) if name in POLICY_NAMES else None
+    if not tried_any and design is not None and design.chunked and design.nested:
         return PolicyCapacity(
             name, math.nan, None, "not-applicable", "needs at least two output lengths (one segment is wait-cp)"
         )
@@ -234,7 +237,6 @@ def capacity(
     for name in policies:
         require(name in CAPACITY_POLICIES, "policy", name, f"choose from {', '.join(CAPACITY_POLICIES)}")
     fluid = max_stable_scale(workload, profile).max_rate_per_s
-    from fluidopt.experiments.recommend import slo_floor
 
     floor = slo_floor(workload, profile, targets)
     if floor is not None:

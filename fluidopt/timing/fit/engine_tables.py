@@ -1,4 +1,4 @@
-"""GPU profiles from per-operator tables measured through a serving engine (LLMServingSim's format).
+"""Fitter: ``measured`` timings from per-operator tables measured through an engine (LLMServingSim's format).
 
 An LLMServingSim profile folder (``profiles/<GPU>/<org>/<model>/``) holds ``meta.yaml`` and, per
 tensor-parallel degree, ``tpN/dense.csv`` (``layer,tokens,time_us``: each non-attention operator
@@ -8,7 +8,7 @@ of one prefill chunk on its cached prefix plus ``n`` decodes at one KV length) a
 ``tpN/per_sequence.csv`` (``layer,sequences,time_us``: the LM head and the sampler, once per
 step).  They were measured through vLLM with a one-layer model in eager mode.
 
-One step of the engine is composed as the engine runs it (:class:`~fluidopt.timing.MeasuredTiming`):
+One step of the engine is composed as the engine runs it (:class:`~fluidopt.timing.measured.MeasuredTiming`):
 
 - non-attention ``f(T)``: per decoder layer two RMSNorms (``layernorm``: input and
   post-attention), ``qkv_proj``, ``qk_norm`` (Qwen3), ``rotary_emb``, ``o_proj``,
@@ -48,9 +48,10 @@ from typing import Any
 import numpy as np
 
 from fluidopt.errors import InputError, require
-from fluidopt.fitting import ComponentFit, fit_decode_attention
 from fluidopt.hardware import ModelShape, model_for_engine_name
-from fluidopt.timing import MeasuredTiming
+from fluidopt.timing.fit.attention import fit_decode_attention
+from fluidopt.timing.fit.common import ComponentFit, component_quality
+from fluidopt.timing.measured import MeasuredTiming
 
 # Calls per decoder layer of each measured operator; once-per-step operators count 0 here.
 PER_LAYER_CALLS = {
@@ -225,11 +226,6 @@ def _spline_values(grid: dict[int, float], knots: np.ndarray) -> np.ndarray:
     return values
 
 
-def _quality(name: str, model: str, predicted: np.ndarray, measured: np.ndarray) -> ComponentFit:
-    error = np.abs(predicted - measured) / measured
-    return ComponentFit(name, model, float(np.mean(error)), float(np.max(error)), int(measured.size))
-
-
 def fit_prefill_chunk_attention(chunk: np.ndarray, cached: np.ndarray, seconds: np.ndarray) -> tuple[float, ...]:
     """``(p0, p_c, p_ck, p_cc, p_k)`` of ``p0 + p_c c + p_ck c k + p_cc c^2 + p_k k`` (relative least squares)."""
     from scipy.optimize import lsq_linear
@@ -347,22 +343,22 @@ def fit_engine_timing(
         mixed_decode_attention=dm,
     )
     quality = {
-        "non_attention": _quality(
+        "non_attention": component_quality(
             "non_attention",
             f"sum of operators x calls, spline on {knots.size} knots",
             timing.non_attention_time(tokens) - np.interp(tokens, knots, communication),
             dense_sum,
         ),
-        "per_sequence": _quality(
+        "per_sequence": component_quality(
             "per_sequence", "lm_head + sampler, spline", timing.per_sequence_time(sequences), seq_sum
         ),
-        "prefill_attention": _quality(
+        "prefill_attention": component_quality(
             "prefill_attention",
             "p0 + p_c c + p_ck c k + p_cc c^2 + p_k k",
             timing.prefill_attention_time(prefill[:, 0], prefill[:, 1]),
             layers * prefill[:, 4],
         ),
-        "decode_attention": _quality(
+        "decode_attention": component_quality(
             "decode_attention",
             "max(d0 + d_b n + d_kv n k, e0 + e_k k)",
             timing.decode_attention_time(decode[:, 2], decode[:, 2] * decode[:, 3]),
@@ -373,7 +369,7 @@ def fit_engine_timing(
         predicted = timing.prefill_attention_time(mixed[:, 0], mixed[:, 1]) + timing.decode_attention_time(
             mixed[:, 2], mixed[:, 2] * mixed[:, 3], mixed=True
         )
-        quality["mixed_attention"] = _quality(
+        quality["mixed_attention"] = component_quality(
             "mixed_attention", "p(c, k) + mixed-batch decode form", predicted, layers * mixed[:, 4]
         )
     fit = {

@@ -31,32 +31,30 @@ here, each with the Vidur function it follows:
 - **No CPU overhead** (``skip_cpu_overhead_modeling``), no tensor or pipeline parallelism.
 
 The two attention tables are 2-D grids that the shared rows do not cover, so their values come
-from the parametric forms of :mod:`fluidopt.timing` fitted to the same rows, evaluated at
-Vidur's keys; the rounding and the keys are Vidur's.
+from the parametric forms of :mod:`fluidopt.timing.measured` fitted to the same rows, evaluated at
+Vidur's keys; the rounding and the keys are Vidur's (:mod:`fluidopt.timing.fit.predictor` builds
+the tables).
 """
 
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
 
 import numpy as np
 
-from fluidopt.errors import InputError, reject_unknown_keys, require, require_finite_number, require_whole_number
-
-if TYPE_CHECKING:
-    from fluidopt.fitting import ComponentFit
-    from fluidopt.hardware import GPUSpec, ModelShape
-    from fluidopt.profile import GPUProfile
+from fluidopt._jit import kernel_function
+from fluidopt.errors import reject_unknown_keys, require, require_finite_number, require_whole_number
+from fluidopt.timing.protocol import FluidBatch, batch_aggregates, python_step
+from fluidopt.timing.surrogate import affine_surrogate
 
 KIND = "vidur-predictor"
 PREFILL_KEYS = ("base_s", "per_chunk_token_s", "per_chunk_kv_token_s", "per_chunk_token_sq_s")
 DECODE_KEYS = ("base_s", "per_sequence_s", "per_kv_token_s", "floor_base_s", "floor_per_mean_kv_token_s")
 TABLE_KEYS = ("tokens", "seconds")
-PREDICTOR_KEYS = (
-    "kind",
+ITERATION_TIME_KEYS = (
     "layers",
     "non_attention",
     "kv_cache_save",
@@ -69,7 +67,7 @@ PREDICTOR_KEYS = (
 )
 DENSE_TOKENS = 32_768  # the kernel's lookup tables cover 0..DENSE_TOKENS tokens per iteration
 
-# Layout of the coefficient vector the kernel reads in this mode (fluidopt.sim.kernel).
+# Layout of the coefficient vector the step function reads.
 VC_P0, VC_PC, VC_PCK, VC_PCC = 0, 1, 2, 3
 VC_D0, VC_DB, VC_DKV, VC_E0, VC_EK = 4, 5, 6, 7, 8
 VC_ROUND, VC_GRAN, VC_POVER, VC_DOVER = 9, 10, 11, 12
@@ -131,7 +129,13 @@ class VidurPredictorTiming:
     decode_batching_overhead: float = 0.1
     fit: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    kind = KIND
+    kind: ClassVar[str] = KIND
+    exact_affine: ClassVar[bool] = False
+    lp_refusal: ClassVar[str] = (
+        "Vidur's predictor timing is a step function of the batch (table lookups at rounded token counts), "
+        "so it has no tangent plane for the LP; its fluid answers come from the fixed point and bisection "
+        "(method auto)"
+    )
 
     def __post_init__(self) -> None:
         where = "iteration_time"
@@ -204,7 +208,7 @@ class VidurPredictorTiming:
         return value * (1.0 + self.prefill_batching_overhead * (c.size > 1))
 
     def batch_time(self, chunks: Any = (), cached: Any = (), decode_cached: Any = ()) -> float:
-        """Iteration time of one concrete batch.
+        """Iteration time of one concrete batch (the simulator's rule, :func:`step_predictor`).
 
         Parameters
         ----------
@@ -214,18 +218,45 @@ class VidurPredictorTiming:
             For each decoding request: tokens already processed (Vidur's ``num_processed_tokens``).
 
         """
-        chunks = np.asarray(chunks, dtype=float)
-        decode = np.asarray(decode_cached, dtype=float)
-        tokens = float(chunks.sum()) + decode.size
-        total = float(self.non_attention_time(tokens)) + float(self.kv_save_time(tokens))
-        total += self.prefill_attention_time(chunks, cached)
-        if decode.size:
-            total += self.decode_attention_time(decode.size, float(decode.mean()))
-        return total
+        tcoef, ttable = self.kernel_arrays()
+        return float(python_step(step_predictor)(tcoef, ttable, *batch_aggregates(chunks, cached, decode_cached)))
 
-    # ------------------------------------------------------------ simulator
+    def prefill_terms(self, chunks: Any, cached: Any) -> np.ndarray:
+        """Vidur's prefill keys: the prefills, their cached tokens rounded up to 64, their squared chunks."""
+        keys = round_up(np.asarray(cached, dtype=np.int64), self.kv_granularity)
+        c = np.asarray(chunks, dtype=float)
+        return np.array([float(c.size), float(np.sum(keys)), float(np.sum(c * c))])
+
+    def fluid_time(self, batch: FluidBatch, x: Any) -> Any:
+        """The predictor on the scaled fluid batch, vectorised over ``x`` (lookups at the fluid counts)."""
+        x = np.asarray(x, dtype=float)
+        tokens = x * batch.tokens
+        result = np.asarray(self.non_attention_time(tokens) + self.kv_save_time(tokens), dtype=float)
+        if batch.decodes > 0:
+            d0, db, dkv, e0, ek = self.decode_attention
+            b = x * batch.decodes
+            kv = float(round_up(int(batch.decode_kv / batch.decodes), self.kv_granularity))
+            attention = np.maximum(np.maximum(d0 + db * b + dkv * b * kv, e0 + ek * kv), 0.0)
+            result = result + attention * (1 + self.decode_batching_overhead * (b > 1))
+        prefills, kv_keys, chunk_sq = (float(v) for v in batch.terms) if len(batch.terms) else (0.0, 0.0, 0.0)
+        if prefills > 0:
+            p0, pc, pck, pcc = self.prefill_attention
+            c = np.round(np.sqrt(x * chunk_sq))
+            k = x * kv_keys
+            attention = np.maximum(p0 + pc * c + pck * c * k + pcc * c * c, 0.0)
+            result = result + attention * (1 + self.prefill_batching_overhead * (x * prefills > 1))
+        return float(result) if np.ndim(result) == 0 else result
+
+    def affine_pieces(self) -> tuple[Any, ...]:
+        """A convex surrogate (:func:`affine_surrogate`); the linear program refuses this kind (``lp_refusal``)."""
+        return affine_surrogate(self)
+
     def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Coefficients and a dense ``(4, DENSE_TOKENS + 1)`` table: tokens, non-attention (rounded), save."""
+        return self._kernel_arrays
+
+    @cached_property
+    def _kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         coef = np.zeros(N_VIDUR_COEF)
         coef[VC_P0 : VC_PCC + 1] = self.prefill_attention
         coef[VC_D0 : VC_EK + 1] = self.decode_attention
@@ -256,7 +287,7 @@ class VidurPredictorTiming:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str, fit: dict[str, Any] | None = None) -> VidurPredictorTiming:
         """Build the predictor from the ``[iteration_time]`` table of a profile."""
-        reject_unknown_keys(data, PREDICTOR_KEYS, where)
+        reject_unknown_keys(data, ("kind", *ITERATION_TIME_KEYS), where)
         for key in ("layers", "non_attention", "kv_cache_save", "prefill_attention", "decode_attention"):
             require(key in data, f"{where}.{key}", None, f"is required for kind = {KIND!r}")
         tables = {}
@@ -291,221 +322,41 @@ class VidurPredictorTiming:
         )
 
 
-# ------------------------------------------------------------------ building from measurements
-def vidur_attention_grid(max_kv: int = 16_384) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of Vidur's attention profiling grid as the shared sample's README describes it.
+# ------------------------------------------------------------------ the step formula (compiled into the kernel)
+@kernel_function
+def step_predictor(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached):
+    """Iteration time as Vidur's predictor composes it (module docstring).
 
-    Returns ``(prefill_chunk, prefill_kv, decode_batch)`` for the chunked-prefill rows (chunks
-    64..128 step 16, 128..1024 step 32, 1024..4096 step 64, then step 128; cached
-    ``0, c, 2c, ...`` below ``max_kv``), the full-prefill rows (chunks 32..1024 step 32,
-    1024..4096 step 64, then step 128; nothing cached) and, for decodes, one row per batch size
-    (1..128, then 136..512 step 8) and decode KV length (32..1024 step 32, 1088..4096 step 64,
-    then step 256 up to ``max_kv``): the batch column is repeated once per KV length.  The grid
-    is a reading of the profile's row order, not Vidur's profiler run again: the full file has
-    about 27,000 rows, this grid 25,242.
+    ``ttable`` rows 1 and 2 are dense lookups by token count (non-attention at the count rounded
+    up to 8, KV save at the exact count); ``decode_kv`` sums the decodes' processed tokens.
     """
-    chunk_sizes = np.unique(
-        np.concatenate(
-            [
-                np.arange(64, 129, 16),
-                np.arange(128, 1025, 32),
-                np.arange(1024, 4097, 64),
-                np.arange(4096 + 128, max_kv + 1, 128),
-            ]
-        )
-    )
-    prefill_chunk, prefill_kv = [], []
-    for c in chunk_sizes:
-        kv = np.arange(0, max_kv, c)
-        prefill_chunk.append(np.full(kv.size, c))
-        prefill_kv.append(kv)
-    full = np.unique(
-        np.concatenate([np.arange(32, 1025, 32), np.arange(1024, 4097, 64), np.arange(4096 + 128, max_kv + 1, 128)])
-    )
-    prefill_chunk.append(full)
-    prefill_kv.append(np.zeros(full.size, dtype=int))
-    batches = np.concatenate([np.arange(1, 129), np.arange(136, 513, 8)])
-    kv_lengths = np.unique(
-        np.concatenate([np.arange(32, 1025, 32), np.arange(1024, 4097, 64), np.arange(4096 + 256, max_kv + 1, 256)])
-    )
-    return (
-        np.concatenate(prefill_chunk).astype(float),
-        np.concatenate(prefill_kv).astype(float),
-        np.tile(batches, kv_lengths.size).astype(float),
-    )
+    tokens = int(prefill) + int(decodes)
+    top = ttable.shape[1] - 1
+    step = int(tcoef[VC_ROUND])
+    rounded = (tokens + step - 1) // step * step
+    tau = ttable[1, rounded if rounded < top else top] + ttable[2, tokens if tokens < top else top]
+    gran = int(tcoef[VC_GRAN])
+    if decodes > 0:
+        kv_key = float((int(decode_kv) // int(decodes) + gran - 1) // gran * gran)
+        b = float(decodes)
+        linear = tcoef[VC_D0] + tcoef[VC_DB] * b + tcoef[VC_DKV] * b * kv_key
+        floor = tcoef[VC_E0] + tcoef[VC_EK] * kv_key
+        attention = linear if linear > floor else floor
+        if attention > 0.0:
+            tau += attention * (1.0 + tcoef[VC_DOVER] * (decodes > 1))
+    if n_prefill > 0:
+        kv_keys = 0
+        chunk_sq = 0.0
+        for i in range(n_prefill):
+            kv_keys += (int(pcached[i]) + gran - 1) // gran * gran
+            chunk_sq += float(pchunk[i]) * float(pchunk[i])
+        c = float(round(math.sqrt(chunk_sq)))
+        k = float(kv_keys)
+        attention = tcoef[VC_P0] + tcoef[VC_PC] * c + tcoef[VC_PCK] * c * k + tcoef[VC_PCC] * c * c
+        if attention > 0.0:
+            tau += attention * (1.0 + tcoef[VC_POVER] * (n_prefill > 1))
+    return tau
 
 
-def pooled_kv_save_table(
-    prefill_chunk: np.ndarray, prefill_save_s: np.ndarray, decode_batch: np.ndarray, decode_save_s: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Vidur's KV-save table: the mean save of all rows at each key ``max(chunk, batch)``, both kinds pooled."""
-    keys = np.concatenate([np.asarray(prefill_chunk, float), np.asarray(decode_batch, float)])
-    values = np.concatenate([np.asarray(prefill_save_s, float), np.asarray(decode_save_s, float)])
-    tokens, inverse = np.unique(keys, return_inverse=True)
-    sums = np.bincount(inverse, weights=values)
-    counts = np.bincount(inverse)
-    return tokens, sums / counts
-
-
-def _mean_by_key(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    unique, inverse = np.unique(np.asarray(keys, float), return_inverse=True)
-    return unique, np.bincount(inverse, weights=np.asarray(values, float)) / np.bincount(inverse)
-
-
-def fit_vidur_predictor_profile(
-    mlp_path: str | os.PathLike[str],
-    attention_path: str | os.PathLike[str],
-    gpu: GPUSpec,
-    model: ModelShape,
-    name: str,
-    *,
-    pooling: str = "auto",
-    memory_margin: float = 0.1,
-    block_tokens: int = 16,
-    max_request_tokens: int = 4096,
-    source: str | None = None,
-) -> tuple[GPUProfile, dict[str, ComponentFit]]:
-    """A ``vidur-predictor`` GPU profile from Vidur-format ``mlp.csv`` and attention rows.
-
-    Parameters
-    ----------
-    mlp_path, attention_path : path
-        Vidur's ``mlp.csv`` and ``attention.csv`` (or the shared sample format).
-    gpu, model : GPUSpec, ModelShape
-        For the layer count and Vidur's KV-capacity planner.
-    name : str
-        Profile name.
-    pooling : {"auto", "rows", "grid"}
-        How the KV-save table is pooled: ``rows`` averages the file's own rows (a complete Vidur
-        profile), ``grid`` the rows of Vidur's profiling grid (:func:`vidur_attention_grid`) with
-        each row's save time from the measured model fitted to the file (a sample of the grid:
-        the shared file holds 401 of about 27,000 rows).  ``auto``: ``grid`` for the sample
-        format, ``rows`` for Vidur's.
-
-    Returns
-    -------
-    (GPUProfile, dict)
-        The profile and, per lookup, its error against the rows it came from.
-
-    Raises
-    ------
-    fluidopt.errors.InputError
-        When the attention file lacks the prefill or the decode rows a table needs (names the file).
-
-    """
-    from pathlib import Path
-
-    from fluidopt.fitting import _quality, fit_measured_timing, read_attention_csv, read_vidur_mlp_csv
-    from fluidopt.hardware import vidur_kv_capacity_tokens
-    from fluidopt.profile import GPUProfile
-
-    if pooling not in ("auto", "rows", "grid"):
-        raise InputError("pooling", pooling, "must be one of auto, rows, grid")
-    mlp = read_vidur_mlp_csv(mlp_path, model.layers)
-    attention = read_attention_csv(attention_path, model.layers)
-    file_name = Path(attention.source).name
-    missing = [
-        label
-        for label, count in (
-            ("prefill rows (regime P or F, or is_prefill = True)", attention.prefill_s.size),
-            ("decode rows (regime D, or is_prefill = False)", attention.decode_s.size),
-        )
-        if count < 5
-    ]
-    if missing:
-        raise InputError(
-            f"{file_name}: attention rows",
-            f"{attention.prefill_s.size} prefill, {attention.decode_s.size} decode",
-            f"the predictor's KV-save table pools both kinds; missing {' and '.join(missing)} (at least 5 each)",
-        )
-    measured, _ = fit_measured_timing(mlp, attention, model.layers)
-    with Path(attention.source).open(encoding="utf-8") as stream:
-        sample_format = "regime" in stream.readline()
-    mode = ("grid" if sample_format else "rows") if pooling == "auto" else pooling
-    if mode == "grid":
-        grid_chunk, grid_kv, grid_batch = vidur_attention_grid()
-        prefill_save = measured.prefill_kv_save_time(grid_chunk, grid_kv)
-        decode_save = measured.decode_kv_save_time(grid_batch)
-        save_tokens, save_s = pooled_kv_save_table(grid_chunk, prefill_save, grid_batch, decode_save)
-    else:
-        save_tokens, save_s = pooled_kv_save_table(
-            attention.prefill_chunk, attention.prefill_save_s, attention.decode_batch, attention.decode_save_s
-        )
-    compute_tokens, compute_s = _mean_by_key(mlp.tokens, mlp.time_s)
-    timing = VidurPredictorTiming(
-        layers=model.layers,
-        compute_tokens=tuple(compute_tokens),
-        compute_s=tuple(compute_s),
-        save_tokens=tuple(save_tokens),
-        save_s=tuple(save_s),
-        prefill_attention=measured.prefill_attention,
-        decode_attention=measured.decode_attention,
-    )
-    pre_ok = attention.prefill_s > 0
-    dec_ok = attention.decode_s > 0
-    quality = {
-        "non_attention": _quality(
-            "non_attention",
-            "nearest profiled count at tokens rounded up to 8",
-            timing.non_attention_time(mlp.tokens),
-            mlp.time_s,
-        ),
-        "kv_save_prefill_rows": _quality(
-            "kv_save_prefill_rows",
-            f"pooled table ({mode}) at the chunk",
-            timing.kv_save_time(attention.prefill_chunk),
-            attention.prefill_save_s,
-        ),
-        "kv_save_decode_rows": _quality(
-            "kv_save_decode_rows",
-            f"pooled table ({mode}) at the batch",
-            timing.kv_save_time(attention.decode_batch),
-            attention.decode_save_s,
-        ),
-        "prefill_attention": _quality(
-            "prefill_attention",
-            "p(c, ceil64(k)), one request",
-            np.array(
-                [
-                    timing.prefill_attention_time([c], [k])
-                    for c, k in zip(attention.prefill_chunk[pre_ok], attention.prefill_kv[pre_ok])
-                ]
-            ),
-            attention.prefill_s[pre_ok],
-        ),
-        "decode_attention": _quality(
-            "decode_attention",
-            "d(B, ceil64(k)) x 1.1 for B > 1",
-            np.array(
-                [
-                    timing.decode_attention_time(int(b), k)
-                    for b, k in zip(attention.decode_batch[dec_ok], attention.decode_kv[dec_ok])
-                ]
-            ),
-            attention.decode_s[dec_ok],
-        ),
-    }
-    capacity = vidur_kv_capacity_tokens(
-        gpu, model, memory_margin=memory_margin, block_tokens=block_tokens, max_request_tokens=max_request_tokens
-    )
-    origin = source or f"{Path(mlp_path).as_posix()} + {Path(attention_path).as_posix()}"
-    description = (
-        f"{model.name} on {gpu.name}, iteration time as Vidur's execution-time predictor composes it "
-        f"(docs/theory.md section 13): {model.layers} layers x (non-attention at tokens rounded up to 8 + "
-        f"KV-cache save from one table pooling prefill and decode rows by max(chunk, batch) + prefill and "
-        f"decode attention at Vidur's rounded keys x 1.1 batching overhead), no CPU overhead; from {origin} "
-        f"(Vidur is MIT-licensed), KV-save table pooled over the {mode}. KV capacity from Vidur's planner: "
-        f"margin {memory_margin:g}, {block_tokens}-token blocks, whole {max_request_tokens}-token requests."
-    )
-    fit_info: dict[str, Any] = {
-        "source": origin,
-        "gpu": gpu.name,
-        "model": model.name,
-        "pooling": mode,
-        "memory_margin": memory_margin,
-        "max_request_tokens": max_request_tokens,
-        "components": {k: q.to_dict() for k, q in quality.items()},
-    }
-    timing = replace(timing, fit={k: q.to_dict() for k, q in quality.items()})
-    profile = GPUProfile(name, capacity, (), description, fit_info, timing, block_tokens)  # type: ignore[arg-type]
-    return profile, quality
+TIMING = VidurPredictorTiming
+STEP = step_predictor

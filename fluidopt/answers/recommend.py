@@ -40,6 +40,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from fluidopt.answers.capacity import max_sustained_rate
+from fluidopt.answers.slo import slo_floor
 from fluidopt.errors import InputError, require
 from fluidopt.experiments.evaluate import Evaluation, evaluate_run
 from fluidopt.experiments.runs import RunSettings, Targets
@@ -137,15 +139,7 @@ def sglang_running_cap(workload: Workload, profile: GPUProfile, chunk: int) -> t
     from scipy.optimize import brentq
 
     def step(chunks: list[int], cached: list[int], decodes: list[float]) -> float:
-        if profile.timing is not None:
-            return float(profile.timing.batch_time(chunks, cached, decodes))
-        kv = sum(c + k for c, k in zip(chunks, cached)) + sum(decodes)
-        tokens = sum(chunks)
-        sequences = len(chunks) + len(decodes)
-        return max(
-            p.base_s + p.per_kv_token_s * kv + p.per_prefill_token_s * tokens + p.per_sequence_s * sequences
-            for p in profile.pieces
-        )
+        return float(profile.batch_time(chunks, cached, decodes))
 
     prefill_share = 0.0
     decode_need = 0.0
@@ -224,33 +218,6 @@ _ENGINE_FLAGS = {
     "vllm": ("max_num_seqs", "max_num_batched_tokens", "long_prefill_token_threshold"),
     "sglang": ("max_running_requests", "chunked_prefill_size", "max_prefill_tokens", "schedule_conservativeness"),
 }
-
-
-def slo_floor(workload: Workload, profile: GPUProfile, targets: Targets) -> str | None:
-    """Why no setting can meet ``targets`` at any load, from the profile alone (None if it may).
-
-    A request served alone is the fastest it can be: TTFT at least its whole prefill in one
-    step, TPOT at least one single-sequence decode step, E2E at least both.
-    """
-    shortest = min(workload.classes, key=lambda c: c.prefill_tokens + c.decode_tokens)
-    if profile.timing is not None:
-        prefill = profile.timing.batch_time([shortest.prefill_tokens], [0], [])
-        decode = profile.timing.batch_time([], [], [shortest.prefill_tokens])
-    else:
-        prefill = max(
-            p.base_s + (p.per_kv_token_s + p.per_prefill_token_s) * shortest.prefill_tokens + p.per_sequence_s
-            for p in profile.pieces
-        )
-        decode = max(p.base_s + p.per_kv_token_s * shortest.prefill_tokens + p.per_sequence_s for p in profile.pieces)
-    e2e = prefill + max(shortest.decode_tokens - 1, 0) * decode
-    if targets.p99_ttft_s is not None and targets.p99_ttft_s < prefill:
-        tokens = shortest.prefill_tokens
-        return f"p99 TTFT {targets.p99_ttft_s:g} s is below one {tokens}-token prefill alone ({prefill:.4g} s)"
-    if targets.p99_tpot_s is not None and shortest.decode_tokens > 1 and targets.p99_tpot_s < decode:
-        return f"p99 TPOT {targets.p99_tpot_s:g} s is below one decode step alone ({decode:.4g} s)"
-    if targets.p99_latency_s is not None and targets.p99_latency_s < e2e:
-        return f"p99 E2E {targets.p99_latency_s:g} s is below one request served alone ({e2e:.4g} s)"
-    return None
 
 
 @dataclass(frozen=True)
@@ -457,8 +424,6 @@ def _max_rate(
     steps: int,
 ) -> float:
     """Largest rate at which these fixed settings stay stable and meet the SLO (bisection below the limit)."""
-    from fluidopt.experiments.capacity import max_sustained_rate
-
     policy = engine_policy(engine, knobs)
     found = max_sustained_rate(
         engine,
@@ -477,7 +442,6 @@ def _largest_rate(
     engine: str, workload: Workload, profile: GPUProfile, run: RunSettings, limit: float, steps: int
 ) -> float:
     """Largest rate at which some setting (fluid-derived at that rate, or the defaults) meets the SLO."""
-    from fluidopt.experiments.capacity import max_sustained_rate
 
     def configs(name: str, scaled: Workload, p: GPUProfile) -> list[tuple[Any, dict[str, Any]]]:
         out: list[tuple[Any, dict[str, Any]]] = [(engine_policy(engine, {}), {"source": "engine defaults"})]

@@ -7,7 +7,7 @@ and last-token times), optionally ``vllm/timeseries.csv`` (running and waiting r
 second) and ``llmservingsim/summary.txt`` (that simulator's replay of the same run).
 
 The replay feeds the run's own arrival gaps and lengths to the ``vllm-v1`` policy configured
-with the run's engine arguments, on a profile (:mod:`fluidopt.engine_tables`), and compares
+with the run's engine arguments, on a profile (:mod:`fluidopt.timing.fit.engine_tables`), and compares
 TTFT, TPOT and end-to-end latency (mean, p50, p90, p99), request and output-token throughput
 with what vLLM measured, as the run defines them: TTFT = first token - queued, E2E = last token
 - queued, TPOT = (last - first) / (outputs - 1).
