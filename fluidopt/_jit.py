@@ -36,6 +36,16 @@ def selection_function(function: F) -> F:
     return kernel_function(function)
 
 
+def step_function(function: F) -> F:
+    """Mark a timing kind's step function: compiled like :func:`kernel_function`, inlined into the kernel.
+
+    The kernel calls it once per iteration; inlined, it adds no call to the loop and the affine
+    kind's few multiplications cost what they cost written in the loop.
+    """
+    setattr(function, _INLINE, True)
+    return kernel_function(function)
+
+
 def is_kernel_function(value: Any) -> bool:
     """Whether ``value`` is a marked function not yet compiled."""
     return callable(value) and getattr(value, _MARK, False) is True and value.__class__.__name__ == "function"

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 from fluidopt.errors import InputError, reject_unknown_keys, require, require_whole_number
-from fluidopt.timing import AffinePiece, AffineTiming, TimingModel, timing_from_dict
-from fluidopt.timing.affine import PIECE_KEYS
+from fluidopt.timing import PIECE_KEYS, AffinePiece, TimingModel, timing_from_dict, timing_of_pieces
 from fluidopt.tomlio import SCHEMA_VERSION, parse_toml, read_toml
 
 MAX_KV_CAPACITY_TOKENS = 10**15
@@ -72,7 +71,7 @@ class GPUProfile:
         )
         object.__setattr__(self, "block_tokens", require_whole_number(self.block_tokens, "block_tokens", 1))
         if self.timing is None:
-            object.__setattr__(self, "timing", AffineTiming(tuple(self.pieces)))
+            object.__setattr__(self, "timing", timing_of_pieces(self.pieces))
         elif not self.pieces:
             object.__setattr__(self, "pieces", self.timing.affine_pieces())
         object.__setattr__(self, "pieces", tuple(self.pieces))

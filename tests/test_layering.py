@@ -19,3 +19,45 @@ def test_chunked_design_imports_no_numba():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def _imported_modules(path) -> set[str]:
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_timing_kinds_are_named_only_inside_the_timing_package():
+    """Outside fluidopt/timing/ nothing imports a concrete kind's module: everything asks the timing object."""
+    from pathlib import Path
+
+    import fluidopt
+
+    root = Path(fluidopt.__file__).parent
+    kinds = {f"fluidopt.timing.{name}" for name in ("affine", "measured", "predictor")}
+    offenders = {
+        path.relative_to(root).as_posix(): sorted(_imported_modules(path) & kinds)
+        for path in root.rglob("*.py")
+        if "timing" not in path.relative_to(root).parts[:1]
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_runtime_timing_modules_import_no_fitter():
+    """Fitters produce timing objects; no runtime module of fluidopt/timing/ imports one."""
+    from pathlib import Path
+
+    import fluidopt
+
+    folder = Path(fluidopt.__file__).parent / "timing"
+    offenders = {
+        path.name: sorted(m for m in _imported_modules(path) if m.startswith("fluidopt.timing.fit"))
+        for path in folder.glob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}

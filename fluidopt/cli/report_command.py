@@ -174,11 +174,26 @@ def _times(value: float | None, factor: float) -> float:
 
 def print_report(document: dict, out: str, full: bool) -> None:
     """Print the report's tables from its JSON document (every line within :data:`WIDTH` columns)."""
-    from fluidopt.experiments.report import ENGINE_FRACTION, VERDICT_FRACTION, verdict_sentence
+    _print_engine_settings(document["engine_settings"])
+    _print_verdicts(document["verdict"])
+    _print_stability(document["stability"])
+    _print_theory(document["tuned_thresholds"], document["policy_comparison"])
+    written = document["figures"]
+    if written:
+        print(
+            "\n"
+            + _wrap(
+                f"4. Figures ({'paper sizes' if full else 'quick sizes; --full for the paper sizes'}) "
+                f"and report.json in {out}/: " + ", ".join(written)
+            )
+        )
+    print(f"\nreport finished in {document['wall_time_s']:.1f} s")
 
-    engines, verdicts = document["engine_settings"], document["verdict"]
-    stability, tuned, comparison = document["stability"], document["tuned_thresholds"], document["policy_comparison"]
-    written, elapsed = document["figures"], document["wall_time_s"]
+
+def _print_engine_settings(engines: list[dict]) -> None:
+    """Section 0: the engine settings from the fluid model against the defaults, with a verdict and a command."""
+    from fluidopt.experiments.report import ENGINE_FRACTION, verdict_sentence
+
     print(
         _wrap(
             f"0. Which settings should my engine run?  vLLM V1 / SGLang settings from the fluid model at "
@@ -209,6 +224,12 @@ def print_report(document: dict, out: str, full: bool) -> None:
         print(_wrap(f"{r['profile']} / {r['workload_name']} / {r['engine']}: {verdict_sentence(r)}", "  "))
         if r["recommended"]:
             print(_command(r["command"]))
+
+
+def _print_verdicts(verdicts: list[dict]) -> None:
+    """Section 1: the best fluid-derived chunked WAIT against the best tuned baseline."""
+    from fluidopt.experiments.report import VERDICT_FRACTION
+
     print(
         "\n"
         + _wrap(
@@ -236,6 +257,10 @@ def print_report(document: dict, out: str, full: bool) -> None:
     )
     for r in verdicts:
         print(_wrap(f"{r['profile']} / {r['workload']}: {r['verdict']}", "  "))
+
+
+def _print_stability(stability: list[dict]) -> None:
+    """Section 2: the fluid stability summary."""
     print("\n2. Fluid stability (arXiv:2504.11320; fluidopt GPU profiles)\n")
     print(
         format_table(
@@ -256,6 +281,10 @@ def print_report(document: dict, out: str, full: bool) -> None:
             ],
         )
     )
+
+
+def _print_theory(tuned: list[dict], comparison: list[dict]) -> None:
+    """Section 3: the paper's literal WAIT / Nested WAIT: tuned thresholds and a policy comparison."""
     print(
         "\n"
         + _wrap(
@@ -313,12 +342,3 @@ def print_report(document: dict, out: str, full: bool) -> None:
             ],
         )
     )
-    if written:
-        print(
-            "\n"
-            + _wrap(
-                f"4. Figures ({'paper sizes' if full else 'quick sizes; --full for the paper sizes'}) "
-                f"and report.json in {out}/: " + ", ".join(written)
-            )
-        )
-    print(f"\nreport finished in {elapsed:.1f} s")

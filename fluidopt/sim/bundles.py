@@ -6,7 +6,7 @@ so the kernel's 31 arrays travel as six bundles, one per concern.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -45,6 +45,16 @@ class PolicyArrays(NamedTuple):
     params_f: np.ndarray
     state_i: np.ndarray
     state_f: np.ndarray
+
+    @classmethod
+    def of(cls, pack: Any) -> PolicyArrays:
+        """Contiguous copies of a :class:`~fluidopt.sim.policies.KernelPack`'s arrays (its state is mutated)."""
+        return cls(
+            np.ascontiguousarray(pack.params_i, dtype=np.int64),
+            np.ascontiguousarray(pack.params_f, dtype=np.float64),
+            np.array(pack.state_i, dtype=np.int64),
+            np.array(pack.state_f, dtype=np.float64),
+        )
 
 
 class TimingArrays(NamedTuple):

@@ -218,13 +218,8 @@ def simulate(
     check_conventions(conventions)
     measure_lo, measure_hi = 0, NO_ID_LIMIT
     if conventions == "vidur":
-        if requests is None:
-            raise InputError("horizon_s", horizon_s, "conventions 'vidur' count requests: give requests instead")
-        arrivals = arrivals or PoissonArrivals(max_gap_factor=VIDUR_MAX_GAP_FACTOR)
-        if eviction == "restart":
-            raise InputError("eviction", eviction, "conventions 'vidur' recompute evicted requests")
-        eviction, drain, warmup_s = "recompute", True, 0.0
-        measure_lo, measure_hi = requests // 4, requests - requests // 4
+        arrivals, eviction, (measure_lo, measure_hi) = _vidur_conventions(requests, horizon_s, arrivals, eviction)
+        drain, warmup_s = True, 0.0
     arrivals = arrivals or PoissonArrivals()
     max_stage = _max_stage(workload, profile, arrivals)
     seed = rng if isinstance(rng, (int, np.integer)) else None
@@ -257,12 +252,7 @@ def simulate(
         drain_timeout_s=drain_timeout_s,
     )
     _load_initial(state, workload, initial, config.cfg_i, config.cfg_f)
-    policy_arrays = PolicyArrays(
-        np.ascontiguousarray(pack.params_i, dtype=np.int64),
-        np.ascontiguousarray(pack.params_f, dtype=np.float64),
-        np.array(pack.state_i, dtype=np.int64),
-        np.array(pack.state_f, dtype=np.float64),
-    )
+    policy_arrays = PolicyArrays.of(pack)
     timing_arrays = TimingArrays(*profile.timing.kernel_arrays())
     stream = arrivals.stream(workload, generator, requests=requests, horizon_s=horizon_s)
     logs, series_logs, last_arrival = _drive(
@@ -303,6 +293,18 @@ def simulate(
         },
         pack.tracks_stage_excess,
     )
+
+
+def _vidur_conventions(
+    requests: int | None, horizon_s: float | None, arrivals: ArrivalProcess | None, eviction: str | None
+) -> tuple[ArrivalProcess, str, tuple[int, int]]:
+    """Vidur's conventions: capped-gap Poisson arrivals, recompute evictions, the middle 50 % of requests measured."""
+    if requests is None:
+        raise InputError("horizon_s", horizon_s, "conventions 'vidur' count requests: give requests instead")
+    if eviction == "restart":
+        raise InputError("eviction", eviction, "conventions 'vidur' recompute evicted requests")
+    arrivals = arrivals or PoissonArrivals(max_gap_factor=VIDUR_MAX_GAP_FACTOR)
+    return arrivals, "recompute", (requests // 4, requests - requests // 4)
 
 
 def _check_run_length(requests: int | None, horizon_s: float | None) -> tuple[int | None, float | None]:

@@ -24,6 +24,7 @@ figure runs, which gives ``n_k = kappa Lambda_k``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
 from fluidopt.fluid.constraints import check_fits
-from fluidopt.fluid.fixed_point import fluid_batch, solve_fixed_point
+from fluidopt.fluid.fixed_point import FluidBatch, fluid_batch, solve_fixed_point
 from fluidopt.profile import GPUProfile
 from fluidopt.sim.policies import WaitCPPolicy
 from fluidopt.thresholds.conditions import Condition, ConditionsReport, ConditionsStatus
@@ -199,13 +200,93 @@ def wait_cp_thresholds(
 
     """
     check_fits(workload, profile)
-    if conventions == "vidur":
-        # Vidur's capped-gap Poisson process delivers 1 / (1 - e^-3) = 1.052 x the nominal rate:
-        # the fluid batch must carry the delivered rate.
-        from fluidopt.conventions import VIDUR_MAX_GAP_FACTOR
-        from fluidopt.sim.arrivals import PoissonArrivals
+    workload = _design_workload(workload, conventions)
+    chunk = _chunk_size(workload, chunk_tokens)
+    require(workload.total_rate_per_s > 0, "rate_per_s", 0, "chunked thresholds need a positive rate")
+    if kappa is not None and slack is not None:
+        raise InputError("kappa/slack", (kappa, slack), "give at most one of kappa and slack")
+    block = require_whole_number(
+        block_tokens if block_tokens is not None else max(profile.block_tokens, 16), "block_tokens", 1
+    )
+    mark = require_finite_number(watermark, "watermark")
+    require(0 <= mark < 1, "watermark", watermark, "must be in [0, 1)")
+    batch = fluid_batch(workload, profile, chunk_tokens=chunk, conventions=conventions, block_tokens=block)
+    usable = profile.kv_capacity_tokens * (1 - mark)
+    low, high = _kappa_interval(workload, profile, batch, usable)
+    scan = kappa is None
+    kappa, slack_value = _requested_kappa(kappa, slack, low, high)
 
-        workload = workload.scaled(PoissonArrivals(max_gap_factor=VIDUR_MAX_GAP_FACTOR).rate_multiplier)
+    def rounded(k: float) -> _RoundedDesign:
+        return _rounded_design(workload, profile, batch, chunk, k, conventions, nested, segments, eta)
+
+    utilisation, best, target = _utilisation_rule(profile, batch, high, rounded)
+
+    def short(k: float) -> bool:
+        return utilisation(k) > target * (1 + 1e-12)
+
+    if scan and slack_value is not None:
+        # Slack is measured from the smallest kappa whose budgets keep up with that margin.
+        base = low
+        while short(base) and base * ROUNDING_STEP <= high:
+            base *= ROUNDING_STEP
+        kappa = min(base * (1 + slack_value), high)
+    design = rounded(kappa)
+    # Rounding up (whole chunks, whole decode steps) can make the rounded batch slower than
+    # kappa; as for WAIT, move to the first kappa whose budgets keep up with the margin.
+    while scan and short(kappa) and kappa * ROUNDING_STEP <= high:
+        kappa *= ROUNDING_STEP
+        design = rounded(kappa)
+    memory = kappa * batch.memory
+    conditions = ConditionsReport(
+        (
+            Condition("tau(batch(n)) <= kappa (fluid batch)", float(batch.iteration_time(profile, kappa)), kappa),
+            Condition("M^pi <= C (1 - watermark)", float(memory), float(usable)),
+            Condition("tau(rounded budgets) <= kappa", float(design.time), kappa),
+            Condition(
+                "utilisation tau / kappa <= (1 + best) / 2",
+                float(utilisation(kappa)),
+                float(max(target, 1e-12)),
+            ),
+        )
+    )
+    return WaitCPThresholds(
+        policy_name="nested-wait-cp" if nested and len(design.boundaries) > 1 else "wait-cp",
+        tl=int(design.cap),
+        chunk_tokens=chunk,
+        prefill_budget_tokens=int(design.prefill),
+        total_budget_tokens=int(design.prefill + sum(design.budgets)),
+        decode_budgets=design.budgets,
+        boundaries=design.boundaries,
+        per_stage=tuple(float(n) for n in design.reals),
+        kappa=float(kappa),
+        interval=(float(low), float(high)),
+        binding_end=_binding_end(kappa, low, high),
+        iteration_time_s=float(design.time),
+        memory_tokens=float(memory),
+        utilisation=float(utilisation(kappa)),
+        best_utilisation=float(best),
+        conventions=conventions,
+        block_tokens=block,
+        watermark=mark,
+        conditions=conditions,
+        design_rate_per_s=workload.total_rate_per_s,
+    )
+
+
+def _design_workload(workload: Workload, conventions: str) -> Workload:
+    """The workload the design carries: under ``vidur``, the rate Vidur's capped-gap arrivals deliver."""
+    if conventions != "vidur":
+        return workload
+    from fluidopt.conventions import VIDUR_MAX_GAP_FACTOR
+    from fluidopt.sim.arrivals import PoissonArrivals
+
+    # Vidur's capped-gap Poisson process delivers 1 / (1 - e^-3) = 1.052 x the nominal rate:
+    # the fluid batch must carry the delivered rate.
+    return workload.scaled(PoissonArrivals(max_gap_factor=VIDUR_MAX_GAP_FACTOR).rate_multiplier)
+
+
+def _chunk_size(workload: Workload, chunk_tokens: int | None) -> int:
+    """The chunk size: the given one (at most the longest prompt), default 256 or the longest prompt."""
     longest = int(workload.prefill.max())
     if chunk_tokens is None:
         chunk_tokens = min(DEFAULT_CHUNK_TOKENS, longest)
@@ -216,18 +297,12 @@ def wait_cp_thresholds(
         chunk_tokens,
         f"is larger than every prompt (longest {longest} tokens): chunking would never apply",
     )
-    require(workload.total_rate_per_s > 0, "rate_per_s", 0, "chunked thresholds need a positive rate")
-    kappa_given = kappa
-    if kappa is not None and slack is not None:
-        raise InputError("kappa/slack", (kappa, slack), "give at most one of kappa and slack")
-    block = require_whole_number(
-        block_tokens if block_tokens is not None else max(profile.block_tokens, 16), "block_tokens", 1
-    )
-    mark = require_finite_number(watermark, "watermark")
-    require(0 <= mark < 1, "watermark", watermark, "must be in [0, 1)")
-    batch = fluid_batch(workload, profile, chunk_tokens=chunk, conventions=conventions, block_tokens=block)
+    return chunk
+
+
+def _kappa_interval(workload: Workload, profile: GPUProfile, batch: FluidBatch, usable: float) -> tuple[float, float]:
+    """``[dT*, C (1 - watermark) / M]``: the equilibrium end and the memory end; an empty one is an error."""
     exact = solve_fixed_point(workload, profile, batch=batch)
-    usable = profile.kv_capacity_tokens * (1 - mark)
     if not np.isfinite(exact.iteration_time_s):
         raise InputError("rate_per_s", workload.total_rate_per_s, f"has no chunked equilibrium ({exact.reason})")
     low = exact.iteration_time_s
@@ -238,6 +313,12 @@ def wait_cp_thresholds(
             workload.total_rate_per_s,
             f"has no chunked equilibrium: dT* = {low:.4g} s exceeds the memory end C(1-watermark)/M = {high:.4g} s",
         )
+    return low, high
+
+
+def _requested_kappa(kappa: float | None, slack: float | None, low: float, high: float) -> tuple[float, float | None]:
+    """The kappa asked for (given, from the slack, or the boundary ``dT*``), checked against the interval."""
+    slack_value: float | None = None
     if slack is not None:
         slack_value = require_finite_number(slack, "slack")
         require(slack_value >= 0, "slack", slack, "must be >= 0")
@@ -255,27 +336,59 @@ def wait_cp_thresholds(
     )
     if kappa < low * (1 - 1e-9):
         raise InputError("kappa", kappa, f"is below dT* = {low:.6g} s: arrivals per iteration would not fit")
-    scan = kappa_given is None
+    return kappa, slack_value
 
-    def rounded(k: float) -> tuple[Any, ...]:
-        bounds, stage_counts, reals = _segments(workload, k, conventions, nested, segments, eta)
-        budgets = tuple(max(1, math.ceil(n * s - 1e-9)) for n, s in zip(reals, stage_counts))
-        prefill = max(chunk, math.ceil(k * batch.prefill_tokens - 1e-9))
-        in_prefill = float(np.dot(workload.rates, batch.prefill_per_class)) * k
-        cap = max(len(bounds), math.ceil(in_prefill + sum(n * c for n, c in zip(reals, stage_counts)) - 1e-9))
-        time = _rounded_batch_time(workload, profile, chunk, prefill, budgets, bounds, conventions)
-        return bounds, reals, budgets, prefill, cap, time
 
-    # The pipeline serves kappa seconds of arrivals per iteration of tau(rounded budgets): its
-    # utilisation is tau / kappa.  At kappa = dT* it is 1, a critically loaded queue that no
-    # finite run keeps stable, so the design asks for the margin halfway between 1 and the best
-    # utilisation the memory allows, tau(high) / high: stable by construction wherever the
-    # fluid model says the load is (then that best is below 1).  The rounded budgets assume every
-    # iteration full (a whole chunk of prefill, every decode budget used); when even at the memory
-    # end they cannot leave a margin, the margin is taken on the fluid batch, which is what an
-    # iteration carries on average (memory-bound loads of long outputs, e.g. p512d1000).
+@dataclass(frozen=True)
+class _RoundedDesign:
+    """The budgets of one kappa, rounded up to whole chunks and decode steps, and the time of a full batch."""
+
+    boundaries: tuple[int, ...]
+    reals: list[float]
+    budgets: tuple[int, ...]
+    prefill: int
+    cap: int
+    time: float
+
+
+def _rounded_design(
+    workload: Workload,
+    profile: GPUProfile,
+    batch: FluidBatch,
+    chunk: int,
+    kappa: float,
+    conventions: str,
+    nested: bool,
+    segments: int | None,
+    eta: float,
+) -> _RoundedDesign:
+    """Per-segment decode budgets, the prefill budget and the in-system cap at ``kappa``, rounded up."""
+    bounds, stage_counts, reals = _segments(workload, kappa, conventions, nested, segments, eta)
+    budgets = tuple(max(1, math.ceil(n * s - 1e-9)) for n, s in zip(reals, stage_counts))
+    prefill = max(chunk, math.ceil(kappa * batch.prefill_tokens - 1e-9))
+    in_prefill = float(np.dot(workload.rates, batch.prefill_per_class)) * kappa
+    cap = max(len(bounds), math.ceil(in_prefill + sum(n * c for n, c in zip(reals, stage_counts)) - 1e-9))
+    time = _rounded_batch_time(workload, profile, chunk, prefill, budgets, bounds, conventions)
+    return _RoundedDesign(bounds, reals, budgets, prefill, cap, time)
+
+
+def _utilisation_rule(
+    profile: GPUProfile, batch: FluidBatch, high: float, rounded: Callable[[float], _RoundedDesign]
+) -> tuple[Callable[[float], float], float, float]:
+    """The utilisation the design controls, the best the memory allows, and the target margin.
+
+    The pipeline serves kappa seconds of arrivals per iteration of tau(rounded budgets): its
+    utilisation is tau / kappa.  At kappa = dT* it is 1, a critically loaded queue that no
+    finite run keeps stable, so the design asks for the margin halfway between 1 and the best
+    utilisation the memory allows, tau(high) / high: stable by construction wherever the
+    fluid model says the load is (then that best is below 1).  The rounded budgets assume every
+    iteration full (a whole chunk of prefill, every decode budget used); when even at the memory
+    end they cannot leave a margin, the margin is taken on the fluid batch, which is what an
+    iteration carries on average (memory-bound loads of long outputs, e.g. p512d1000).
+    """
+
     def rounded_utilisation(k: float) -> float:
-        return float(rounded(k)[5]) / k
+        return float(rounded(k).time) / k
 
     def fluid_utilisation(k: float) -> float:
         return float(batch.iteration_time(profile, k)) / k
@@ -286,64 +399,16 @@ def wait_cp_thresholds(
         utilisation = fluid_utilisation
         best = utilisation(high)
     target = (1.0 + best) / 2.0 if best < 1.0 else 1.0
+    return utilisation, best, target
 
-    def short(k: float) -> bool:
-        return utilisation(k) > target * (1 + 1e-12)
 
-    if scan and slack is not None:
-        # Slack is measured from the smallest kappa whose budgets keep up with that margin.
-        base = low
-        while short(base) and base * ROUNDING_STEP <= high:
-            base *= ROUNDING_STEP
-        kappa = min(base * (1 + slack_value), high)
-    boundaries, per_stage, decode_budgets, prefill_budget, tl, tau = rounded(kappa)
-    # Rounding up (whole chunks, whole decode steps) can make the rounded batch slower than
-    # kappa; as for WAIT, move to the first kappa whose budgets keep up with the margin.
-    while scan and short(kappa) and kappa * ROUNDING_STEP <= high:
-        kappa *= ROUNDING_STEP
-        boundaries, per_stage, decode_budgets, prefill_budget, tl, tau = rounded(kappa)
-    total = prefill_budget + sum(decode_budgets)
-    memory = kappa * batch.memory
+def _binding_end(kappa: float, low: float, high: float) -> str:
+    """Which end of the interval the chosen kappa sits at (``boundary``, ``memory``) or ``slack`` between."""
     if kappa <= low * (1 + 1e-9):
-        end = "boundary"
-    elif kappa >= high * (1 - 1e-9):
-        end = "memory"
-    else:
-        end = "slack"
-    conditions = ConditionsReport(
-        (
-            Condition("tau(batch(n)) <= kappa (fluid batch)", float(batch.iteration_time(profile, kappa)), kappa),
-            Condition("M^pi <= C (1 - watermark)", float(memory), float(usable)),
-            Condition("tau(rounded budgets) <= kappa", float(tau), kappa),
-            Condition(
-                "utilisation tau / kappa <= (1 + best) / 2",
-                float(utilisation(kappa)),
-                float(max(target, 1e-12)),
-            ),
-        )
-    )
-    return WaitCPThresholds(
-        policy_name="nested-wait-cp" if nested and len(boundaries) > 1 else "wait-cp",
-        tl=int(tl),
-        chunk_tokens=chunk,
-        prefill_budget_tokens=int(prefill_budget),
-        total_budget_tokens=int(total),
-        decode_budgets=decode_budgets,
-        boundaries=boundaries,
-        per_stage=tuple(float(n) for n in per_stage),
-        kappa=float(kappa),
-        interval=(float(low), float(high)),
-        binding_end=end,
-        iteration_time_s=float(tau),
-        memory_tokens=float(memory),
-        utilisation=float(utilisation(kappa)),
-        best_utilisation=float(best),
-        conventions=conventions,
-        block_tokens=block,
-        watermark=mark,
-        conditions=conditions,
-        design_rate_per_s=workload.total_rate_per_s,
-    )
+        return "boundary"
+    if kappa >= high * (1 - 1e-9):
+        return "memory"
+    return "slack"
 
 
 def _segments(

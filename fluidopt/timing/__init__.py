@@ -10,7 +10,7 @@ Fitters that turn measurements into timing objects live in :mod:`fluidopt.timing
 from the runtime classes.
 """
 
-from fluidopt.timing.affine import AffinePiece, AffineTiming
+from fluidopt.timing.affine import PIECE_KEYS, AffinePiece, AffineTiming
 from fluidopt.timing.protocol import FluidBatch, TimingModel
 from fluidopt.timing.registry import (
     kind_index,
@@ -18,9 +18,11 @@ from fluidopt.timing.registry import (
     timing_class,
     timing_from_dict,
     timing_kinds,
+    timing_of_pieces,
 )
 
 __all__ = [
+    "PIECE_KEYS",
     "AffinePiece",
     "AffineTiming",
     "FluidBatch",
@@ -30,4 +32,5 @@ __all__ = [
     "timing_class",
     "timing_from_dict",
     "timing_kinds",
+    "timing_of_pieces",
 ]

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fluidopt._jit import kernel_function
+from fluidopt._jit import step_function
 from fluidopt.errors import reject_unknown_keys, require, require_finite_number
 from fluidopt.timing.protocol import FluidBatch, batch_aggregates, python_step
 
@@ -53,7 +53,7 @@ class AffinePiece:
         return {key: getattr(self, key) for key in PIECE_KEYS}
 
 
-@kernel_function
+@step_function
 def step_affine(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached):
     """The maximum over the pieces laid out four coefficients each in ``tcoef`` (module docstring)."""
     tau = 0.0

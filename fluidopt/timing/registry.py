@@ -90,6 +90,11 @@ def _own_keys_of(kind: str) -> tuple[str, ...]:
     return ()
 
 
+def timing_of_pieces(pieces: Any, fit: dict[str, Any] | None = None) -> Any:
+    """The timing whose step time is the maximum of the affine ``pieces`` (kind ``affine``)."""
+    return timing_class("affine")(tuple(pieces), dict(fit or {}))
+
+
 def compiled_step_functions() -> tuple[Any, ...]:
     """Compile the timing modules' kernel functions (numba) and return their step functions in order."""
     from fluidopt._jit import materialize

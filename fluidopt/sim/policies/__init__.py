@@ -13,7 +13,8 @@ policy names, the CLI's choices and knobs, the factories, the tuning grids, the 
 
 Adding a policy: write ``fluidopt/sim/policies/<name>.py`` after the pattern of the others
 (dataclass with ``name``, ``kernel_pack``, ``to_dict``; ``select_<name>`` with the common
-signature; ``SPECS`` and ``SELECT``) and add its name to :data:`POLICY_MODULE_NAMES`.  Tests
+signature; ``SPECS`` and ``SELECT``) and add its name to :data:`POLICY_MODULE_NAMES` (or, from
+outside the package, call :func:`register_policy_module` before the kernel loads).  Tests
 parametrised over :data:`POLICY_NAMES` pick it up (compiled = plain Python, conservation, memory).
 """
 
@@ -40,16 +41,20 @@ from fluidopt.workload import Workload
 # The registry: one module name per policy module, in the kernel's dispatch order.
 POLICY_MODULE_NAMES = ("wait", "nested_wait", "fcfs", "vllm", "sarathi", "wait_cp", "vllm_v1", "sglang")
 
-POLICY_MODULES = tuple(importlib.import_module(f"{__name__}.{name}") for name in POLICY_MODULE_NAMES)
+POLICY_MODULES: list[Any] = [importlib.import_module(f"{__name__}.{name}") for name in POLICY_MODULE_NAMES]
 
 REGISTRY: dict[str, PolicySpec] = {}
-for _index, _module in enumerate(POLICY_MODULES):
-    for _spec in _module.SPECS:
-        REGISTRY[_spec.name] = _spec
 SELECTOR_INDEX: dict[type, int] = {}
+
+
+def _register(module: Any, index: int) -> None:
+    for spec in module.SPECS:
+        REGISTRY[spec.name] = spec
+        SELECTOR_INDEX[spec.policy_type] = index
+
+
 for _index, _module in enumerate(POLICY_MODULES):
-    for _spec in _module.SPECS:
-        SELECTOR_INDEX[_spec.policy_type] = _index
+    _register(_module, _index)
 
 POLICY_NAMES = tuple(REGISTRY)
 BASELINE_POLICIES = tuple(name for name, spec in REGISTRY.items() if spec.baseline)
@@ -57,6 +62,25 @@ BASELINE_POLICIES = tuple(name for name, spec in REGISTRY.items() if spec.baseli
 FLUID_POLICIES = tuple(name for name, spec in REGISTRY.items() if spec.fluid is not None)
 THRESHOLD_FAMILIES = tuple(dict.fromkeys(spec.fluid.family for spec in REGISTRY.values() if spec.fluid is not None))
 ENGINE_POLICIES = {spec.engine: name for name, spec in REGISTRY.items() if spec.engine}
+
+
+def register_policy_module(module: Any) -> None:
+    """Add a policy module defined outside the package (``SPECS`` and ``SELECT``, as the modules here).
+
+    Register before :mod:`fluidopt.sim.kernel` (and the command line, whose choices are read
+    once) is imported: the kernel binds the selection functions it dispatches over when it loads.
+    """
+    global POLICY_NAMES
+    for attribute in ("SPECS", "SELECT"):
+        if not hasattr(module, attribute):
+            raise InputError(f"policy module {module.__name__}", attribute, "is missing")
+    clash = [spec.name for spec in module.SPECS if spec.name in REGISTRY]
+    if clash:
+        raise InputError("policy", clash[0], "is already registered")
+    POLICY_MODULES.append(module)
+    _register(module, len(POLICY_MODULES) - 1)
+    POLICY_NAMES = tuple(REGISTRY)
+
 
 Policy = (
     WaitPolicy | NestedWaitPolicy | FCFSPolicy | VLLMPolicy | SarathiPolicy | WaitCPPolicy | VLLMV1Policy | SGLangPolicy
@@ -208,6 +232,7 @@ __all__ = [
     "compiled_selectors",
     "make_policy",
     "policy_from_document",
+    "register_policy_module",
     "policy_spec",
     "selector_index",
     "wait_thresholds_from_kappa",
