@@ -9,6 +9,7 @@ import pytest
 
 import fluidopt as fo
 import fluidopt.answers.capacity as capacity_module
+import fluidopt.experiments.sustained as sustained_module
 from fluidopt.errors import InputError
 from fluidopt.experiments.compare import compare_policies, paired_gain
 from fluidopt.experiments.evaluate import Evaluation, Targets, run_settings
@@ -41,10 +42,10 @@ def test_a_rate_above_the_fluid_limit_is_a_method_error_never_a_capacity(monkeyp
             for policy, d in candidates
         ]
 
-    monkeypatch.setattr(capacity_module, "evaluate_run", always_meets)
+    monkeypatch.setattr(sustained_module, "evaluate_run", always_meets)
     monkeypatch.setattr(Evaluation, "meets", property(lambda self: True))
     fluid = fo.max_stable_scale(P512, PROFILE).max_rate_per_s
-    found = capacity_module.max_sustained_rate(
+    found = sustained_module.max_sustained_rate(
         "sarathi", P512, PROFILE, low=0.0, high=1.25 * fluid, steps=6, run=RunSettings()
     )
     assert found.status == "method-error" and math.isnan(found.max_rate_per_s)
@@ -80,7 +81,7 @@ def test_literal_wait_capacity_on_a_ray_is_within_the_fluid_limit():
     ray = fo.preset_workload("mix-p512d20-p512d50").with_rates(np.array([math.cos(0.785), math.sin(0.785)]))
     fluid = fo.max_stable_scale(ray.with_total_rate(1.0), profile).max_rate_per_s
     run = run_settings(Targets(), replicates=2, requests=10_000, seed=0)
-    found = capacity_module.max_sustained_rate(
+    found = sustained_module.max_sustained_rate(
         "wait", ray.with_total_rate(1.0), profile, low=0.0, high=1.2 * fluid, steps=6, run=run
     )
     assert found.status == "ok" and 0.9 * fluid < found.max_rate_per_s <= fluid

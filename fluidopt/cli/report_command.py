@@ -117,8 +117,7 @@ def _rates(row: dict) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the verdict and the three tables and write the figures."""
-    from fluidopt.experiments.figures import make_figures
-    from fluidopt.experiments.report import (
+    from fluidopt.answers.report import (
         REPORT_PROFILES,
         REPORT_WORKLOADS,
         VERDICT_PROFILES,
@@ -128,6 +127,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         tuned_thresholds,
         verdict_summary,
     )
+    from fluidopt.experiments.figures import make_figures
     from fluidopt.experiments.sweep import make_executor
 
     start = time.perf_counter()
@@ -192,7 +192,7 @@ def print_report(document: dict, out: str, full: bool) -> None:
 
 def _print_engine_settings(engines: list[dict]) -> None:
     """Section 0: the engine settings from the fluid model against the defaults, with a verdict and a command."""
-    from fluidopt.experiments.report import ENGINE_FRACTION, verdict_sentence
+    from fluidopt.answers.report import ENGINE_FRACTION, verdict_sentence
 
     print(
         _wrap(
@@ -228,7 +228,7 @@ def _print_engine_settings(engines: list[dict]) -> None:
 
 def _print_verdicts(verdicts: list[dict]) -> None:
     """Section 1: the best fluid-derived chunked WAIT against the best tuned baseline."""
-    from fluidopt.experiments.report import VERDICT_FRACTION
+    from fluidopt.answers.report import VERDICT_FRACTION
 
     print(
         "\n"

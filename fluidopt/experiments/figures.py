@@ -22,13 +22,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from fluidopt import __version__
-from fluidopt.answers.capacity import max_sustained_rate
 from fluidopt.errors import InputError
 from fluidopt.experiments.asymptotics import run_asymptotics
 from fluidopt.experiments.catalog import PAPER_PROFILE
 from fluidopt.experiments.evaluate import Targets, run_settings
 from fluidopt.experiments.figure_output import FigureOutput
 from fluidopt.experiments.rate_sweep import rate_sweep
+from fluidopt.experiments.sustained import max_sustained_rate
 from fluidopt.experiments.sweep import Executor, SerialExecutor
 from fluidopt.fluid.stability import max_stable_scale, stability_boundary
 from fluidopt.plotting import plot_stability_region
