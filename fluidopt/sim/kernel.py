@@ -120,6 +120,7 @@ from fluidopt.sim.layout import (
 )
 from fluidopt.sim.policies import compiled_selectors
 from fluidopt.sim.sources import sources_fingerprint
+from fluidopt.timing import registry as timing_registry
 from fluidopt.timing.registry import MAX_TIMING_KINDS, compiled_step_functions
 
 # Compile the policy modules' functions first (numba), then bind each selection function to a
@@ -155,7 +156,8 @@ from fluidopt.sim.policies._compiled import blocks, queue_of, queue_push_back, s
 _STEPS = compiled_step_functions()
 if len(_STEPS) > MAX_TIMING_KINDS:
     raise RuntimeError(f"more than {MAX_TIMING_KINDS} timing kinds: add slots in fluidopt/sim/kernel.py")
-STEP_0, STEP_1, STEP_2, STEP_3, STEP_4, STEP_5, STEP_6, STEP_7 = _STEPS + (_STEPS[0],) * (
+# Unused slots hold a trivial function (not another kind's: numba would inline its body into the loop again).
+STEP_0, STEP_1, STEP_2, STEP_3, STEP_4, STEP_5, STEP_6, STEP_7 = _STEPS + (timing_registry.step_none,) * (
     MAX_TIMING_KINDS - len(_STEPS)
 )
 

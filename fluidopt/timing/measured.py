@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fluidopt._jit import kernel_function, step_function
+from fluidopt._jit import kernel_function
 from fluidopt.errors import reject_unknown_keys, require, require_finite_number, require_whole_number
 from fluidopt.timing.protocol import FluidBatch, batch_aggregates, python_step
 from fluidopt.timing.surrogate import affine_surrogate
@@ -398,7 +398,7 @@ def prefill_chunk_time(tcoef, ttable, chunk, cached):
     return (attention if attention > 0.0 else 0.0) + c * (rate if rate > 0.0 else 0.0)
 
 
-@step_function
+@kernel_function
 def step_measured(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached):
     """One step of the measured model (module docstring): ``f(T) + prefills + decode save and attention + g(n)``."""
     tau = interp_row(ttable, 1, float(prefill + decodes)) + interp_row(ttable, 3, float(sequences))

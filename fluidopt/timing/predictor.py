@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fluidopt._jit import step_function
+from fluidopt._jit import kernel_function
 from fluidopt.errors import reject_unknown_keys, require, require_finite_number, require_whole_number
 from fluidopt.timing.protocol import FluidBatch, batch_aggregates, python_step
 from fluidopt.timing.surrogate import affine_surrogate
@@ -323,7 +323,7 @@ class VidurPredictorTiming:
 
 
 # ------------------------------------------------------------------ the step formula (compiled into the kernel)
-@step_function
+@kernel_function
 def step_predictor(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached):
     """Iteration time as Vidur's predictor composes it (module docstring).
 

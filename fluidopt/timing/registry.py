@@ -15,9 +15,11 @@ add its module name to :data:`TIMING_MODULE_NAMES` (or, from outside the package
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 from typing import Any
 
+from fluidopt._jit import kernel_function
 from fluidopt.errors import InputError, require
 
 # The registry: one module name per timing kind, in the kernel's dispatch order.
@@ -99,5 +101,11 @@ def compiled_step_functions() -> tuple[Any, ...]:
     """Compile the timing modules' kernel functions (numba) and return their step functions in order."""
     from fluidopt._jit import materialize
 
-    materialize(TIMING_MODULES)
+    materialize([*TIMING_MODULES, sys.modules[__name__]])
     return tuple(module.STEP for module in TIMING_MODULES)
+
+
+@kernel_function
+def step_none(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached):
+    """The kernel's unused step-function slots (never called: every profile's kind is registered)."""
+    return 0.0
