@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -307,6 +308,17 @@ def _vidur_conventions(
     return arrivals, "recompute", (requests // 4, requests - requests // 4)
 
 
+_KERNEL_CALLED = False
+
+
+def _call_kernel(kernel: Any, *bundles: Any) -> int:
+    """Run the kernel on its bundles; remember that this process has called it once."""
+    global _KERNEL_CALLED
+    rc = int(kernel(*bundles))
+    _KERNEL_CALLED = True
+    return rc
+
+
 def _check_run_length(requests: int | None, horizon_s: float | None) -> tuple[int | None, float | None]:
     """Exactly one of ``requests`` (a whole number >= 0) and ``horizon_s`` (> 0)."""
     if (requests is None) == (horizon_s is None):
@@ -451,22 +463,26 @@ def _drive(
         comp_log = np.zeros((log_rows if record_requests else 1, 6))
         state.scal_i[layout.S_LOG_COUNT] = 0
         state.scal_i[layout.S_SERIES_COUNT] = 0
-        rc = kernel(
-            state.bundle(),
-            config,
-            policy_arrays,
-            timing_arrays,
-            ArrivalChunk(
-                chunk.times[position:],
-                chunk.classes[position:],
-                chunk.prefill[position:],
-                chunk.decode[position:],
-                chunk.ids[position:],
-                class_max_new,
-                chunk.final,
-            ),
-            KernelLogs(comp_log, series),
-        )
+        # The process's first call loads the kernel's machine code from numba's cache: long-lived
+        # objects only, so the collector waits (fluidopt._gc), as it does while the kernel module loads.
+        with collection_paused() if not _KERNEL_CALLED else nullcontext():
+            rc = _call_kernel(
+                kernel,
+                state.bundle(),
+                config,
+                policy_arrays,
+                timing_arrays,
+                ArrivalChunk(
+                    chunk.times[position:],
+                    chunk.classes[position:],
+                    chunk.prefill[position:],
+                    chunk.decode[position:],
+                    chunk.ids[position:],
+                    class_max_new,
+                    chunk.final,
+                ),
+                KernelLogs(comp_log, series),
+            )
         position += int(state.scal_i[layout.S_CONSUMED])
         if record_requests:
             logs.append(comp_log[: state.scal_i[layout.S_LOG_COUNT]].copy())

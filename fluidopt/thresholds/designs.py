@@ -12,7 +12,6 @@ from typing import Any
 
 from fluidopt.profile import GPUProfile
 from fluidopt.sim.policies import NestedWaitPolicy, Policy, WaitPolicy, wait_thresholds_from_kappa
-from fluidopt.thresholds.chunked import wait_cp_thresholds
 from fluidopt.thresholds.nested import nested_wait_thresholds
 from fluidopt.thresholds.wait import wait_thresholds
 from fluidopt.workload import Workload
@@ -63,6 +62,8 @@ def _chunked(
     wait_gate: bool = False,
     **_: Any,
 ) -> Policy:
+    from fluidopt.thresholds.chunked import wait_cp_thresholds  # only the chunked designs need the fixed point
+
     design = wait_cp_thresholds(
         workload,
         profile,
