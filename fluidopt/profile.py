@@ -16,12 +16,22 @@ from typing import Any
 
 import numpy as np
 
-from fluidopt.errors import InputError, reject_unknown_keys, require, require_whole_number
+from fluidopt.errors import InputError, reject_unknown_keys, require, require_finite_number, require_whole_number
 from fluidopt.timing import PIECE_KEYS, AffinePiece, TimingModel, timing_from_dict, timing_of_pieces
 from fluidopt.tomlio import SCHEMA_VERSION, parse_toml, read_toml
 
 MAX_KV_CAPACITY_TOKENS = 10**15
-PROFILE_KEYS = ("name", "kv_capacity_tokens", "description", "iteration_time", "fit", "block_tokens", "schema_version")
+PROFILE_KEYS = (
+    "name",
+    "kv_capacity_tokens",
+    "description",
+    "iteration_time",
+    "fit",
+    "block_tokens",
+    "gpu",
+    "gpu_memory_gib",
+    "schema_version",
+)
 __all__ = ["PIECE_KEYS", "AffinePiece", "GPUProfile", "linear_profile", "load_profile", "preset_profile"]
 
 
@@ -48,6 +58,11 @@ class GPUProfile:
         linear program read.
     block_tokens : int
         KV-cache block size the capacity was planned in (1 = token-exact; Vidur: 16).
+    gpu : str
+        The GPU's name, as the engine reports it or fluidopt's (``a100-80gb``); empty when unknown.
+    gpu_memory_gib : float, optional
+        Memory of one GPU in GiB: the engines' own defaults depend on it
+        (:mod:`fluidopt.answers.engine_defaults`).  None when unknown.
 
     """
 
@@ -58,6 +73,8 @@ class GPUProfile:
     fit: dict[str, Any] = field(default_factory=dict, compare=False)
     timing: TimingModel = None  # type: ignore[assignment]  # filled from pieces when not given
     block_tokens: int = 1
+    gpu: str = ""
+    gpu_memory_gib: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -70,6 +87,11 @@ class GPUProfile:
             f"must be at most {MAX_KV_CAPACITY_TOKENS:.0e} tokens (no GPU holds more; the simulator counts in int64)",
         )
         object.__setattr__(self, "block_tokens", require_whole_number(self.block_tokens, "block_tokens", 1))
+        require(isinstance(self.gpu, str), "gpu", self.gpu, "must be a string (the GPU's name)")
+        if self.gpu_memory_gib is not None:
+            memory = require_finite_number(self.gpu_memory_gib, "gpu_memory_gib")
+            require(0 < memory <= 10_000, "gpu_memory_gib", self.gpu_memory_gib, "must be in (0, 10000] GiB")
+            object.__setattr__(self, "gpu_memory_gib", float(memory))
         if self.timing is None:
             object.__setattr__(self, "timing", timing_of_pieces(self.pieces))
         elif not self.pieces:
@@ -148,6 +170,8 @@ class GPUProfile:
             dict(self.fit),
             self.timing,
             self.block_tokens,
+            self.gpu,
+            self.gpu_memory_gib,
         )
 
     # ------------------------------------------------------------------ I/O
@@ -161,6 +185,10 @@ class GPUProfile:
         }
         if self.block_tokens != 1:
             out["block_tokens"] = self.block_tokens
+        if self.gpu:
+            out["gpu"] = self.gpu
+        if self.gpu_memory_gib is not None:
+            out["gpu_memory_gib"] = self.gpu_memory_gib
         if self.description:
             out["description"] = self.description
         out["iteration_time"] = timing
@@ -187,6 +215,8 @@ class GPUProfile:
             fit=fit,
             timing=model,
             block_tokens=data.get("block_tokens", 1),
+            gpu=data.get("gpu", ""),
+            gpu_memory_gib=data.get("gpu_memory_gib"),
         )
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fluidopt.answers.capacity import max_sustained_rate
+from fluidopt.answers.engine_defaults import engine_defaults_for
 from fluidopt.answers.slo import slo_floor
 from fluidopt.errors import InputError, require
 from fluidopt.experiments.evaluate import Evaluation, evaluate_run
@@ -109,27 +110,33 @@ def fluid_settings(engine: str, workload: Workload, profile: GPUProfile) -> tupl
         ]
         return knobs, rows
     ratio, why = _reserve_ratio(workload, profile, design.kappa)
-    conservativeness = min(max(ratio / INIT_RATIO, CONSERVATIVENESS_RANGE[0]), CONSERVATIVENESS_RANGE[1])
-    from fluidopt.sim.policies.sglang import DEFAULT_CHUNKED_PREFILL_SIZE, DEFAULT_MAX_PREFILL_TOKENS
-
-    cap, cap_why = sglang_running_cap(workload, profile, DEFAULT_CHUNKED_PREFILL_SIZE)
+    raw = ratio / INIT_RATIO
+    conservativeness = round(min(max(raw, CONSERVATIVENESS_RANGE[0]), CONSERVATIVENESS_RANGE[1]), 3)
+    if conservativeness != round(raw, 3):
+        why += f"; c = r / 0.7 = {raw:.3g}, held to SGLang's range [{CONSERVATIVENESS_RANGE[0]:g}, "
+        why += f"{CONSERVATIVENESS_RANGE[1]:g}]: {conservativeness:g}"
+    else:
+        why += f"; c = r / 0.7 = {conservativeness:g}"
+    defaults = engine_defaults_for("sglang", profile)
+    chunk_size = defaults.knobs["chunked_prefill_size"]
+    prefill_tokens = defaults.knobs["max_prefill_tokens"]
+    cap, cap_why = sglang_running_cap(workload, profile, chunk_size)
     knobs = {
         "max_running_requests": cap,
-        "chunked_prefill_size": DEFAULT_CHUNKED_PREFILL_SIZE,
-        "max_prefill_tokens": DEFAULT_MAX_PREFILL_TOKENS,
-        "schedule_conservativeness": round(conservativeness, 3),
+        "chunked_prefill_size": chunk_size,
+        "max_prefill_tokens": prefill_tokens,
+        "schedule_conservativeness": conservativeness,
     }
     rows += [
-        Derivation(
-            "max_running_requests", design.tl, f"tl = sum_j kappa lambda_j (K_j + d_j), kappa = {design.kappa:.4g} s"
-        ),
+        Derivation("max_running_requests", cap, cap_why),
         Derivation(
             "chunked_prefill_size",
-            DEFAULT_CHUNKED_PREFILL_SIZE,
-            "SGLang's default: its prefill steps carry no decodes, so the chunked design's budget does not apply",
+            chunk_size,
+            f"SGLang's default on this GPU ({defaults.rule}): its prefill steps carry no decodes, so the chunked "
+            "design's budget does not apply",
         ),
-        Derivation("max_prefill_tokens", DEFAULT_MAX_PREFILL_TOKENS, "SGLang's default (as above)"),
-        Derivation("schedule_conservativeness", knobs["schedule_conservativeness"], why),
+        Derivation("max_prefill_tokens", prefill_tokens, "SGLang's default (as above)"),
+        Derivation("schedule_conservativeness", conservativeness, why),
     ]
     return knobs, rows
 
@@ -188,7 +195,7 @@ def _reserve_ratio(workload: Workload, profile: GPUProfile, kappa: float) -> tup
     ratio = extra / remaining if remaining > 0 else INIT_RATIO
     return ratio, (
         f"r = (carry-over {nested.memory_carry_over_tokens:.4g} + buffer {nested.memory_buffer_tokens:.4g}) / "
-        f"remaining output {remaining:.4g} tokens = {ratio:.3g} = 0.7 c"
+        f"remaining output {remaining:.4g} tokens = {ratio:.3g}"
     )
 
 
@@ -199,10 +206,9 @@ def engine_policy(engine: str, knobs: dict[str, Any]) -> Any:
     return make_policy(ENGINE_POLICIES[engine], **knobs)
 
 
-def engine_defaults(engine: str) -> dict[str, Any]:
-    """The engine's own defaults as knobs (what ``engine_policy`` builds with no options)."""
-    policy = engine_policy(engine, {})
-    return {k: v for k, v in policy.to_dict().items() if k != "policy" and k != "init_new_token_ratio"}
+def engine_defaults(engine: str, profile: GPUProfile) -> dict[str, Any]:
+    """The engine's own defaults on ``profile``'s GPU, as knobs (:mod:`fluidopt.answers.engine_defaults`)."""
+    return dict(engine_defaults_for(engine, profile).knobs)
 
 
 def command_line(engine: str, knobs: dict[str, Any], model: str = "MODEL") -> str:
@@ -247,6 +253,7 @@ class Recommendation(HasStatus):
     grid_time_s: float
     status: str = "ok"
     message: str = ""
+    defaults_rule: str = ""
 
     def command(self, model: str = "MODEL") -> str:
         """The engine's command line with the recommended settings."""
@@ -290,6 +297,7 @@ class Recommendation(HasStatus):
             "gain_vs_default_ci_s": list(self.gain_interval_s),
             "max_rate_recommended_per_s": self.max_rate_recommended_per_s,
             "max_rate_default_per_s": self.max_rate_default_per_s,
+            "engine_defaults": self.defaults_rule,
             "compute_time_s": self.compute_time_s,
             "grid_time_s": self.grid_time_s,
         }
@@ -346,25 +354,31 @@ def recommend(
         )
     del empty
     fluid_knobs, derivation = fluid_settings(engine, workload, profile)
-    defaults = engine_defaults(engine)
+    defaults_info = engine_defaults_for(engine, profile)
+    defaults = dict(defaults_info.knobs)
     candidates: list[tuple[Any, dict[str, Any]]] = [
         (engine_policy(engine, fluid_knobs), {"source": "fluid-derived", **fluid_knobs}),
-        (engine_policy(engine, {}), {"source": "engine defaults", **defaults}),
+        (engine_policy(engine, defaults), {"source": "engine defaults", **defaults}),
     ]
     derived_time = time.perf_counter() - started
     grid_started = time.perf_counter()
     from fluidopt.sim.policies import ENGINE_POLICIES, policy_spec
 
     spec = policy_spec(ENGINE_POLICIES[engine])
-    grid = [(p, {"source": "grid", **s}) for p, s in (spec.grid() if spec.grid else [])]
+    # The grid varies its knobs from the engine's defaults on this GPU (the rest stay the defaults).
+    grid = []
+    for _, setting in spec.grid() if spec.grid else []:
+        knobs_here = {**defaults, **setting}
+        grid.append((engine_policy(engine, knobs_here), {"source": "grid", **knobs_here}))
     evaluated = evaluate_run(workload, profile, candidates + grid, run)
     grid_time = time.perf_counter() - grid_started
     fluid_eval, default_eval = evaluated[0], evaluated[1]
     grid_best = min(evaluated[2:], key=_score) if len(evaluated) > 2 else None
     chosen = min(evaluated, key=_score)
     source = chosen.description["source"]
+    notes: list[str] = []
     if source == "grid" and fluid_eval.meets and grid_best is not None:
-        source = "grid (better than the fluid-derived setting)"
+        notes.append("the grid's setting beat the fluid-derived one on common seeds")
     knobs = {k: v for k, v in chosen.description.items() if k != "source"}
     # Fresh seeds, paired with the defaults: the verdict's interval.
     fresh = evaluate_run(
@@ -377,9 +391,23 @@ def recommend(
 
     gain, interval = paired_gain(fresh[1], fresh[0])
     max_rec = _max_rate(engine, knobs, workload, profile, run, limit, rate_steps)
-    max_def = _max_rate(engine, {}, workload, profile, run, limit, rate_steps)
+    max_def = _max_rate(engine, defaults, workload, profile, run, limit, rate_steps)
+    recommended_fresh = fresh[0]
+    if not source.startswith("engine defaults") and max_rec < max_def:
+        # The handing-out rule (docs/theory.md section 12): never a setting that holds less load
+        # under the SLO than the engine's own defaults.
+        notes.append(
+            f"the best candidate ({source}) meets the SLO up to {max_rec:.4g} requests/s, below the defaults' "
+            f"{max_def:.4g}: the defaults are handed out"
+        )
+        source, knobs, recommended_fresh = "engine defaults", dict(defaults), fresh[1]
+        gain, interval, max_rec = 0.0, (0.0, 0.0), max_def
+    elif not source.startswith("engine defaults") and interval[0] <= 0 <= interval[1]:
+        notes.append("not significantly faster than the defaults at this rate (the 95 % interval of the gain spans 0)")
     status, message = "ok", f"{source} setting, validated on {replicates} fresh replicates"
-    if not fresh[0].meets:
+    if notes:
+        message += "; " + "; ".join(notes)
+    if not recommended_fresh.meets:
         best = _largest_rate(engine, workload, profile, run, limit, rate_steps)
         status = "no-configuration"
         message = f"no setting meets {targets.describe()} at {rate:.4g} requests/s" + (
@@ -400,7 +428,7 @@ def recommend(
             "fluid-derived": fluid_eval,
             "engine defaults": default_eval,
             "grid best": grid_best,
-            "recommended (fresh seeds)": fresh[0],
+            "recommended (fresh seeds)": recommended_fresh,
             "engine defaults (fresh seeds)": fresh[1],
         },
         gain,
@@ -411,6 +439,7 @@ def recommend(
         grid_time,
         status,
         message,
+        defaults_info.rule,
     )
 
 
@@ -444,7 +473,8 @@ def _largest_rate(
     """Largest rate at which some setting (fluid-derived at that rate, or the defaults) meets the SLO."""
 
     def configs(name: str, scaled: Workload, p: GPUProfile) -> list[tuple[Any, dict[str, Any]]]:
-        out: list[tuple[Any, dict[str, Any]]] = [(engine_policy(engine, {}), {"source": "engine defaults"})]
+        defaults = engine_defaults(engine, p)
+        out: list[tuple[Any, dict[str, Any]]] = [(engine_policy(engine, defaults), {"source": "engine defaults"})]
         try:
             knobs, _ = fluid_settings(engine, scaled, p)
             out.append((engine_policy(engine, knobs), {"source": "fluid-derived", **knobs}))

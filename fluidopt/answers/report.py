@@ -53,21 +53,23 @@ def engine_recommendations(
 
 
 def verdict_sentence(row: dict) -> str:
-    """One short sentence for a recommendation row of the report."""
-    if not row["recommended"]:
-        return row["message"]
+    """One short sentence for a recommendation row of the report: the status first, in its own word."""
+    if not row["recommended"] or not row["success"]:
+        return f"{row['status']}: {row['message']}"
     fresh = row["evaluations"]["recommended (fresh seeds)"]
     default = row["evaluations"]["engine defaults (fresh seeds)"]
     stable = "stable" if fresh["stable"] else "UNSTABLE"
     low, high = row["gain_vs_default_ci_s"]
-    if low > 0:
+    if row["source"].startswith("engine defaults"):
+        versus = "the engine's defaults are the best setting found"
+    elif low > 0:
         versus = f"{row['gain_vs_default_s']:.2g} s faster than the defaults"
     elif high < 0:
         versus = f"{-row['gain_vs_default_s']:.2g} s slower than the defaults"
     else:
-        versus = "as fast as the defaults (95% interval spans 0)"
+        versus = "not significantly faster than the defaults (95% interval spans 0)"
     defaults = "stable" if default["stable"] else "unstable"
-    return f"{row['source'].split()[0]}, {stable}, {versus} (defaults {defaults})"
+    return f"{row['status']}: {row['source']}, {stable}, {versus} (defaults {defaults})"
 
 
 def stability_summary(profiles: tuple[str, ...], workloads: tuple[str, ...]) -> list[dict]:

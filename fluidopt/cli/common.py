@@ -7,10 +7,10 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fluidopt.cli.tables import TABLE_WIDTH, format_table  # noqa: F401  (every command prints through it)
 from fluidopt.errors import InputError
 from fluidopt.fluid.constraints import Constraints
 from fluidopt.profile import GPUProfile, load_profile
@@ -104,33 +104,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, width: int | None = None) -> str:
-    """Left-aligned text table; with ``width``, the last column is shortened (``...``) to fit it."""
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    if width is not None and cells:
-        room = max(width - sum(widths[:-1]) - 2 * (len(widths) - 1), len(headers[-1]), 8)
-        if widths[-1] > room:
-            widths[-1] = room
-            for row in cells:
-                if len(row[-1]) > room:
-                    row[-1] = row[-1][: room - 3].rstrip() + "..."
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "-"
-        return f"{value:.4g}"
-    return str(value)
 
 
 def save_figure_atomic(figure: Any, path: str | os.PathLike[str]) -> Path:

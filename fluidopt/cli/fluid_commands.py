@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from typing import Any
 
 from fluidopt.cli.common import (
@@ -24,7 +25,7 @@ from fluidopt.timing.fit import VIDUR_TABLE_KINDS
 from fluidopt.tomlio import write_toml
 from fluidopt.workload import preset_workload, workload_presets
 
-TABLE_WIDTH = 120  # listings fit a 120-column terminal; --json carries the full descriptions
+TABLE_WIDTH = 100  # listings fit a 100-column terminal; --json carries the full descriptions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -203,8 +204,10 @@ def cmd_workloads(args: argparse.Namespace) -> int:
     if args.json:
         print_json([{"name": r[0], "classes": r[1], "rate_per_s": r[2], "description": r[3]} for r in rows])
     else:
-        table = [(*r[:3], r[3].split(". ")[0]) for r in rows]
-        print(format_table(["preset", "classes", "rate/s", "description"], table, width=TABLE_WIDTH))
+        print(format_table(["preset", "classes", "rate/s"], [r[:3] for r in rows], width=TABLE_WIDTH))
+        print()
+        for r in rows:
+            print(textwrap.fill(f"{r[0]}: {r[3].split('. ')[0]}.", TABLE_WIDTH, subsequent_indent="  "))
         print("full descriptions: fluidopt workloads --json")
     return 0
 
@@ -232,11 +235,11 @@ def cmd_profiles(args: argparse.Namespace) -> int:
             ]
         )
     else:
-        table = [
-            (r[0], r[1], r[2], f"{100 * r[3]:.1f}%" if isinstance(r[3], float) else r[3], r[4].split(". ")[0])
-            for r in rows
-        ]
-        print(format_table(["preset", "KV tokens", "pieces", "fit MAPE", "description"], table, width=TABLE_WIDTH))
+        table = [(r[0], r[1], r[2], 100 * r[3] if isinstance(r[3], float) else None) for r in rows]
+        print(format_table(["preset", "KV tokens", "pieces", "fit MAPE %"], table, width=TABLE_WIDTH))
+        print()
+        for r in rows:
+            print(textwrap.fill(f"{r[0]}: {r[4].split('. ')[0]}.", TABLE_WIDTH, subsequent_indent="  "))
         print("full descriptions: fluidopt profiles --json, or fluidopt profile show NAME")
     return 0
 

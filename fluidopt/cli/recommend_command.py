@@ -64,49 +64,101 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         requests=args.requests,
         seed=args.seed,
     )
+    document = {**result.to_dict(), "command": result.command(args.model)}
     if args.json:
-        print_json({**result.to_dict(), "command": result.command(args.model)})
+        print_json(document)
         return 0
-    print(
-        f"{args.engine} on {profile.name}, {workload.name} at {workload.total_rate_per_s:.4g} requests/s "
-        f"(fluid limit {result.fluid_max_rate_per_s:.4g}); SLO: {targets.describe()}"
+    print_recommendation(document)
+    return 0
+
+
+KNOB_LABELS = {
+    "max_num_seqs": "seqs",
+    "max_num_batched_tokens": "tokens",
+    "long_prefill_token_threshold": "long prefill",
+    "max_running_requests": "running",
+    "chunked_prefill_size": "chunk",
+    "max_prefill_tokens": "prefill tokens",
+    "schedule_conservativeness": "conserv.",
+}
+
+
+def print_recommendation(document: dict) -> None:
+    """Print a recommendation from its JSON document: the status first, then the evidence."""
+    import textwrap
+
+    from fluidopt.cli.tables import TABLE_WIDTH
+
+    def say(text: str, indent: str = "") -> None:
+        print(textwrap.fill(text, TABLE_WIDTH, initial_indent=indent, subsequent_indent=indent + "  "))
+
+    say(
+        f"{document['engine']} on {document['profile']}, {document['workload']} at {document['rate_per_s']:.4g} "
+        f"requests/s (fluid limit {document['fluid_max_rate_per_s']:.4g} requests/s); SLO: {document['targets']}"
     )
-    if not result.knobs:
-        print(f"{result.status}: {result.message}")
-        return 0
-    print(format_table(["setting", "fluid-derived", "from"], [(d.knob, d.value, d.source) for d in result.derivation]))
-    rows = []
-    for label, e in result.evaluations.items():
-        if e is None:
-            continue
-        settings = ", ".join(f"{k} {v}" for k, v in e.description.items() if k != "source")
-        ci_low, ci_high = e.interval("mean_latency_s")
-        rows.append(
-            (
-                label,
-                "yes" if e.stable else "NO",
-                "yes" if e.meets else "no",
-                f"{e.mean('mean_latency_s'):.3g} [{ci_low:.3g}, {ci_high:.3g}]",
-                f"{e.mean('p99_latency_s'):.3g}",
-                f"{e.mean('p99_ttft_s'):.3g}",
-                f"{1e3 * e.mean('p99_tpot_s'):.3g}",
-                settings[:44],
-            )
-        )
+    say(f"status: {document['status']}: {document['message']}")
+    if not document["recommended"]:
+        return
+    if document["success"]:
+        say(f"recommended ({document['source']}):")
+        print("  " + document["command"])
+    else:
+        say(f"no setting to hand out at this rate; the best one tried ({document['source']}) misses the SLO")
+    say(
+        f"largest rate meeting the SLO: {document['max_rate_recommended_per_s']:.4g} requests/s with the "
+        f"{'recommended' if document['success'] else 'best'} setting, {document['max_rate_default_per_s']:.4g} with "
+        "the engine's defaults"
+    )
+    low, high = document["gain_vs_default_ci_s"]
+    say(
+        f"mean-latency gain over the defaults on fresh seeds: {document['gain_vs_default_s']:+.3g} s, 95 % interval "
+        f"[{low:+.3g}, {high:+.3g}] s"
+    )
+    say(f"engine defaults: {document['engine_defaults']}")
+    print("\nfluid-derived settings and where each comes from:")
+    for row in document["derivation"]:
+        say(f"{row['knob']} = {row['value']}: {row['from']}", "  ")
+    evaluations = {k: v for k, v in document["evaluations"].items() if v is not None}
+    print()
     print(
         format_table(
-            ["setting", "stable", "SLO", "mean E2E s [95%]", "p99 E2E", "p99 TTFT", "p99 TPOT ms", "knobs"], rows
+            [
+                "setting",
+                "stable",
+                "meets SLO",
+                "mean E2E s",
+                "95% low s",
+                "95% high s",
+                "p99 E2E s",
+                "p99 TTFT s",
+                "p99 TPOT ms",
+            ],
+            [
+                (
+                    label,
+                    e["stable"],
+                    e["meets_targets"],
+                    e["mean_latency_s"],
+                    e["mean_latency_ci_s"][0],
+                    e["mean_latency_ci_s"][1],
+                    e["p99_latency_s"],
+                    e["p99_ttft_s"],
+                    None if e["p99_tpot_s"] is None else 1e3 * e["p99_tpot_s"],
+                )
+                for label, e in evaluations.items()
+            ],
         )
     )
-    print(f"recommended ({result.source}): {result.command(args.model)}")
+    knobs = [k for k in KNOB_LABELS if any(k in e["settings"] for e in evaluations.values())]
+    print()
     print(
-        f"mean-latency gain over the defaults on fresh seeds: {result.gain_s:+.3g} s "
-        f"[{result.gain_interval_s[0]:+.3g}, {result.gain_interval_s[1]:+.3g}]; largest rate meeting the SLO: "
-        f"{result.max_rate_recommended_per_s:.4g} (recommended) vs {result.max_rate_default_per_s:.4g} (defaults), "
-        f"fluid limit {result.fluid_max_rate_per_s:.4g} requests/s"
+        format_table(
+            ["setting", *(KNOB_LABELS[k] for k in knobs)],
+            [(label, *(e["settings"].get(k) for k in knobs)) for label, e in evaluations.items()],
+            notes=[
+                "; ".join(f"{KNOB_LABELS[k]} = {k}" for k in knobs)
+                + " (0: the engine's own choice; SGLang derives the running cap from its KV pool)"
+            ],
+        )
     )
-    print(
-        f"{result.status}: {result.message}; derivation {result.compute_time_s:.3f} s, "
-        f"simulations {result.grid_time_s:.2f} s"
-    )
-    return 0
+    say(f"derivation {document['compute_time_s']:.3f} s, simulations {document['grid_time_s']:.2f} s")

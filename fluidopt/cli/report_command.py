@@ -39,49 +39,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_report)
 
 
-def _describe(summary: dict | None) -> str:
-    if summary is None:
-        return "-"
-    config = summary["configuration"]
-    short = {
-        "max_num_seqs": "seqs",
-        "max_num_batched_tokens": "tok",
-        "max_running_requests": "run",
-        "schedule_conservativeness": "c",
-        "token_budget": "budget",
-        "max_batch": "cap",
-    }
-    if "tl" in config:
-        knobs = f"tl {config['tl']} cs {config['chunk_tokens']}"
-    else:
-        knobs = " ".join(f"{short.get(k, k)} {v}" for k, v in config.items() if k != "family")
-    flag = "" if summary["stable"] else " UNSTABLE"
-    return f"{summary['mean_latency_s']:.3g} s {summary['policy']} ({knobs}){flag}"
+def _settings_text(configuration: dict) -> str:
+    """A tuned configuration's knobs, whole (``name value`` pairs)."""
+    return ", ".join(f"{k} {v}" for k, v in configuration.items() if k not in ("family", "conditions_hold"))
 
 
-def _knobs(knobs: dict) -> str:
-    shown = (
-        "max_num_seqs",
-        "max_num_batched_tokens",
-        "long_prefill_token_threshold",
-        "max_running_requests",
-        "chunked_prefill_size",
-        "max_prefill_tokens",
-        "schedule_conservativeness",
-    )
-    short = {
-        "max_num_seqs": "seqs",
-        "max_num_batched_tokens": "tok",
-        "long_prefill_token_threshold": "cs",
-        "max_running_requests": "run",
-        "chunked_prefill_size": "cs",
-        "schedule_conservativeness": "c",
-    }
-    parts = [f"{short[k]} {v if v else 'auto'}" for k, v in knobs.items() if k in shown and k in short]
-    return " ".join(parts)[:24] or "-"
+KNOB_LABELS = {
+    "max_num_seqs": "seqs",
+    "max_num_batched_tokens": "tokens",
+    "long_prefill_token_threshold": "long prefill",
+    "max_running_requests": "running",
+    "chunked_prefill_size": "chunk",
+    "max_prefill_tokens": "prefill tok",
+    "schedule_conservativeness": "conserv.",
+}
 
 
-WIDTH = 120  # every line of the report fits a 120-column terminal; report.json has the details
+WIDTH = 100  # every line of the report fits a 100-column terminal; report.json has the details
 
 
 def _wrap(text: str, indent: str = "") -> str:
@@ -101,18 +75,9 @@ def _command(command: str, indent: str = "    ") -> str:
     return "\n".join(lines)
 
 
-def _latency(row: dict) -> str:
-    fresh = row["evaluations"].get("recommended (fresh seeds)")
-    default = row["evaluations"].get("engine defaults (fresh seeds)")
-    if not fresh or not default:
-        return "-"
-    return f"{fresh['mean_latency_s']:.3g} / {default['mean_latency_s']:.3g}"
-
-
-def _rates(row: dict) -> str:
-    if not row["recommended"]:
-        return "-"
-    return f"{row['max_rate_recommended_per_s']:.3g} / {row['max_rate_default_per_s']:.3g}"
+def _fresh_mean(row: dict, label: str) -> float | None:
+    evaluation = row["evaluations"].get(label)
+    return None if not evaluation else evaluation["mean_latency_s"]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -191,38 +156,79 @@ def print_report(document: dict, out: str, full: bool) -> None:
 
 
 def _print_engine_settings(engines: list[dict]) -> None:
-    """Section 0: the engine settings from the fluid model against the defaults, with a verdict and a command."""
+    """Section 0: the status of every cell first, the setting handed out, its command only where it meets the SLO."""
     from fluidopt.answers.report import ENGINE_FRACTION, verdict_sentence
 
     print(
         _wrap(
             f"0. Which settings should my engine run?  vLLM V1 / SGLang settings from the fluid model at "
             f"{100 * ENGINE_FRACTION:.0f}% of each fluid limit, SLO p99 TPOT <= 100 ms, simulated against the "
-            "engine's defaults (dflt) and a grid over the same knobs; details in report.json"
+            "engine's defaults on the profile's GPU and a grid over the same knobs; details in report.json"
         )
         + "\n"
     )
     print(
         format_table(
-            ["profile", "workload", "engine", "limit/s", "recommended", "E2E s rec/dflt", "max/s rec/dflt", "from"],
+            [
+                "profile",
+                "workload",
+                "engine",
+                "rate/s",
+                "limit/s",
+                "status",
+                "handed out",
+                "E2E s rec",
+                "E2E s dflt",
+                "SLO max/s rec",
+                "SLO max/s dflt",
+            ],
             [
                 (
-                    r["profile"][:20],
-                    r["workload_name"][:13],
+                    r["profile"],
+                    r["workload_name"],
                     r["engine"],
-                    f"{r['fluid_max_rate_per_s']:.3g}",
-                    _knobs(r["recommended"]),
-                    _latency(r),
-                    _rates(r),
-                    r["source"].split()[0].removesuffix("-derived"),
+                    r["rate_per_s"],
+                    r["fluid_max_rate_per_s"],
+                    r["status"],
+                    r["source"] if r["success"] else "none",
+                    _fresh_mean(r, "recommended (fresh seeds)"),
+                    _fresh_mean(r, "engine defaults (fresh seeds)"),
+                    r["max_rate_recommended_per_s"] if r["recommended"] else None,
+                    r["max_rate_default_per_s"],
                 )
                 for r in engines
             ],
+            notes=[
+                "rate/s: the rate each cell was evaluated at; limit/s: the fluid stability limit; status: ok, "
+                "or no-configuration (no setting meets the SLO at that rate: nothing is handed out), or unstable; "
+                "rec: the setting handed out (the best one tried where none meets the SLO); dflt: the engine's "
+                "defaults on the profile's GPU; E2E s: mean end-to-end latency on fresh seeds; SLO max/s: the "
+                "largest rate at which that setting meets the SLO."
+            ],
+            keys=3,
         )
     )
+    knobs = [k for k in KNOB_LABELS if any(k in r["recommended"] for r in engines)]
+    print()
+    print(
+        format_table(
+            ["profile", "workload", "engine", *(KNOB_LABELS[k] for k in knobs)],
+            [
+                (r["profile"], r["workload_name"], r["engine"], *(r["recommended"].get(k) for k in knobs))
+                for r in engines
+            ],
+            notes=[
+                "The setting handed out (or, where none meets the SLO, the best one tried): "
+                + "; ".join(f"{KNOB_LABELS[k]} = {k}" for k in knobs)
+                + "; 0 = the engine's own choice; - = not an option of that engine."
+            ],
+            keys=3,
+        )
+    )
+    print()
     for r in engines:
         print(_wrap(f"{r['profile']} / {r['workload_name']} / {r['engine']}: {verdict_sentence(r)}", "  "))
-        if r["recommended"]:
+        if r["recommended"] and r["success"]:
             print(_command(r["command"]))
 
 
@@ -239,24 +245,49 @@ def _print_verdicts(verdicts: list[dict]) -> None:
         )
         + "\n"
     )
+    rows = []
+    for r in verdicts:
+        fluid, base = r["fluid_guided"] or {}, r["baseline"] or {}
+        rows.append(
+            (
+                r["profile"],
+                r["workload"],
+                r["fluid_max_rate_per_s"],
+                r["rate_per_s"],
+                fluid.get("policy"),
+                fluid.get("mean_latency_s"),
+                fluid.get("stable"),
+                base.get("policy"),
+                base.get("mean_latency_s"),
+                base.get("stable"),
+            )
+        )
     print(
         format_table(
-            ["profile", "workload", "limit/s", "rate/s", "fluid-guided", "tuned baseline"],
             [
-                (
-                    r["profile"][:20],
-                    r["workload"][:13],
-                    f"{r['fluid_max_rate_per_s']:.4g}",
-                    f"{r['rate_per_s']:.4g}",
-                    _describe(r["fluid_guided"])[:38],
-                    _describe(r["baseline"])[:38],
-                )
-                for r in verdicts
+                "profile",
+                "workload",
+                "limit/s",
+                "rate/s",
+                "fluid-guided",
+                "mean s",
+                "stable",
+                "tuned baseline",
+                "mean s ",
+                "stable ",
             ],
+            rows,
+            notes=["mean s: mean end-to-end latency; the settings of each pick follow."],
+            keys=2,
         )
     )
     for r in verdicts:
+        fluid, base = r["fluid_guided"] or {}, r["baseline"] or {}
         print(_wrap(f"{r['profile']} / {r['workload']}: {r['verdict']}", "  "))
+        if fluid:
+            print(_wrap(f"fluid-guided {fluid['policy']}: {_settings_text(fluid['configuration'])}", "    "))
+        if base:
+            print(_wrap(f"tuned {base['policy']}: {_settings_text(base['configuration'])}", "    "))
 
 
 def _print_stability(stability: list[dict]) -> None:
@@ -264,21 +295,40 @@ def _print_stability(stability: list[dict]) -> None:
     print("\n2. Fluid stability (arXiv:2504.11320; fluidopt GPU profiles)\n")
     print(
         format_table(
-            ["profile", "workload", "rate/s", "stable", "dT* ms", "M* tokens", "max rate/s", "regime", "mem. elast."],
+            [
+                "profile",
+                "workload",
+                "rate/s",
+                "stable",
+                "dT* ms",
+                "M* tokens",
+                "max rate/s",
+                "binds at limit",
+                "mem. elasticity",
+                "regime",
+            ],
             [
                 (
                     r["profile"],
                     r["workload"],
                     r["rate_per_s"],
-                    "yes" if r["stable"] else "no",
+                    r["stable"],
                     _times(r["iteration_time_s"], 1e3),
                     r["memory_tokens"],
                     r["max_rate_per_s"],
-                    r["regime"],
+                    ", ".join(r["binding"]) or None,
                     r["memory_elasticity"],
+                    r["regime"],
                 )
                 for r in stability
             ],
+            notes=[
+                "dT*: equilibrium iteration time; M*: its KV memory; binds at limit: the constraint that ends the "
+                "stability region; mem. elasticity: d ln(max rate) / d ln(KV capacity); regime: compute-bound when "
+                "that elasticity is below 0.5 (a larger KV cache barely raises the limit, even where memory is what "
+                "binds at the edge), memory-bound above."
+            ],
+            keys=2,
         )
     )
 
@@ -303,7 +353,7 @@ def _print_theory(tuned: list[dict], comparison: list[dict]) -> None:
                     r["rate_per_s"],
                     r["policy"],
                     str(r["thresholds"]),
-                    r["mean_latency_s"] if r["mean_latency_s"] is not None else float("nan"),
+                    r["mean_latency_s"],
                     r["status"],
                 )
                 for r in tuned
@@ -313,22 +363,11 @@ def _print_theory(tuned: list[dict], comparison: list[dict]) -> None:
     print("\n3b. Policy comparison at the preset rates (2 replicates)\n")
     print(
         format_table(
-            [
-                "profile",
-                "workload",
-                "rate/s",
-                "policy",
-                "stable",
-                "mean s",
-                "p99 s",
-                "TTFT s",
-                "done/s",
-                "restart%",
-            ],
+            ["profile", "workload", "rate/s", "policy", "stable", "mean s", "p99 s", "TTFT s", "done/s", "restarts %"],
             [
                 (
                     r["profile"],
-                    r["workload"][:13],
+                    r["workload"],
                     r["rate_per_s"],
                     r["policy"],
                     "yes" if r["unfinished_fraction"] <= 0.02 else "NO: overload",
@@ -340,5 +379,11 @@ def _print_theory(tuned: list[dict], comparison: list[dict]) -> None:
                 )
                 for r in comparison
             ],
+            notes=[
+                "stable: at most 2% of the requests unfinished at the end; mean s / p99 s: end-to-end latency; TTFT "
+                "s: mean time to first token; done/s: completions per second; restarts %: evictions per arrived "
+                "request x 100 (an evicted request starts over; above 100 % requests restart more than once)."
+            ],
+            keys=4,
         )
     )

@@ -322,5 +322,7 @@ def fit_vidur_measured_profile(
         "components": {k: q.to_dict() for k, q in quality.items()},
         "mape": max(q.mape for q in quality.values()),
     }
-    profile = GPUProfile(name, capacity, (), description, fit_info, timing, block_tokens)
+    profile = GPUProfile(
+        name, capacity, (), description, fit_info, timing, block_tokens, gpu=gpu.name, gpu_memory_gib=gpu.hbm_gib
+    )
     return profile, quality

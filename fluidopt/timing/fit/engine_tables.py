@@ -41,7 +41,7 @@ import csv
 import math
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -474,7 +474,7 @@ def engine_profile(
     description = (
         f"{tables.model} on {tables.gpu} (tensor parallel {tables.tensor_parallel}): per-operator tables "
         f"measured through vLLM {tables.engine_version} (LLMServingSim), composed as the engine runs a step "
-        f"(fluidopt.engine_tables); KV capacity {kv_capacity_tokens} tokens ({kv_capacity_source})"
+        f"(fluidopt.timing.fit.engine_tables); KV capacity {kv_capacity_tokens} tokens ({kv_capacity_source})"
     )
     profile = GPUProfile(
         label, int(kv_capacity_tokens), description=description, fit=fit, timing=timing, block_tokens=16
@@ -553,6 +553,14 @@ def profile_for_run(
             f"{tables.tensor_parallel} - activation peak at {tokens} tokens"
         )
     interconnect = read_interconnect(run) if run is not None else None
-    return engine_profile(
+    profile, quality = engine_profile(
         tables, interconnect=interconnect, name=name, kv_capacity_tokens=capacity, kv_capacity_source=source
     )
+    hardware = meta.get("hardware") or {}
+    device_memory = hardware.get("device_total_memory_bytes") or (
+        float((instance.get("npu_mem") or {}).get("mem_size", 0)) * 1e9 or gpu_memory_bytes
+    )
+    gpu_name = str(hardware.get("device_name") or tables.gpu)
+    return replace(
+        profile, gpu=gpu_name, gpu_memory_gib=round(float(device_memory) / 2**30, 2) if device_memory else None
+    ), quality

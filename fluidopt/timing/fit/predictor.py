@@ -167,7 +167,9 @@ def fit_vidur_predictor_profile(
         "components": {k: q.to_dict() for k, q in quality.items()},
     }
     timing = replace(timing, fit={k: q.to_dict() for k, q in quality.items()})
-    profile = GPUProfile(name, capacity, (), description, fit_info, timing, block_tokens)
+    profile = GPUProfile(
+        name, capacity, (), description, fit_info, timing, block_tokens, gpu=gpu.name, gpu_memory_gib=gpu.hbm_gib
+    )
     return profile, quality
 
 

@@ -201,7 +201,7 @@ def profile_from_fit(
         "gpu": gpu.name,
         "model": model.name,
     }
-    return GPUProfile(name, capacity, pieces, description, fit_info)
+    return GPUProfile(name, capacity, pieces, description, fit_info, gpu=gpu.name, gpu_memory_gib=gpu.hbm_gib)
 
 
 def fit_vidur_profile(
