@@ -203,3 +203,48 @@ def test_simulate_trace_replay(capsys, shared_data):
     )
     data = json.loads(out)
     assert code == 0 and data["arrived_requests"] == 2000 and data["settings"]["arrivals"]["process"] == "trace"
+
+
+def test_printed_simulation_is_its_json(capsys):
+    from table_check import assert_table
+
+    from fluidopt.cli import main
+    from fluidopt.cli.tables import parse_tables
+
+    args = ["simulate", "-w", "p512d20", "-p", "a100-80gb-llama-3-8b", "--policy", "vllm-v1", "--requests", "800"]
+    assert main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert text.splitlines()[2].startswith(f"status: {data['status']}")
+    assert "long_prefill_token_threshold 0" in text  # a whole setting, never cut
+    tables = parse_tables(text)
+    latency = next(t for t in tables if "latency (s)" in t)
+    keys = ("latency", "ttft", "tpot", "tbt")
+    for stat in ("mean", "p50", "p90", "p99"):
+        assert_table(latency, {stat: [data[f"{stat}_{key}_s"] for key in keys]})
+    counts = next(t for t in tables if "count" in t)
+    assert_table(
+        counts,
+        {
+            "value": [
+                data[k]
+                for k in (
+                    "arrived_requests",
+                    "completed_requests",
+                    "unfinished_requests",
+                    "peak_running_requests",
+                    "evictions",
+                    "wasted_tokens",
+                    "recomputed_tokens",
+                    "iterations",
+                    "overflow_iterations",
+                    "peak_memory_tokens",
+                    "kv_capacity_tokens",
+                )
+            ]
+        },
+    )
+    rates = next(t for t in tables if "rate" in t)
+    assert_table(rates, {"simulated": [data["throughput_tokens_per_s"], data["completed_per_s"]]})

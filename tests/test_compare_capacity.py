@@ -156,3 +156,95 @@ def test_capacity_with_few_requests_and_an_unmeetable_target_answer():
     never = capacity_module.capacity(P512, PROFILE, targets=Targets(p99_latency_s=1e-3))
     assert never.status == "no-configuration" and "served alone" in never.message
     assert all(c.evaluation is None for c in never.policies.values())
+
+
+def test_printed_capacity_and_comparison_are_their_json(capsys):
+    import json
+
+    from table_check import assert_table
+
+    from fluidopt.cli import main
+    from fluidopt.cli.tables import parse_tables
+
+    args = [
+        "capacity",
+        "-w",
+        "p512d20",
+        "-p",
+        "a100-80gb-llama-3-8b",
+        "--policies",
+        "fcfs,sarathi",
+        "--replicates",
+        "2",
+        "--requests",
+        "400",
+        "--steps",
+        "2",
+        "--executor",
+        "serial",
+    ]
+    assert main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert max(len(line) for line in text.splitlines()) <= 100
+    (table,) = parse_tables(text)
+    policies = data["policies"]
+    assert_table(
+        table,
+        {
+            "policy": list(policies),
+            "status": [c["status"] for c in policies.values()],
+            "max rate/s": [c["max_rate_per_s"] for c in policies.values()],
+            "mean latency s": [c.get("mean_latency_s") for c in policies.values()],
+        },
+    )
+    args = [
+        "compare",
+        "-w",
+        "p512d20",
+        "-p",
+        "a100-80gb-llama-3-8b",
+        "--fractions",
+        "0.6",
+        "--replicates",
+        "2",
+        "--requests",
+        "600",
+        "--executor",
+        "serial",
+    ]
+    assert main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert max(len(line) for line in text.splitlines()) <= 100
+    (table,) = parse_tables(text)
+    picks = [
+        e
+        for v in data["verdicts"]
+        for e in (v["fluid_guided"], v["baseline"], *v["paper_defaults"].values())
+        if e is not None
+    ]
+    assert_table(table, {"policy": [e["policy"] for e in picks], "mean s": [e["mean_latency_s"] for e in picks]})
+
+
+def test_printed_stability_is_its_json(capsys):
+    import json
+
+    from table_check import assert_table
+
+    from fluidopt.cli import main
+    from fluidopt.cli.tables import parse_tables
+
+    args = ["stability", "-w", "p512d20", "-p", "a100-80gb-llama-3-8b"]
+    assert main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    (table,) = parse_tables(text)
+    assert_table(
+        table,
+        {"requests/s": [data["rate_per_s"], data["max_rate_per_s"], *data["peer_max_rate_per_s"].values()]},
+    )
+    assert "compute-bound" in text and "memory" in table["binds at the limit"]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import textwrap
+from typing import TYPE_CHECKING, Any
 
 from fluidopt.cli.common import (
     add_executor_option,
@@ -140,7 +141,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 0
     print(f"tuning for {workload.name} on {profile.name}: {result.message}")
     rows = []
-    for tag, evaluation in [("chosen", result.chosen), *(("runner-up", e) for e in result.runners_up)]:
+    picks = [("chosen", result.chosen), *(("runner-up", e) for e in result.runners_up)]
+    if result.chosen is None and result.best_found is not None:
+        picks.append(("best found", result.best_found))
+    for tag, evaluation in picks:
         if evaluation is None:
             continue
         low, high = evaluation.interval("mean_latency_s")
@@ -149,25 +153,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
                 tag,
                 evaluation.policy.name,
                 _settings(evaluation.policy),
-                f"{evaluation.mean('mean_latency_s'):.4g} [{low:.4g}, {high:.4g}]",
+                evaluation.mean("mean_latency_s"),
+                low,
+                high,
                 evaluation.mean("p99_latency_s"),
-                "yes" if evaluation.meets else "no",
-            )
-        )
-    if result.chosen is None and result.best_found is not None:
-        e = result.best_found
-        rows.append(
-            (
-                "best found",
-                e.policy.name,
-                _settings(e.policy),
-                f"{e.mean('mean_latency_s'):.4g}",
-                e.mean("p99_latency_s"),
-                "no",
+                evaluation.meets,
             )
         )
     if rows:
-        print(format_table(["", "policy", "thresholds", "mean latency s [95% CI]", "p99 latency s", "meets"], rows))
+        print(
+            format_table(
+                ["pick", "policy", "thresholds", "mean latency s", "95% low s", "95% high s", "p99 latency s", "meets"],
+                rows,
+                keys=2,
+            )
+        )
     if args.out and result.chosen is not None:
         print(f"wrote {args.out}")
     return 0
@@ -194,32 +194,46 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         progress=args.progress,
         conventions=args.conventions,
     )
+    document = result.to_dict()
     if args.json:
-        print_json(result.to_dict())
+        print_json(document)
         return 0
-    print(
-        f"capacity of {workload.name} (shares kept) on {profile.name} under {result.targets.describe()}; "
-        f"fluid limit {result.fluid_max_rate_per_s:.4g} requests/s"
-    )
-    rows = [
-        (
-            name,
-            c.max_rate_per_s,
-            c.to_dict().get("mean_latency_s", float("nan")),
-            c.to_dict().get("p99_latency_s", float("nan")),
-            str(c.to_dict().get("configuration", "-")),
-        )
-        for name, c in result.policies.items()
-    ]
-    print(format_table(["policy", "max rate/s", "mean latency s", "p99 latency s", "configuration"], rows))
-    for name, c in result.policies.items():
-        if c.status != "ok":
-            print(f"{name}: {c.status}: {c.message}")
+    print_capacity(document)
     return 0
 
 
+def _configuration_text(configuration: Any) -> str:
+    """A configuration's knobs as ``name value`` pairs, whole."""
+    if not isinstance(configuration, dict):
+        return "-" if configuration is None else str(configuration)
+    return ", ".join(f"{k} {v}" for k, v in configuration.items() if k not in ("family", "source")) or "defaults"
+
+
+def print_capacity(document: dict) -> None:
+    """The capacity table from its JSON document; each policy's configuration and any failure below it."""
+    print(
+        f"capacity of {document['workload']} (shares kept) on {document['profile']}; fluid limit "
+        f"{document['fluid_max_rate_per_s']:.4g} requests/s; status {document['status']}"
+    )
+    policies = document["policies"]
+    print(
+        format_table(
+            ["policy", "status", "max rate/s", "mean latency s", "p99 latency s"],
+            [
+                (name, c["status"], c["max_rate_per_s"], c.get("mean_latency_s"), c.get("p99_latency_s"))
+                for name, c in policies.items()
+            ],
+            notes=["max rate/s: the largest rate sustained (stable and meeting the targets); latencies there."],
+        )
+    )
+    for name, c in policies.items():
+        print(textwrap.fill(f"{name}: {_configuration_text(c.get('configuration'))}", 100, subsequent_indent="  "))
+        if c["status"] != "ok":
+            print(textwrap.fill(f"  {c['status']}: {c['message']}", 100, subsequent_indent="    "))
+
+
 def _settings(policy) -> str:
-    """The knobs of a tuned policy in one short string."""
+    """The knobs of a tuned policy, whole."""
     from fluidopt.sim.policies import WaitCPPolicy
 
     if isinstance(policy, WaitCPPolicy):
@@ -251,42 +265,52 @@ def cmd_compare(args: argparse.Namespace) -> int:
         cache_dir=args.cache,
         progress=args.progress,
     )
+    document = result.to_dict()
     if args.json:
-        print_json(result.to_dict())
+        print_json(document)
         return 0
-    print(
-        f"{workload.name} on {profile.name} (conventions {result.conventions}); fluid limit "
-        f"{result.fluid_max_rate_per_s:.4g} requests/s"
-    )
-    rows = []
-    for v in result.verdicts:
-        for tag, e in (
-            ("fluid-guided", v.fluid_guided),
-            ("tuned baseline", v.baseline),
-            ("vllm (paper default)", v.paper_defaults.get("vllm")),
-            ("sarathi (paper default)", v.paper_defaults.get("sarathi")),
-        ):
-            if e is None:
-                continue
-            low, high = e.interval("mean_latency_s")
-            rows.append(
-                (
-                    f"{v.rate_per_s:.4g} ({100 * v.fraction_of_limit:.0f}%)",
-                    tag,
-                    f"{e.policy.name} {_settings_short(e)}",
-                    f"{e.mean('mean_latency_s'):.4g} [{low:.4g}, {high:.4g}]",
-                    f"{e.mean('p99_latency_s'):.4g}",
-                    "yes" if e.stable else "no",
-                )
-            )
-    print(format_table(["rate/s", "", "configuration", "mean latency s [95% CI]", "p99 s", "stable"], rows))
-    for v in result.verdicts:
-        print(f"{v.rate_per_s:.4g} requests/s: {v.verdict}")
+    print_comparison(document)
     return 0
 
 
-def _settings_short(evaluation) -> str:
-    d = evaluation.description
-    if "tl" in d:
-        return f"(tl {d['tl']}, cs {d['chunk_tokens']}, slack {d['slack']})"
-    return "(" + ", ".join(f"{k} {v}" for k, v in d.items() if k != "family") + ")"
+def print_comparison(document: dict) -> None:
+    """The comparison from its JSON document: one row per configuration and rate, then each verdict."""
+    print(
+        f"{document['workload']} on {document['profile']} (conventions {document['conventions']}); fluid limit "
+        f"{document['fluid_max_rate_per_s']:.4g} requests/s; status {document['status']}"
+    )
+    rows = []
+    for v in document["verdicts"]:
+        picks = [("fluid-guided", v["fluid_guided"]), ("tuned baseline", v["baseline"])]
+        picks += [(f"{name} (paper default)", e) for name, e in v["paper_defaults"].items()]
+        for tag, e in picks:
+            if e is None:
+                continue
+            low, high = e["mean_latency_ci_s"]
+            rows.append(
+                (
+                    v["rate_per_s"],
+                    100 * v["fraction_of_limit"],
+                    tag,
+                    e["policy"],
+                    e["stable"],
+                    e["mean_latency_s"],
+                    low,
+                    high,
+                    e["p99_latency_s"],
+                )
+            )
+    print(
+        format_table(
+            ["rate/s", "% of limit", "pick", "policy", "stable", "mean s", "95% low s", "95% high s", "p99 s"],
+            rows,
+            keys=3,
+            notes=["mean s / p99 s: end-to-end latency; the configurations follow."],
+        )
+    )
+    for v in document["verdicts"]:
+        print(textwrap.fill(f"{v['rate_per_s']:.4g} requests/s: {v['verdict']}", 100, subsequent_indent="  "))
+        for tag, e in (("fluid-guided", v["fluid_guided"]), ("tuned baseline", v["baseline"])):
+            if e is not None:
+                text = f"{tag} {e['policy']}: {_configuration_text(e['configuration'])}"
+                print(textwrap.fill(text, 100, initial_indent="  ", subsequent_indent="    "))

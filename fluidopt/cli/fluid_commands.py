@@ -173,26 +173,48 @@ def cmd_stability(args: argparse.Namespace) -> int:
         figure = plot_stability_region(boundary, title=f"{workload.name} on {profile.name}")
         save_figure_atomic(figure, args.plot)
         plt.close(figure)
+    out = {"workload": workload.name, "profile": profile.name, **result.to_dict()}
+    out["rate_per_s"] = workload.total_rate_per_s
+    out["peer_max_rate_per_s"] = {k: v * workload.total_rate_per_s for k, v in peers.items()}
+    if args.plot:
+        out["plot"] = args.plot
     if args.json:
-        out = {"workload": workload.name, "profile": profile.name, **result.to_dict()}
-        out["peer_max_rate_per_s"] = {k: v * workload.total_rate_per_s for k, v in peers.items()}
-        if args.plot:
-            out["plot"] = args.plot
         print_json(out)
         return 0
-    print(f"workload {workload.name} ({workload.total_rate_per_s:.4g} requests/s) on {profile.name}")
-    verdict = "stable" if result.stable else "unstable"
-    print(
-        f"{verdict}: largest stable scaling theta* = {result.max_scale:.6g} "
-        f"(total rate {result.max_rate_per_s:.6g} requests/s)"
-    )
-    print("limited by: " + (", ".join(result.binding) or "nothing"))
-    print(f"memory elasticity d ln theta*/d ln C = {result.memory_elasticity:.4g} ({result.regime})")
-    for name, value in peers.items():
-        print(f"peer closed form {name}: {value * workload.total_rate_per_s:.6g} requests/s")
-    if args.plot:
-        print(f"wrote {args.plot}")
+    print_stability(out)
     return 0
+
+
+def print_stability(document: dict) -> None:
+    """The stability answer from its JSON document: the verdict first, then the limits, one table."""
+    verdict = "stable" if document["stable"] else "unstable"
+    rows = [
+        ("this mix's rate", document["rate_per_s"], ""),
+        ("fluid limit (fluidopt)", document["max_rate_per_s"], ", ".join(document["binding"]) or "nothing"),
+        *((f"peer closed form {k}", v, "") for k, v in document["peer_max_rate_per_s"].items()),
+    ]
+    elasticity = document["memory_elasticity"]
+    print(
+        textwrap.fill(
+            f"{document['workload']} on {document['profile']}: {verdict} at {document['rate_per_s']:.4g} requests/s; "
+            f"the largest stable scaling theta* = {document['max_scale']:.6g}",
+            TABLE_WIDTH,
+            subsequent_indent="  ",
+        )
+    )
+    print(
+        format_table(
+            ["rate", "requests/s", "binds at the limit"],
+            rows,
+            notes=[
+                f"memory elasticity d ln theta* / d ln C = {elasticity:.4g}: {document['regime']} (below 0.5 a "
+                "larger KV cache barely raises the limit, even where memory is the constraint that binds at the "
+                "edge, because the iteration time diverges there)"
+            ],
+        )
+    )
+    if document.get("plot"):
+        print(f"wrote {document['plot']}")
 
 
 def cmd_workloads(args: argparse.Namespace) -> int:

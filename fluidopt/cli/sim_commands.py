@@ -246,19 +246,16 @@ def _policy_from_args(args: argparse.Namespace, workload, profile):
     return policy
 
 
-def describe_policy_settings(policy: Any, width: int = 80) -> str:
-    """The policy's settings as ``name value`` pairs, a zero sequence cap spelled out as "no cap"."""
+def policy_settings_text(policy: Any) -> str:
+    """The policy's settings as ``name value`` pairs, whole; a zero sequence cap spelled out as "no cap"."""
     parts = []
     for key, value in policy.to_dict().items():
         if key == "policy":
             continue
         if key in ("max_batch", "max_num_seqs", "max_running_requests") and value == 0:
             value = "no cap"
-        elif isinstance(value, list | tuple) and len(value) > 4:
-            value = f"[{value[0]}, {value[1]}, ... {value[-1]}] ({len(value)})"
         parts.append(f"{key} {value}")
-    text = ", ".join(parts) or "none"
-    return text if len(text) <= width else text[: width - 3] + "..."
+    return ", ".join(parts) or "none"
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -336,55 +333,87 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not result.success:
         print(f"fluidopt: warning: {result.status}: {result.message}", file=sys.stderr)
         code = STRICT_FAILURE if args.strict else 0
+    document = result.to_dict()
     if args.json:
-        print_json(result.to_dict())
+        print_json(document)
         return code
-    print(
+    header = (
         f"{policy.name} on {profile.name}, workload {workload.name} at {workload.total_rate_per_s:.4g} requests/s "
         f"(seed {args.seed}, eviction {result.eviction}, conventions {args.conventions}"
         + (
-            f", delivered {result.settings['delivered_rate_per_s']:.4g} requests/s)"
+            f", delivered {document['settings']['delivered_rate_per_s']:.4g} requests/s)"
             if args.conventions == "vidur"
             else ")"
         )
     )
-    rows = [
-        ("policy settings", describe_policy_settings(policy)),
-        (
-            "arrived / completed / unfinished",
-            f"{result.arrived_requests} / {result.completed_requests} / {result.unfinished_requests}",
-        ),
-        (
-            "throughput (decode tokens/s)",
-            f"{result.throughput_tokens_per_s:.6g} (benchmark {workload.decode_token_rate:.6g})",
-        ),
-        ("completed per s", f"{result.completed_per_s:.6g}"),
-        (
-            "latency mean / p50 / p99 (s)",
-            f"{result.mean_latency_s:.4g} / {result.latency_quantiles_s['p50']:.4g} / "
-            f"{result.latency_quantiles_s['p99']:.4g}",
-        ),
-        ("TTFT mean / p99 (s)", f"{result.mean_ttft_s:.4g} / {result.ttft_quantiles_s['p99']:.4g}"),
-        (
-            "TPOT mean / p99 (s)",
-            f"{result.mean_tpot_s:.4g} / {result.tpot_quantiles_s.get('p99', float('nan')):.4g}",
-        ),
-        ("time between tokens mean / p99 (s)", f"{result.mean_tbt_s:.4g} / {result.tbt_quantiles_s['p99']:.4g}"),
-        ("peak running requests", f"{result.peak_running_requests}"),
-        (
-            "memory mean / peak / C (tokens)",
-            f"{result.mean_memory_tokens:.6g} / {result.peak_memory_tokens} / {result.kv_capacity_tokens}",
-        ),
-        (
-            "preemptions (wasted / recomputed tokens)",
-            f"{result.evictions} ({result.wasted_tokens} / {result.recomputed_tokens})",
-        ),
-        ("iterations (overflowing)", f"{result.iterations} ({result.overflow_iterations})"),
-        ("simulation speed", f"{result.simulated_requests_per_wall_s:,.0f} requests/s"),
-        ("status", f"{result.status}: {result.message}"),
-    ]
-    print(format_table(["metric", "value"], rows))
+    print_simulation(document, header, policy_settings_text(policy), workload.decode_token_rate)
     return code
+
+
+def print_simulation(document: dict, header: str, settings: str, benchmark_tokens_per_s: float) -> None:
+    """A simulation's summary from its JSON document: the status first, then latency, rates and counts."""
+    import textwrap
+
+    from fluidopt.cli.tables import TABLE_WIDTH
+
+    print(textwrap.fill(header, TABLE_WIDTH, subsequent_indent="  "))
+    print(textwrap.fill(f"status: {document['status']}: {document['message']}", TABLE_WIDTH, subsequent_indent="  "))
+    print(textwrap.fill(f"policy settings: {settings}", TABLE_WIDTH, subsequent_indent="  "))
+    print()
+    print(
+        format_table(
+            ["latency (s)", "mean", "p50", "p90", "p99"],
+            [
+                (name, *(document[f"{stat}_{key}_s"] for stat in ("mean", "p50", "p90", "p99")))
+                for name, key in (
+                    ("end to end", "latency"),
+                    ("time to first token", "ttft"),
+                    ("time per output token", "tpot"),
+                    ("time between tokens", "tbt"),
+                )
+            ],
+        )
+    )
+    print()
+    print(
+        format_table(
+            ["rate", "simulated", "fluid benchmark"],
+            [
+                ("throughput (decode tokens/s)", document["throughput_tokens_per_s"], benchmark_tokens_per_s),
+                ("completions (requests/s)", document["completed_per_s"], None),
+            ],
+            notes=["fluid benchmark: the decode tokens the arrivals bring per second (what a stable run serves)."],
+        )
+    )
+    print()
+    print(
+        format_table(
+            ["count", "value"],
+            [
+                ("arrived requests", document["arrived_requests"]),
+                ("completed requests", document["completed_requests"]),
+                ("unfinished requests", document["unfinished_requests"]),
+                ("peak running requests", document["peak_running_requests"]),
+                ("preemptions", document["evictions"]),
+                ("decode tokens lost to restarts", document["wasted_tokens"]),
+                ("tokens recomputed", document["recomputed_tokens"]),
+                ("iterations", document["iterations"]),
+                ("iterations over the KV capacity", document["overflow_iterations"]),
+                ("peak KV memory (tokens)", document["peak_memory_tokens"]),
+                ("KV capacity C (tokens)", document["kv_capacity_tokens"]),
+            ],
+        )
+    )
+    print()
+    print(
+        format_table(
+            ["other", "value"],
+            [
+                ("mean KV memory (tokens)", document["mean_memory_tokens"]),
+                ("simulation speed (requests/s)", document["arrived_requests"] / max(document["wall_time_s"], 1e-12)),
+            ],
+        )
+    )
 
 
 def cmd_thresholds(args: argparse.Namespace) -> int:
