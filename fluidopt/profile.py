@@ -209,15 +209,21 @@ class GPUProfile:
         fit = dict(fit) if isinstance(fit, dict) else {}
         model = timing_from_dict(timing, f"{source}: iteration_time", fit.get("components"))
         return cls(
-            name=str(data.get("name", "profile")),
+            name=_text(data.get("name", "profile"), f"{source}: name"),
             kv_capacity_tokens=data["kv_capacity_tokens"],
-            description=str(data.get("description", "")),
+            description=_text(data.get("description", ""), f"{source}: description"),
             fit=fit,
             timing=model,
             block_tokens=data.get("block_tokens", 1),
             gpu=data.get("gpu", ""),
             gpu_memory_gib=data.get("gpu_memory_gib"),
         )
+
+
+def _text(value: Any, where: str) -> str:
+    """A string field of a profile file; a number or a table there is an error naming the field."""
+    require(isinstance(value, str), where, value, "must be a string (in quotes in TOML)")
+    return value
 
 
 def linear_profile(name: str, kv_capacity_tokens: int, base_s: float, per_kv_token_s: float) -> GPUProfile:

@@ -252,14 +252,18 @@ class Workload:
                 require(key in raw, f"{where}.{key}", None, "is required")
             classes.append(
                 RequestClass(
-                    name=str(raw.get("name", f"class{index + 1}")),
+                    name=_text(raw.get("name", f"class{index + 1}"), f"{where}.name"),
                     prefill_tokens=raw["prefill_tokens"],
                     decode_tokens=raw["decode_tokens"],
                     rate_per_s=raw["rate_per_s"],
                     max_new_tokens=raw.get("max_new_tokens"),
                 )
             )
-        return cls(str(data.get("name", "workload")), tuple(classes), str(data.get("description", "")))
+        return cls(
+            _text(data.get("name", "workload"), f"{source}: name"),
+            tuple(classes),
+            _text(data.get("description", ""), f"{source}: description", empty=True),
+        )
 
 
 # ---------------------------------------------------------------- presets
@@ -409,3 +413,10 @@ def _statistic(values: np.ndarray, statistic: str) -> int:
     if statistic == "max":
         return int(values.max())
     return int(math.ceil(float(values.mean())))
+
+
+def _text(value: Any, where: str, *, empty: bool = False) -> str:
+    """A string field of a workload file; a number or a table there is an error naming the field."""
+    require(isinstance(value, str), where, value, "must be a string (in quotes in TOML)")
+    require(empty or value != "", where, value, "must not be empty")
+    return value

@@ -35,7 +35,31 @@ FOUR_ROW_MLP = (
     "\n".join([",".join(_MLP_COLUMNS)] + [",".join([str(t), "1"] + ["0.1"] * 9) for t in (1, 2, 4, 8)]) + "\n"
 ).encode()
 
+_REQUEST = (
+    b'{"request_id": "r0", "input_toks": 100, "output_toks": 10, "arrival_time": 1.0, "queued_ts": 1.0, '
+    b'"scheduled_ts": 1.0, "first_token_ts": 1.1, "last_token_ts": 1.5}\n'
+)
+
+
+def _meta(blocks: int) -> bytes:
+    meta = {"model": "meta-llama/Llama-3.1-8B", "engine_kwargs": {"max_num_seqs": 8}, "kv_cache": {}}
+    meta["kv_cache"] = {"num_gpu_blocks": blocks, "block_size": 16}
+    return json.dumps(meta).encode()
+
+
 FILES = {
+    # vLLM run folders with a broken KV-cache record in meta.json
+    "run_zero_blocks/vllm/meta.json": _meta(0),
+    "run_zero_blocks/vllm/requests.jsonl": _REQUEST,
+    "run_negative_blocks/vllm/meta.json": _meta(-5),
+    "run_negative_blocks/vllm/requests.jsonl": _REQUEST,
+    # a workload and a profile whose names are numbers
+    "w_numeric_name.toml": b"name = 42\n[[classes]]\nprefill_tokens = 5\ndecode_tokens = 5\nrate_per_s = 1.0\n",
+    "p_numeric_name.toml": (
+        b"name = 7\nkv_capacity_tokens = 100\n[iteration_time]\nbase_s = 0.01\nper_kv_token_s = 0.0\n"
+    ),
+    # Nested WAIT segments that stop short of the longest output (20 of 20 and 50)
+    "nw_short.toml": b'policy = "nested-wait"\nboundaries = [20]\nthresholds = [3]\n',
     # workload TOML
     "w_malformed.toml": b"name = \n[[classes",
     "w_not_utf8.toml": b'name = "x"\n\xff\xfe = 1\n',
@@ -282,6 +306,18 @@ def _cases() -> list[tuple[str, list[str]]]:
     add("stability", "--plot", "@region.png")
     add("stability", "--plot", "@.", "--workload", "mix-p512d20-p512d50")
     add("equilibrium", "--workload", "@t_inf.csv", "--bins", "abc")
+    # Issue 27: bad inputs that were taken.
+    add("replay", "@run_zero_blocks", "-p", "rtx4090-llama-3.1-8b-vllm")
+    add("replay", "@run_negative_blocks", "-p", "rtx4090-llama-3.1-8b-vllm", "--out", "@replay_out")
+    add("equilibrium", "--workload", "@w_numeric_name.toml")
+    add("equilibrium", "--profile", "@p_numeric_name.toml")
+    add("profile", "show", "@p_malformed.toml")
+    add("profile", "show", "@p_numeric_name.toml")
+    mix = ("-w", "mix-p512d20-p512d50", "-p", "a100-80gb-llama-3-8b")
+    add("simulate", *mix, "--policy", "nested-wait", "--thresholds", "@nw_short.toml", "--strict", "--requests", "50")
+    one = ("-w", "p512d20", "-p", "a100-80gb-llama-3-8b", "--policy", "fcfs")
+    add("simulate", *one, "--requests", "50", "--warmup-s", "1000")
+    add("simulate", *one, "--horizon-s", "5", "--warmup-s", "10")
     return cases
 
 
@@ -291,13 +327,14 @@ CASES = _cases()
 @pytest.fixture
 def corpus_dir(tmp_path, monkeypatch):
     for name, content in FILES.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(content)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def test_the_corpus_is_large():
-    assert len(CASES) >= 312  # the corpus grows, never shrinks
+    assert len(CASES) >= 321  # the corpus grows, never shrinks
     assert len({argv[0] for _, argv in CASES}) >= 12  # every subcommand family
 
 
@@ -321,3 +358,51 @@ def test_a_valid_out_writes_its_file(corpus_dir, capsys):
     # A valid command with --out into a folder that exists writes exactly one file.
     code = main(["thresholds", "--policy", "wait", "--out", str(corpus_dir / "ok.json"), "--json"])
     assert code == 0 and json.loads((corpus_dir / "ok.json").read_text())["thresholds"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["replay", "@run_zero_blocks", "-p", "rtx4090-llama-3.1-8b-vllm"], "kv_cache.num_gpu_blocks"),
+        (["replay", "@run_negative_blocks", "-p", "rtx4090-llama-3.1-8b-vllm"], "kv_cache.num_gpu_blocks"),
+        (["equilibrium", "--workload", "@w_numeric_name.toml"], "name"),
+        (["equilibrium", "--profile", "@p_numeric_name.toml"], "name"),
+        (
+            [
+                "simulate",
+                "-w",
+                "mix-p512d20-p512d50",
+                "-p",
+                "a100-80gb-llama-3-8b",
+                "--policy",
+                "nested-wait",
+                "--thresholds",
+                "@nw_short.toml",
+                "--strict",
+                "--requests",
+                "50",
+            ],
+            "boundaries",
+        ),
+        (
+            [
+                "simulate",
+                "-w",
+                "p512d20",
+                "-p",
+                "a100-80gb-llama-3-8b",
+                "--policy",
+                "fcfs",
+                "--requests",
+                "50",
+                "--warmup-s",
+                "1000",
+            ],
+            "warmup_s",
+        ),
+    ],
+)
+def test_inputs_once_taken_in_silence_name_their_field(argv, field, corpus_dir, capsys):
+    argv = [a.replace("@", str(corpus_dir) + "/", 1) if a.startswith("@") else a for a in argv]
+    assert main(argv) == 2
+    assert field in capsys.readouterr().err

@@ -28,6 +28,7 @@ import numpy as np
 from fluidopt.errors import InputError, require
 from fluidopt.profile import GPUProfile
 from fluidopt.status import HasStatus
+from fluidopt.timing.fit.engine_tables import kv_cache_record
 
 REQUEST_FIELDS = ("input_toks", "output_toks", "arrival_time", "queued_ts", "first_token_ts", "last_token_ts")
 METRICS = ("ttft", "tpot", "e2e")
@@ -148,7 +149,7 @@ def read_vllm_run(folder: str | Path) -> VLLMRun:
         str(meta.get("model", meta["engine_kwargs"].get("model", ""))),
         str(meta.get("vllm_version", "unknown")),
         dict(meta["engine_kwargs"]),
-        dict(meta.get("kv_cache") or {}),
+        kv_cache_record(meta, f"{root}/vllm/meta.json"),
         requests["input_toks"].astype(np.int64),
         outputs.astype(np.int64),
         requests["arrival_time"] - requests["arrival_time"][0],

@@ -117,8 +117,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--out", help="write the profile TOML here")
     add_json_option(fit)
     fit.set_defaults(handler=cmd_profile_fit)
-    show = profile_sub.add_parser("show", help="print a profile as TOML")
-    show.add_argument("name")
+    show = profile_sub.add_parser("show", help="print a profile (a preset name or a TOML file) as TOML")
+    show.add_argument("name", help="a preset name (fluidopt profiles) or a profile TOML file; checked as it loads")
     show.set_defaults(handler=cmd_profile_show)
 
     p = subparsers.add_parser("symbolic", help="closed forms derived with sympy, as LaTeX")
@@ -312,10 +312,11 @@ def cmd_profile_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_profile_show(args: argparse.Namespace) -> int:
-    """Print a profile preset as TOML."""
+    """Print a profile (preset or file) as TOML, after loading and checking it."""
+    from fluidopt.profile import load_profile
     from fluidopt.tomlio import dumps_toml
 
-    print(dumps_toml(preset_profile(args.name).to_dict()), end="")
+    print(dumps_toml(load_profile(args.name).to_dict()), end="")
     return 0
 
 

@@ -23,18 +23,31 @@ from fluidopt.cli.figures_command import DEFAULT_SHARED_DATA
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``report`` command."""
     p = subparsers.add_parser(
-        "report", help="main job: engine settings, fluid-guided vs tuned, stability, the paper's policies, figures"
+        "report",
+        help="main job: engine settings, fluid-guided vs tuned, stability, the paper's policies, figures",
+        description="The main job on the built-in defaults: (0) vLLM and SGLang settings from the fluid model for "
+        "the engine-measured RTX 4090 Llama-3.1-8B and the attention-aware A100 Llama-3-8B profiles, against the "
+        "engines' defaults on those GPUs; (1) whether the best fluid-derived chunked WAIT beats the best tuned "
+        "baseline; (2) the fluid stability summary; (3) the paper's literal WAIT and Nested WAIT; and the figures "
+        "at quick sizes.  Writes report.json and the figures into --out.",
     )
     p.add_argument(
         "--out",
         default="fluidopt-report",
         help="folder for the figures and report.json (default: ./fluidopt-report; never the committed figures/)",
     )
-    p.add_argument("--profile", action="append", help="profile preset(s) (default: A100 Llama-3-8B and Llama-2-7B)")
+    p.add_argument(
+        "--profile",
+        action="append",
+        help="profile preset(s) of sections 1-3 and the figures (default: a100-80gb-llama-3-8b-vidur and "
+        "a100-80gb-llama-2-7b in section 1, a100-80gb-llama-3-8b and a100-80gb-llama-2-7b in sections 2-3 and the "
+        "figures); section 0 always uses rtx4090-llama-3.1-8b-vllm and a100-80gb-llama-3-8b-vidur",
+    )
     p.add_argument("--full", action="store_true", help="figures at the paper's sizes (slower)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.add_argument("--requests", type=int, default=20_000, help="requests per simulation in the comparison")
     add_executor_option(p)
+    p.add_argument("--scheduler", help="Dask scheduler address (with --executor dask)")
     add_json_option(p)
     p.set_defaults(handler=cmd_report)
 
@@ -97,7 +110,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     profiles = tuple(args.profile or REPORT_PROFILES)
-    executor = make_executor(args.executor)
+    executor = make_executor(args.executor, scheduler=args.scheduler)
     engines = engine_recommendations(requests=min(args.requests, 3000))
     verdicts = verdict_summary(
         tuple(args.profile or VERDICT_PROFILES), REPORT_WORKLOADS, executor, min(args.requests, 4000)

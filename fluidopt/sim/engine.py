@@ -228,6 +228,8 @@ def simulate(
     span = _expected_span(workload, requests, horizon_s)
     warmup_s = require_finite_number(0.1 * span if warmup_s is None else warmup_s, "warmup_s")
     require(warmup_s >= 0, "warmup_s", warmup_s, "must be >= 0")
+    if horizon_s is not None:
+        require(warmup_s < horizon_s, "warmup_s", warmup_s, f"must be shorter than the horizon ({horizon_s:g} s)")
     drain_timeout_s = require_finite_number(
         10 * span + 60.0 if drain_timeout_s is None else drain_timeout_s, "drain_timeout_s"
     )
@@ -268,6 +270,7 @@ def simulate(
         warmup_s=warmup_s,
         record=(record_requests, record_series),
     )
+    _check_warmup_measured_something(state, warmup_s, last_arrival)
     return _result(
         state,
         policy,
@@ -317,6 +320,17 @@ def _call_kernel(kernel: Any, *bundles: Any) -> int:
     rc = int(kernel(*bundles))
     _KERNEL_CALLED = True
     return rc
+
+
+def _check_warmup_measured_something(state: _State, warmup_s: float, last_arrival: float) -> None:
+    """A warm-up that outlasts every arrival leaves nothing to measure: an error naming it, not empty statistics."""
+    arrived = int(state.scal_i[layout.S_ARRIVED])
+    if arrived > 0 and warmup_s > 0 and int(state.scal_i[layout.S_ARRIVED_MEASURED]) == 0:
+        raise InputError(
+            "warmup_s",
+            warmup_s,
+            f"is longer than the run (its last arrival came at {last_arrival:.4g} s): no request would be measured",
+        )
 
 
 def _check_run_length(requests: int | None, horizon_s: float | None) -> tuple[int | None, float | None]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from fluidopt.sim.policies import (
     make_policy,
     policy_from_document,
 )
+from fluidopt.thresholds.conditions import ThresholdConditionWarning
 from fluidopt.thresholds.nested import NestedWaitThresholds, nested_wait_thresholds
 from fluidopt.thresholds.wait import WaitThresholds, check_wait_conditions
 from fluidopt.tomlio import SCHEMA_VERSION, dumps_toml, read_toml, write_text_atomic
@@ -144,7 +146,12 @@ def check_policy_conditions(policy: Policy, workload: Workload, profile: GPUProf
 
         try:
             cuts = _cuts_for_boundaries(workload, policy.boundaries)
-        except InputError:
+        except InputError as error:
+            # Segments that do not end at the classes' output lengths have no conditions to check:
+            # say so (an error with strict), never pass in silence.
+            if strict:
+                raise
+            warnings.warn(f"thresholds cannot be checked: {error}", ThresholdConditionWarning, stacklevel=2)
             return
         segments = make_segments(workload, cuts)
         design = nested_wait_thresholds(workload, profile, cut_points=cuts, thresholds=policy.thresholds)
@@ -155,6 +162,13 @@ def check_policy_conditions(policy: Policy, workload: Workload, profile: GPUProf
 
 def _cuts_for_boundaries(workload: Workload, boundaries: tuple[int, ...]) -> tuple[int, ...]:
     lengths = sorted({c.decode_tokens for c in workload.classes})
+    if boundaries and boundaries[-1] != lengths[-1]:
+        raise InputError(
+            "boundaries",
+            list(boundaries),
+            f"must end at the workload's longest output ({lengths[-1]} tokens): the last segment covers every "
+            "stage up to it",
+        )
     cuts = []
     for boundary in boundaries:
         if boundary not in lengths:

@@ -503,6 +503,23 @@ def _run_hardware(run_folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return meta, instance
 
 
+def kv_cache_record(meta: Any, where: str) -> dict[str, Any]:
+    """A run's logged KV-cache record (``meta.json``'s ``kv_cache``), its block counts checked.
+
+    ``num_gpu_blocks`` and ``block_size`` must be whole numbers >= 1 where given: a zero or negative
+    count is a broken log, not a reason to fall back to the memory rule in silence.
+    """
+    record = (meta.get("kv_cache") if isinstance(meta, dict) else None) or {}
+    require(isinstance(record, dict), f"{where}: kv_cache", record, "must be a table")
+    for key in ("num_gpu_blocks", "block_size"):
+        value = record.get(key)
+        if value is None:
+            continue
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer()
+        require(ok and value >= 1, f"{where}: kv_cache.{key}", value, "must be a whole number >= 1 (as vLLM logs it)")
+    return record
+
+
 def profile_for_run(
     tables_folder: str | os.PathLike[str],
     run_folder: str | os.PathLike[str] | None = None,
@@ -526,7 +543,7 @@ def profile_for_run(
     tables = read_llmservingsim_profile(tables_folder, int(tp) if tp is not None else None)
     if run is not None and meta.get("model") and str(meta["model"]).lower() != tables.model.lower():
         raise InputError("run", str(run), f"served {meta['model']}; the tables were measured for {tables.model}")
-    kv_cache = meta.get("kv_cache") or {}
+    kv_cache = kv_cache_record(meta, f"{run}/vllm/meta.json") if run is not None else {}
     if kv_cache.get("num_gpu_blocks") and kv_cache.get("block_size"):
         capacity = int(kv_cache["num_gpu_blocks"]) * int(kv_cache["block_size"])
         source = f"num_gpu_blocks {kv_cache['num_gpu_blocks']} x block_size {kv_cache['block_size']} (logged by vLLM)"
