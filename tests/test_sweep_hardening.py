@@ -79,3 +79,27 @@ def _alive(pid: int) -> bool:
             return stream.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_long_commands_draw_progress_on_a_terminal_only_and_never_with_quiet(monkeypatch, capsys):
+    import sys
+
+    from fluidopt.cli import main
+    from fluidopt.experiments import sweep
+
+    sweep.show_command_progress(True)
+    try:
+        assert not sweep.progress_bar([1, 2], enabled=False).disable  # every sweep draws its bar
+    finally:
+        sweep.show_command_progress(False)
+    assert sweep.progress_bar([1, 2], enabled=False).disable
+    seen = []
+    monkeypatch.setattr(sweep, "show_command_progress", seen.append)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    base = ["stability", "-w", "toy", "-p", "toy"]  # a short command: no --quiet, no bars
+    assert main(base) == 0 and seen == []
+    recommend = ["recommend", "--engine", "vllm", "-w", "p512d20", "-p", "toy", "--rate", "1"]
+    main([*recommend, "--quiet"])
+    main(recommend)
+    assert seen == [False, True]
+    capsys.readouterr()

@@ -92,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fluidopt.cli.validation import validate_common_arguments
 
         validate_common_arguments(args)
+        if hasattr(args, "quiet"):
+            from fluidopt.experiments.sweep import show_command_progress
+
+            show_command_progress(not args.quiet and sys.stderr.isatty())
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
             return int(args.handler(args) or 0)

@@ -119,3 +119,12 @@ def save_figure_atomic(figure: Any, path: str | os.PathLike[str]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    """``--quiet`` for the commands that can run over a few seconds (they show progress on a terminal)."""
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars (they are drawn on standard error only when it is a terminal)",
+    )

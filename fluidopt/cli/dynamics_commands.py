@@ -11,6 +11,7 @@ from fluidopt.cli.common import (
     add_executor_option,
     add_json_option,
     add_profile_options,
+    add_quiet_option,
     add_workload_options,
     format_table,
     print_json,
@@ -54,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", help="folder caching finished simulation points")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     add_json_option(p)
+    add_quiet_option(p)
     p.set_defaults(handler=cmd_asymptotics)
 
 

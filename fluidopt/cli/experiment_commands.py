@@ -10,6 +10,7 @@ from fluidopt.cli.common import (
     add_executor_option,
     add_json_option,
     add_profile_options,
+    add_quiet_option,
     add_workload_options,
     format_table,
     print_json,
@@ -50,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fractions", default="0.7,0.85,0.95", help="loads as fractions of the fluid limit")
     _add_run_options(p, replicates=5)
     add_json_option(p)
+    add_quiet_option(p)
     p.set_defaults(handler=cmd_compare, requests=10_000)
 
     p = subparsers.add_parser("tune", help="tune WAIT / Nested WAIT thresholds by simulation")
@@ -70,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_run_options(p, replicates=4)
     p.add_argument("--out", help="write the chosen thresholds file (TOML or .json)")
     add_json_option(p)
+    add_quiet_option(p)
     p.set_defaults(handler=cmd_tune)
 
     p = subparsers.add_parser("capacity", help="largest rate each policy sustains under a target")
@@ -79,6 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=8, help="bisection steps on the rate")
     _add_run_options(p, replicates=3)
     add_json_option(p)
+    add_quiet_option(p)
     p.set_defaults(handler=cmd_capacity)
 
 

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from fluidopt.cli.common import add_executor_option
+from fluidopt.cli.common import add_executor_option, add_quiet_option
 
 DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -35,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=str(DEFAULT_SHARED_DATA),
         help="folder with the public measurements and traces (used when present)",
     )
+    add_quiet_option(p)
     p.set_defaults(handler=cmd_figures)
 
 

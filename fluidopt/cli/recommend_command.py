@@ -8,6 +8,7 @@ import math
 from fluidopt.cli.common import (
     add_json_option,
     add_profile_options,
+    add_quiet_option,
     add_workload_options,
     format_table,
     print_json,
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="root seed")
     p.add_argument("--model", default="MODEL", help="model name for the printed command line")
     add_json_option(p)
+    add_quiet_option(p)
     p.set_defaults(handler=cmd_recommend)
 
 

@@ -16,7 +16,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from fluidopt.cli.common import add_executor_option, add_json_option, format_table, print_json
+from fluidopt.cli.common import add_executor_option, add_json_option, add_quiet_option, format_table, print_json
 from fluidopt.cli.figures_command import DEFAULT_SHARED_DATA
 
 
@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_executor_option(p)
     p.add_argument("--scheduler", help="Dask scheduler address (with --executor dask)")
     add_json_option(p)
+    add_quiet_option(p)
     p.set_defaults(handler=cmd_report)
 
 

@@ -25,13 +25,27 @@ from typing import Any, Protocol
 from fluidopt.errors import InputError
 from fluidopt.tomlio import SCHEMA_VERSION, write_text_atomic
 
+_COMMAND_PROGRESS = False  # set by the command line: bars for every sweep of a long command
+
+
+def show_command_progress(enabled: bool) -> None:
+    """Let every sweep of this process draw its bar (the command line, on a terminal, without ``--quiet``)."""
+    global _COMMAND_PROGRESS
+    _COMMAND_PROGRESS = enabled
+
 
 def progress_bar(iterable: Iterable[Any] | None = None, *, total: int | None = None, enabled: bool) -> Any:
     """A tqdm progress bar (a notebook widget where ipywidgets is installed, else text), or a silent one.
 
+    Shown when asked (``enabled``) or when the command line asked for every sweep's bar
+    (:func:`show_command_progress`); bars go to standard error and vanish when done.
     ``tqdm.auto`` warns at import when it runs in a notebook without ipywidgets and then falls
     back to the text bar, so it is imported only when a bar is shown, and that warning is dropped.
     """
+    if _COMMAND_PROGRESS and not enabled:
+        from tqdm import tqdm as text_bar
+
+        return text_bar(iterable, total=total, desc="simulating", leave=False, file=sys.stderr)
     if not enabled:
         from tqdm import tqdm as text_bar
 
