@@ -73,9 +73,25 @@ def plot_stability_region(
         rates = boundary.fluid_rates
         ax.fill_between(rates[:, 0], rates[:, 1], alpha=0.15, label="fluid stable region")
         ax.plot(rates[:, 0], rates[:, 1], lw=2, label="fluid boundary")
-        for name, points in boundary.peer_rates.items():
+        for index, (name, points) in enumerate(boundary.peer_rates.items()):
             finite = np.all(np.isfinite(points), axis=1)
-            ax.plot(points[finite, 0], points[finite, 1], ls="--", label=PEER_LABELS.get(name, name))
+            label = PEER_LABELS.get(name, name)
+            same = finite.any() and np.allclose(points[finite], rates[finite], rtol=1e-3, atol=1e-9)
+            if same:
+                label += " (on the fluid boundary)"
+            # Drawn above the boundary, dashed, with sparse markers: a peer form that coincides with
+            # the fluid boundary stays visible.
+            ax.plot(
+                points[finite, 0],
+                points[finite, 1],
+                ls=(0, (4, 3)) if index == 0 else (0, (1, 2)),
+                lw=1.6,
+                marker="^v"[index % 2],
+                markevery=max(int(finite.sum()) // 8, 1),
+                markersize=5,
+                zorder=3,
+                label=label,
+            )
         # Policies often land on the same rate: hollow markers of shrinking size keep each visible.
         for index, (name, points) in enumerate((measured or {}).items()):
             points = np.asarray(points)

@@ -104,6 +104,15 @@ def save(output: FigureOutput, ctx: FigureContext) -> list[Path]:
     return [png, data, meta]
 
 
+def _readable_log_ticks(ax) -> None:
+    """Log-axis ticks at 1, 2 and 5 per decade, labelled as plain numbers (0.5, 1, 2, 5, 10)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def _latency_figure(rows, title: str, extra: str | None = None):
     panels = 3 if extra else 2
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6))
@@ -124,10 +133,12 @@ def _latency_figure(rows, title: str, extra: str | None = None):
     all_rates = sorted({r["rate_per_s"] for r in rows})
     axes[1].plot(all_rates, all_rates, color="grey", ls="--", lw=1, label="arrival rate")
     axes[0].set(xlabel="arrival rate (requests/s)", ylabel="mean latency (s)", yscale="log")
+    _readable_log_ticks(axes[0])
     axes[1].set(xlabel="arrival rate (requests/s)", ylabel="completed requests/s")
     if extra:
         axes[2].set(xlabel="arrival rate (requests/s)", ylabel="restarted requests (%)")
     axes[0].legend()
+    axes[1].legend(handles=[axes[1].lines[-1]], fontsize=7)  # the dashed line: completions = arrivals
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -475,6 +475,7 @@ def fig_fluid_vs_tuned(ctx):
             conventions="vidur",
             executor=ctx.executor,
         )
+        plotted: list[float] = []
         for tag in ("fluid_guided", "baseline"):
             xs, ys, lows, highs = [], [], [], []
             for v in result.verdicts:
@@ -508,7 +509,12 @@ def fig_fluid_vs_tuned(ctx):
                 )
             label = "fluid-derived chunked WAIT" if tag == "fluid_guided" else "best tuned baseline"
             ax.errorbar(xs, ys, yerr=[lows, highs], marker="o", capsize=2, label=label)
+            plotted += ys
         ax.set(xlabel="rate (requests/s)", ylabel="mean latency (s)", yscale="log", title=f"{workload_name}")
+        if plotted:
+            # An interval reaching 0 or below has no place on a log axis: the axis starts at half the
+            # smallest mean and such a bar runs to its bottom edge (the CSV keeps the interval itself).
+            ax.set_ylim(bottom=0.5 * min(plotted))
         ax.legend(fontsize=7)
     fig.suptitle(
         f"Fluid-derived (not grid-searched) chunked WAIT vs tuned baselines, {paper_profile_name(ctx)}", fontsize=10
