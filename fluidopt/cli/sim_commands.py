@@ -239,11 +239,20 @@ def _policy_from_args(args: argparse.Namespace, workload, profile):
         return replace(policy, **options) if options else policy
     _check_design_options(args)
     if design is None:
-        return make_policy(args.policy, **options)
+        return make_policy(args.policy, **{**_engine_defaults(args.policy, profile), **options})
     policy = default_policy(args.policy, workload, profile, **_design_options(args))
     if design.chunked and "block_size" in options:
         policy = replace(policy, block_size=options["block_size"])
     return policy
+
+
+def _engine_defaults(name: str, profile: Any) -> dict[str, Any]:
+    """An engine scheduler's knobs as the engine would set them on the profile's GPU (the user's own win)."""
+    from fluidopt.answers.engine_defaults import engine_defaults_for
+    from fluidopt.sim.policies import policy_spec
+
+    engine = policy_spec(name).engine
+    return dict(engine_defaults_for(engine, profile).knobs) if engine else {}
 
 
 def policy_settings_text(policy: Any) -> str:
