@@ -80,7 +80,7 @@ KNOB_LABELS = {
     "long_prefill_token_threshold": "long prefill",
     "max_running_requests": "running",
     "chunked_prefill_size": "chunk",
-    "max_prefill_tokens": "prefill tokens",
+    "max_prefill_tokens": "prefill tok",
     "schedule_conservativeness": "conserv.",
 }
 

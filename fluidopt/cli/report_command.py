@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fluidopt.cli.common import add_executor_option, add_json_option, add_quiet_option, format_table, print_json
 from fluidopt.cli.figures_command import DEFAULT_SHARED_DATA
+from fluidopt.cli.recommend_command import KNOB_LABELS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,17 +57,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _settings_text(configuration: dict) -> str:
     """A tuned configuration's knobs, whole (``name value`` pairs)."""
     return ", ".join(f"{k} {v}" for k, v in configuration.items() if k not in ("family", "conditions_hold"))
-
-
-KNOB_LABELS = {
-    "max_num_seqs": "seqs",
-    "max_num_batched_tokens": "tokens",
-    "long_prefill_token_threshold": "long prefill",
-    "max_running_requests": "running",
-    "chunked_prefill_size": "chunk",
-    "max_prefill_tokens": "prefill tok",
-    "schedule_conservativeness": "conserv.",
-}
 
 
 WIDTH = 100  # every line of the report fits a 100-column terminal; report.json has the details

@@ -17,7 +17,7 @@ import numpy as np
 
 from fluidopt._jit import step_function
 from fluidopt.errors import reject_unknown_keys, require, require_finite_number
-from fluidopt.timing.protocol import FluidBatch, batch_aggregates, python_step
+from fluidopt.timing.protocol import FluidBatch, StepTiming
 
 KIND = "affine"
 PIECE_KEYS = ("base_s", "per_kv_token_s", "per_prefill_token_s", "per_sequence_s")
@@ -65,7 +65,7 @@ def step_affine(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_pre
 
 
 @dataclass(frozen=True)
-class AffineTiming:
+class AffineTiming(StepTiming):
     """The maximum of :class:`AffinePiece` s (module docstring)."""
 
     pieces: tuple[AffinePiece, ...]
@@ -88,11 +88,6 @@ class AffineTiming:
     def coefficient_matrix(self) -> np.ndarray:
         """Array of shape (pieces, 4): base, per KV token, per prefill token, per sequence."""
         return np.array([[getattr(p, k) for k in PIECE_KEYS] for p in self.pieces], dtype=float)
-
-    def batch_time(self, chunks: Any = (), cached: Any = (), decode_cached: Any = ()) -> float:
-        """Seconds of one concrete step (the simulator's rule, :func:`step_affine`)."""
-        tcoef, ttable = self.kernel_arrays()
-        return float(python_step(step_affine)(tcoef, ttable, *batch_aggregates(chunks, cached, decode_cached)))
 
     def prefill_terms(self, chunks: Any, cached: Any) -> np.ndarray:
         """No terms of its own: the pieces read only the fluid batch's token and sequence totals."""

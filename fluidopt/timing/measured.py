@@ -44,7 +44,7 @@ import numpy as np
 
 from fluidopt._jit import kernel_function
 from fluidopt.errors import reject_unknown_keys, require, require_finite_number, require_whole_number
-from fluidopt.timing.protocol import FluidBatch, batch_aggregates, python_step
+from fluidopt.timing.protocol import FluidBatch, StepTiming
 from fluidopt.timing.surrogate import affine_surrogate
 from fluidopt.timing.values import coefficients, number_tuple
 
@@ -66,7 +66,7 @@ N_TIMING_COEF = 17
 
 
 @dataclass(frozen=True)
-class MeasuredTiming:
+class MeasuredTiming(StepTiming):
     """An iteration-time model composed from measured operator timings (module docstring).
 
     Parameters
@@ -223,20 +223,6 @@ class MeasuredTiming:
         mean_kv = np.divide(kv, b, out=np.zeros_like(kv * b), where=b > 0)
         value = np.maximum(d0 + db * b + dkv * kv, e0 + ek * mean_kv)
         return np.where(b > 0, np.maximum(value, 0.0), 0.0)
-
-    def batch_time(self, chunks: Any = (), cached: Any = (), decode_cached: Any = ()) -> float:
-        """Iteration time of one concrete batch (the simulator's rule, :func:`step_measured`).
-
-        Parameters
-        ----------
-        chunks, cached : sequences of int
-            For each prefilling request: new tokens this iteration and tokens already cached.
-        decode_cached : sequence of int
-            For each decoding request: tokens already cached.
-
-        """
-        tcoef, ttable = self.kernel_arrays()
-        return float(python_step(step_measured)(tcoef, ttable, *batch_aggregates(chunks, cached, decode_cached)))
 
     def prefill_terms(self, chunks: Any, cached: Any) -> np.ndarray:
         """One term: the prefill attention and KV save of the chunks, in seconds."""

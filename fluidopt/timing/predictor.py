@@ -47,7 +47,7 @@ import numpy as np
 
 from fluidopt._jit import kernel_function
 from fluidopt.errors import reject_unknown_keys, require, require_finite_number, require_whole_number
-from fluidopt.timing.protocol import FluidBatch, batch_aggregates, python_step
+from fluidopt.timing.protocol import FluidBatch, StepTiming
 from fluidopt.timing.surrogate import affine_surrogate
 
 KIND = "vidur-predictor"
@@ -92,7 +92,7 @@ def round_up(value: Any, step: int) -> Any:
 
 
 @dataclass(frozen=True)
-class VidurPredictorTiming:
+class VidurPredictorTiming(StepTiming):
     """Iteration time as Vidur's predictor composes it (module docstring).
 
     Parameters
@@ -206,20 +206,6 @@ class VidurPredictorTiming:
         p0, pc, pck, pcc = self.prefill_attention
         value = max(p0 + pc * chunk + pck * chunk * k + pcc * chunk * chunk, 0.0)
         return value * (1.0 + self.prefill_batching_overhead * (c.size > 1))
-
-    def batch_time(self, chunks: Any = (), cached: Any = (), decode_cached: Any = ()) -> float:
-        """Iteration time of one concrete batch (the simulator's rule, :func:`step_predictor`).
-
-        Parameters
-        ----------
-        chunks, cached : sequences of int
-            For each prefilling request: new tokens this iteration and tokens already processed.
-        decode_cached : sequence of int
-            For each decoding request: tokens already processed (Vidur's ``num_processed_tokens``).
-
-        """
-        tcoef, ttable = self.kernel_arrays()
-        return float(python_step(step_predictor)(tcoef, ttable, *batch_aggregates(chunks, cached, decode_cached)))
 
     def prefill_terms(self, chunks: Any, cached: Any) -> np.ndarray:
         """Vidur's prefill keys: the prefills, their cached tokens rounded up to 64, their squared chunks."""

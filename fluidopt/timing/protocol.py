@@ -23,6 +23,7 @@ names a concrete kind.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -173,6 +174,28 @@ def batch_aggregates(chunks: Any, cached: Any, decode_cached: Any) -> tuple[Any,
         chunk,
         prefix,
     )
+
+
+class StepTiming:
+    """Mixin: ``batch_time`` from the kind's own step function (``STEP`` of the kind's module)."""
+
+    def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - every kind defines it
+        raise NotImplementedError
+
+    def batch_time(self, chunks: Any = (), cached: Any = (), decode_cached: Any = ()) -> float:
+        """Seconds of one concrete step: the simulator's own formula (the kind's step function), from Python.
+
+        Parameters
+        ----------
+        chunks, cached : sequences of int
+            For each prefilling request: new tokens this step and tokens already cached.
+        decode_cached : sequence of int
+            For each decoding request: tokens already cached.
+
+        """
+        step = sys.modules[type(self).__module__].STEP  # type: ignore[attr-defined]
+        tcoef, ttable = self.kernel_arrays()
+        return float(python_step(step)(tcoef, ttable, *batch_aggregates(chunks, cached, decode_cached)))
 
 
 def python_step(step: StepFunction) -> StepFunction:

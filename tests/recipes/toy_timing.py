@@ -13,7 +13,7 @@ import numpy as np
 
 from fluidopt._jit import step_function
 from fluidopt.timing import AffinePiece
-from fluidopt.timing.protocol import FluidBatch, batch_aggregates, python_step
+from fluidopt.timing.protocol import FluidBatch, StepTiming
 
 KIND = "toy-per-token"
 ITERATION_TIME_KEYS = ("step_s", "per_token_s")
@@ -26,7 +26,7 @@ def step_toy(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefil
 
 
 @dataclass(frozen=True)
-class ToyTiming:
+class ToyTiming(StepTiming):
     """The toy kind (module docstring)."""
 
     step_s: float
@@ -36,10 +36,6 @@ class ToyTiming:
     kind: ClassVar[str] = KIND
     exact_affine: ClassVar[bool] = False
     lp_refusal: ClassVar[str] = ""
-
-    def batch_time(self, chunks: Any = (), cached: Any = (), decode_cached: Any = ()) -> float:
-        tcoef, ttable = self.kernel_arrays()
-        return float(python_step(step_toy)(tcoef, ttable, *batch_aggregates(chunks, cached, decode_cached)))
 
     def prefill_terms(self, chunks: Any, cached: Any) -> np.ndarray:
         return np.zeros(0)

@@ -51,6 +51,17 @@ def validate_fields(instance: Any, rules: dict[str, tuple[str, float]]) -> None:
         object.__setattr__(instance, name, checked)
 
 
+def require_thresholds(document: dict[str, Any], where: str) -> None:
+    """A thresholds file's ``thresholds``: present, a non-empty array (errors name the file)."""
+    require("thresholds" in document, f"{where}: thresholds", None, "is required")
+    require(
+        isinstance(document["thresholds"], list) and len(document["thresholds"]) > 0,
+        f"{where}: thresholds",
+        document["thresholds"],
+        "must be an array of whole numbers, one per class (wait) or segment (nested-wait)",
+    )
+
+
 def int_array(*parts: Any) -> np.ndarray:
     """Concatenate scalars and sequences into one int64 array (a policy's ``params_i``)."""
     out: list[int] = []

@@ -10,7 +10,15 @@ import numpy as np
 from fluidopt._jit import selection_function
 from fluidopt.errors import InputError, require
 from fluidopt.sim.layout import C_BLOCK, C_CAPACITY, I_CHARGE, I_STAGE, I_TARGET, S_MEMORY, S_NRES
-from fluidopt.sim.policies._base import FluidDesign, KernelPack, PolicySpec, int_array, segment_arrays, whole_tuple
+from fluidopt.sim.policies._base import (
+    FluidDesign,
+    KernelPack,
+    PolicySpec,
+    int_array,
+    require_thresholds,
+    segment_arrays,
+    whole_tuple,
+)
 from fluidopt.sim.policies._compiled import add, admit, blocks, evict, queue_peek, queue_pop_front, remaining_prefill
 
 # params_i layout
@@ -74,13 +82,7 @@ class NestedWaitPolicy:
     @classmethod
     def from_document(cls, document: dict[str, Any], where: str, workload: Any = None) -> NestedWaitPolicy:
         """The policy of a thresholds file's table (``boundaries``, ``thresholds``, optional ``repair``)."""
-        require("thresholds" in document, f"{where}: thresholds", None, "is required")
-        require(
-            isinstance(document["thresholds"], list) and len(document["thresholds"]) > 0,
-            f"{where}: thresholds",
-            document["thresholds"],
-            "must be an array of whole numbers, one per class (wait) or segment (nested-wait)",
-        )
+        require_thresholds(document, where)
         require("boundaries" in document, f"{where}: boundaries", None, "is required for nested-wait")
         return cls(document["boundaries"], document["thresholds"], bool(document.get("repair", False)))
 

@@ -16,7 +16,7 @@ import numpy as np
 from fluidopt._jit import selection_function
 from fluidopt.errors import InputError, require
 from fluidopt.sim.layout import I_CLASS, I_STAGE, S_NRES, S_STAGE_EXCESS
-from fluidopt.sim.policies._base import FluidDesign, KernelPack, PolicySpec, int_array, whole_tuple
+from fluidopt.sim.policies._base import FluidDesign, KernelPack, PolicySpec, int_array, require_thresholds, whole_tuple
 from fluidopt.sim.policies._compiled import add, admit, queue_pop_front, remaining_prefill
 
 # params_i layout
@@ -72,13 +72,7 @@ class WaitPolicy:
     @classmethod
     def from_document(cls, document: dict[str, Any], where: str, workload: Any = None) -> WaitPolicy:
         """The policy of a thresholds file's table (``thresholds``; ``classes`` checked against ``workload``)."""
-        require("thresholds" in document, f"{where}: thresholds", None, "is required")
-        require(
-            isinstance(document["thresholds"], list) and len(document["thresholds"]) > 0,
-            f"{where}: thresholds",
-            document["thresholds"],
-            "must be an array of whole numbers, one per class (wait) or segment (nested-wait)",
-        )
+        require_thresholds(document, where)
         if workload is not None and "classes" in document:
             require(
                 list(document["classes"]) == list(workload.class_names),
