@@ -227,14 +227,7 @@ def simulate(
     generator = np.random.default_rng(rng)
     span = _expected_span(workload, requests, horizon_s)
     warmup_given = warmup_s is not None and conventions != "vidur"
-    warmup_s = require_finite_number(0.1 * span if warmup_s is None else warmup_s, "warmup_s")
-    require(warmup_s >= 0, "warmup_s", warmup_s, "must be >= 0")
-    if horizon_s is not None and warmup_given:
-        require(warmup_s < horizon_s, "warmup_s", warmup_s, f"must be shorter than the horizon ({horizon_s:g} s)")
-    drain_timeout_s = require_finite_number(
-        10 * span + 60.0 if drain_timeout_s is None else drain_timeout_s, "drain_timeout_s"
-    )
-    require(drain_timeout_s >= 0, "drain_timeout_s", drain_timeout_s, "must be >= 0")
+    warmup_s, drain_timeout_s = _run_times(span, warmup_s, drain_timeout_s, horizon_s, warmup_given)
 
     selector = selector_index(policy)
     pack: KernelPack = policy.kernel_pack(workload, max_stage)
@@ -322,6 +315,19 @@ def _call_kernel(kernel: Any, *bundles: Any) -> int:
     rc = int(kernel(*bundles))
     _KERNEL_CALLED = True
     return rc
+
+
+def _run_times(
+    span: float, warmup_s: float | None, drain_timeout_s: float | None, horizon_s: float | None, given: bool
+) -> tuple[float, float]:
+    """The warm-up (default a tenth of the span) and the drain timeout (default 10 spans + 60 s), checked."""
+    warmup = require_finite_number(0.1 * span if warmup_s is None else warmup_s, "warmup_s")
+    require(warmup >= 0, "warmup_s", warmup, "must be >= 0")
+    if horizon_s is not None and given:
+        require(warmup < horizon_s, "warmup_s", warmup, f"must be shorter than the horizon ({horizon_s:g} s)")
+    timeout = require_finite_number(10 * span + 60.0 if drain_timeout_s is None else drain_timeout_s, "drain_timeout_s")
+    require(timeout >= 0, "drain_timeout_s", timeout, "must be >= 0")
+    return warmup, timeout
 
 
 def _check_warmup_measured_something(state: _State, warmup_s: float, last_arrival: float) -> None:

@@ -211,7 +211,7 @@ def fit_decode_attention(batch: np.ndarray, kv: np.ndarray, seconds: np.ndarray)
 def fit_measured_timing(
     mlp: Measurements, attention: AttentionMeasurements, layers: int, knots: tuple[float, ...] = DEFAULT_KNOTS
 ) -> tuple[MeasuredTiming, dict[str, ComponentFit]]:
-    """Fit every component of a :class:`~fluidopt.timing.MeasuredTiming` and report its error.
+    """Fit every component of a :class:`~fluidopt.timing.measured.MeasuredTiming` and report its error.
 
     Non-attention kernels and KV-cache save are linear splines in the batch's token count (the
     save rows of prefills count their chunk, those of decodes their batch, as Vidur learns it);
