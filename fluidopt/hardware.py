@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fluidopt.errors import InputError, require, require_finite_number
+from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
 
 GIB = 2**30
 
@@ -27,7 +27,12 @@ class GPUSpec:
 
 @dataclass(frozen=True)
 class ModelShape:
-    """Shape of a decoder-only transformer as far as memory and timing need it."""
+    """Shape of a decoder-only transformer as far as memory and timing need it.
+
+    ``ffn_hidden`` is the dense MLP's width; a mixture-of-experts model has ``experts`` of
+    ``expert_ffn_hidden`` each, ``experts_per_token`` of them per token, and a shared expert of
+    ``shared_expert_ffn_hidden`` (0 for none) in each of its ``moe_layers`` (the other layers are dense).
+    """
 
     name: str
     layers: int
@@ -38,6 +43,27 @@ class ModelShape:
     hidden: int = 0
     ffn_hidden: int = 0
     q_heads: int = 0
+    vocab: int = 0
+    tied_embeddings: bool = False
+    experts: int = 0
+    experts_per_token: int = 0
+    expert_ffn_hidden: int = 0
+    shared_expert_ffn_hidden: int = 0
+    moe_layers: int = 0
+    architecture: str = ""
+
+    @property
+    def is_moe(self) -> bool:
+        """True for a mixture-of-experts model."""
+        return self.experts > 0
+
+    @property
+    def active_parameters(self) -> float:
+        """Parameters one token runs through (all of a dense model; the chosen experts of an MoE one)."""
+        if not self.is_moe:
+            return self.parameters
+        idle = self.moe_layers * (self.experts - self.experts_per_token) * 3 * self.hidden * self.expert_ffn_hidden
+        return self.parameters - idle
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -99,14 +125,40 @@ def model_for_engine_name(name: str) -> ModelShape:
 
 
 def model_shape(name: str) -> ModelShape:
-    """Look up a model shape by name."""
+    """A model shape by built-in name, or from a Hugging Face ``config.json`` (a path ending in .json)."""
+    if str(name).endswith(".json"):
+        from fluidopt.model_config import model_from_config
+
+        return model_from_config(name)
     if name not in MODELS:
-        raise InputError("model", name, f"unknown model; choose one of {', '.join(sorted(MODELS))}")
+        raise InputError(
+            "model", name, f"unknown model; choose one of {', '.join(sorted(MODELS))}, or give a config.json path"
+        )
     return MODELS[name]
 
 
-def kv_capacity_tokens(gpu: GPUSpec, model: ModelShape, memory_utilisation: float = 0.9) -> int:
-    """KV-cache capacity in tokens: ``(HBM * utilisation - weights) / KV bytes per token``.
+def kv_heads_per_gpu(model: ModelShape, tensor_parallel: int) -> int:
+    """KV heads each GPU of a tensor-parallel group holds (replicated when the group outnumbers them).
+
+    The attention heads must split evenly over the group, and the KV heads must either split
+    evenly or be a divisor of the group (each then replicated), as vLLM requires.
+    """
+    tp = require_whole_number(tensor_parallel, "tensor_parallel", 1)
+    if model.q_heads:
+        require(model.q_heads % tp == 0, "tensor_parallel", tp, f"must divide the {model.q_heads} attention heads")
+    require(
+        model.kv_heads % tp == 0 or tp % model.kv_heads == 0,
+        "tensor_parallel",
+        tp,
+        f"must divide, or be a multiple of, the {model.kv_heads} KV heads",
+    )
+    return max(model.kv_heads // tp, 1)
+
+
+def kv_capacity_tokens(
+    gpu: GPUSpec, model: ModelShape, memory_utilisation: float = 0.9, tensor_parallel: int = 1
+) -> int:
+    """KV-cache capacity in tokens of one replica: ``(HBM * utilisation - weights / TP) / KV bytes per token per GPU``.
 
     Parameters
     ----------
@@ -114,23 +166,29 @@ def kv_capacity_tokens(gpu: GPUSpec, model: ModelShape, memory_utilisation: floa
         Hardware and model.
     memory_utilisation : float
         Fraction of HBM the serving engine may use (Vidur and vLLM default 0.9).
+    tensor_parallel : int
+        GPUs the model is split over: each holds ``1 / TP`` of the weights and its share of every
+        token's KV heads (:func:`kv_heads_per_gpu`).
 
     Raises
     ------
     InputError
-        When the weights do not fit in the usable memory.
+        When the weights do not fit in the usable memory even split, or TP does not split the heads.
 
     """
     utilisation = require_finite_number(memory_utilisation, "memory_utilisation")
     require(0 < utilisation <= 1, "memory_utilisation", memory_utilisation, "must be in (0, 1]")
-    free_bytes = gpu.hbm_gib * GIB * utilisation - model.weight_bytes
+    tp = require_whole_number(tensor_parallel, "tensor_parallel", 1)
+    per_token = 2 * model.layers * kv_heads_per_gpu(model, tp) * model.head_dim * model.bytes_per_value
+    free_bytes = gpu.hbm_gib * GIB * utilisation - model.weight_bytes / tp
     require(
-        free_bytes > model.kv_bytes_per_token,
+        free_bytes > per_token,
         "memory_utilisation",
         memory_utilisation,
-        f"leaves no KV memory: {model.name} weights do not fit on {gpu.name}",
+        f"leaves no KV memory: {model.name} weights do not fit on {gpu.name}"
+        + (f" even split over {tp} GPUs" if tp > 1 else ""),
     )
-    return int(free_bytes // model.kv_bytes_per_token)
+    return int(free_bytes // per_token)
 
 
 def vidur_kv_capacity_tokens(

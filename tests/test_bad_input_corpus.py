@@ -58,6 +58,9 @@ FILES = {
     "p_numeric_name.toml": (
         b"name = 7\nkv_capacity_tokens = 100\n[iteration_time]\nbase_s = 0.01\nper_kv_token_s = 0.0\n"
     ),
+    # Hugging Face configs: an unknown architecture, a missing field
+    "c_unknown_arch.json": b'{"model_type": "gpt2", "hidden_size": 768}',
+    "c_missing_field.json": b'{"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32}',
     # Nested WAIT segments that stop short of the longest output (20 of 20 and 50)
     "nw_short.toml": b'policy = "nested-wait"\nboundaries = [20]\nthresholds = [3]\n',
     # workload TOML
@@ -306,6 +309,9 @@ def _cases() -> list[tuple[str, list[str]]]:
     add("stability", "--plot", "@region.png")
     add("stability", "--plot", "@.", "--workload", "mix-p512d20-p512d50")
     add("equilibrium", "--workload", "@t_inf.csv", "--bins", "abc")
+    # Issue 24 (part): model shapes from config.json
+    for name in ("c_unknown_arch.json", "c_missing_field.json", "c_missing.json"):
+        add(*fit, "@m_missing_column.csv", "--gpu", "a100-80gb", "--model", f"@{name}")
     # Issue 27: bad inputs that were taken.
     add("replay", "@run_zero_blocks", "-p", "rtx4090-llama-3.1-8b-vllm")
     add("replay", "@run_negative_blocks", "-p", "rtx4090-llama-3.1-8b-vllm", "--out", "@replay_out")
@@ -334,7 +340,7 @@ def corpus_dir(tmp_path, monkeypatch):
 
 
 def test_the_corpus_is_large():
-    assert len(CASES) >= 321  # the corpus grows, never shrinks
+    assert len(CASES) >= 326  # the corpus grows, never shrinks
     assert len({argv[0] for _, argv in CASES}) >= 12  # every subcommand family
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from fluidopt.errors import InputError, require
-from fluidopt.hardware import GPUSpec, ModelShape, decode_attention_s_per_token, kv_capacity_tokens
+from fluidopt.hardware import GPUSpec, ModelShape, decode_attention_s_per_token, kv_capacity_tokens, kv_heads_per_gpu
 from fluidopt.profile import GPUProfile
 from fluidopt.timing.affine import AffinePiece
 
@@ -166,6 +166,7 @@ def profile_from_fit(
     memory_utilisation: float = 0.9,
     bandwidth_efficiency: float = 1.0,
     source: str = "",
+    tensor_parallel: int = 1,
 ) -> GPUProfile:
     """Assemble a two-piece GPU profile from a non-attention fit and the hardware.
 
@@ -174,13 +175,15 @@ def profile_from_fit(
     (a decode sequence processes one token; a prefill of ``l`` tokens is charged ``l + 1``,
     one token more than it processes).
     """
-    per_kv = decode_attention_s_per_token(gpu, model, bandwidth_efficiency)
+    # Each GPU of a tensor-parallel group reads its share of every cached token's K and V.
+    share = kv_heads_per_gpu(model, tensor_parallel) / model.kv_heads
+    per_kv = decode_attention_s_per_token(gpu, model, bandwidth_efficiency) * share
     intercept = max(fit.intercept_s, 0.0)
     pieces = (
         AffinePiece(fit.floor_s, per_kv, 0.0, 0.0),
         AffinePiece(intercept, per_kv, fit.slope_s_per_token, fit.slope_s_per_token),
     )
-    capacity = kv_capacity_tokens(gpu, model, memory_utilisation)
+    capacity = kv_capacity_tokens(gpu, model, memory_utilisation, tensor_parallel)
     description = (
         f"{model.name} on {gpu.name}. KV capacity from fluidopt's memory planner: "
         f"({gpu.hbm_gib:g} GiB x {memory_utilisation:g} - {model.parameters:.3g} params x 2 B) / "
@@ -200,6 +203,7 @@ def profile_from_fit(
         "source": source,
         "gpu": gpu.name,
         "model": model.name,
+        **({"tensor_parallel": tensor_parallel} if tensor_parallel != 1 else {}),
     }
     return GPUProfile(name, capacity, pieces, description, fit_info, gpu=gpu.name, gpu_memory_gib=gpu.hbm_gib)
 
@@ -226,6 +230,7 @@ def fit_vidur_profile(
         memory_utilisation=memory_utilisation,
         bandwidth_efficiency=bandwidth_efficiency,
         source=source if source is not None else Path(path).as_posix(),
+        tensor_parallel=tensor_parallel,
     )
 
 
