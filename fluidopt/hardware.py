@@ -9,20 +9,29 @@ per token.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
-from fluidopt.errors import InputError, require, require_finite_number, require_whole_number
+from fluidopt.errors import InputError, reject_unknown_keys, require, require_finite_number, require_whole_number
+from fluidopt.tomlio import parse_toml, read_toml
 
 GIB = 2**30
 
 
 @dataclass(frozen=True)
 class GPUSpec:
-    """Public specification of one GPU."""
+    """Public specification of one GPU (``fluidopt/data/gpus.toml``, or a user's TOML of the same keys)."""
 
     name: str
     hbm_gib: float
     hbm_bandwidth_bytes_per_s: float
     dense_bf16_flops: float
+    dense_fp8_flops: float = 0.0
+    link: str = ""
+    link_bandwidth_bytes_per_s: float = 0.0
+    link_latency_s: float = 0.0
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -89,14 +98,61 @@ class ModelShape:
         return float(self.layers * (attention + mlp + 2 * self.hidden))
 
 
-GPUS: dict[str, GPUSpec] = {
-    "a100-80gb": GPUSpec("a100-80gb", 80, 2.039e12, 312e12),
-    "a100-40gb": GPUSpec("a100-40gb", 40, 1.555e12, 312e12),
-    "h100-80gb": GPUSpec("h100-80gb", 80, 3.35e12, 989e12),
-    "h200": GPUSpec("h200", 141, 4.8e12, 989e12),
-    "l40s": GPUSpec("l40s", 48, 0.864e12, 362e12),
-    "a40": GPUSpec("a40", 48, 0.696e12, 150e12),
-}
+GPU_KEYS = (
+    "memory_gib",
+    "bandwidth_bytes_per_s",
+    "dense_bf16_flops",
+    "dense_fp8_flops",
+    "link",
+    "link_bandwidth_bytes_per_s",
+    "link_latency_s",
+    "source",
+)
+GPU_LINKS = ("nvlink", "pcie", "")
+
+
+def gpu_from_dict(name: str, data: Any, where: str) -> GPUSpec:
+    """A GPU from its TOML table (memory, bandwidth and BF16 rate required; errors name the field)."""
+    require(isinstance(data, dict), where, data, "must be a table")
+    reject_unknown_keys(data, GPU_KEYS, where)
+    numbers = {}
+    for key in GPU_KEYS[:3]:
+        require(key in data, f"{where}.{key}", None, "is required")
+    for key in ("memory_gib", "bandwidth_bytes_per_s", "dense_bf16_flops"):
+        value = require_finite_number(data[key], f"{where}.{key}")
+        require(value > 0, f"{where}.{key}", value, "must be > 0")
+        numbers[key] = value
+    for key in ("dense_fp8_flops", "link_bandwidth_bytes_per_s", "link_latency_s"):
+        value = require_finite_number(data.get(key, 0.0), f"{where}.{key}")
+        require(value >= 0, f"{where}.{key}", value, "must be >= 0")
+        numbers[key] = value
+    link = data.get("link", "")
+    require(link in GPU_LINKS, f"{where}.link", link, "must be nvlink or pcie")
+    return GPUSpec(
+        name,
+        numbers["memory_gib"],
+        numbers["bandwidth_bytes_per_s"],
+        numbers["dense_bf16_flops"],
+        numbers["dense_fp8_flops"],
+        link,
+        numbers["link_bandwidth_bytes_per_s"],
+        numbers["link_latency_s"],
+        str(data.get("source", "")),
+    )
+
+
+def _builtin_gpus() -> dict[str, GPUSpec]:
+    data = parse_toml(
+        resources.files("fluidopt").joinpath("data", "gpus.toml").read_text(encoding="utf-8"), "gpus.toml"
+    )
+    return {
+        name: gpu_from_dict(name, table, f"gpus.toml [{name}]")
+        for name, table in data.items()
+        if name != "schema_version"
+    }
+
+
+GPUS: dict[str, GPUSpec] = _builtin_gpus()
 
 MODELS: dict[str, ModelShape] = {
     "llama-2-7b": ModelShape("llama-2-7b", 32, 32, 128, 6.74e9, hidden=4096, ffn_hidden=11008, q_heads=32),
@@ -110,9 +166,13 @@ MODELS: dict[str, ModelShape] = {
 
 
 def gpu_spec(name: str) -> GPUSpec:
-    """Look up a GPU by name."""
+    """A GPU by built-in name, or from a TOML file of the same keys (a path ending in .toml)."""
+    if str(name).endswith(".toml"):
+        data = read_toml(name)
+        data.pop("schema_version", None)
+        return gpu_from_dict(str(data.pop("name", Path(name).stem)), data, str(name))
     if name not in GPUS:
-        raise InputError("gpu", name, f"unknown GPU; choose one of {', '.join(sorted(GPUS))}")
+        raise InputError("gpu", name, f"unknown GPU; choose one of {', '.join(sorted(GPUS))}, or give a GPU TOML file")
     return GPUS[name]
 
 

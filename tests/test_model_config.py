@@ -120,3 +120,46 @@ def test_kv_capacity_splits_the_weights_and_the_kv_heads_over_tensor_parallel():
     assert kv_capacity_tokens(GPUS["a100-80gb"], MODELS["llama-2-7b"], tensor_parallel=1) == kv_capacity_tokens(
         GPUS["a100-80gb"], MODELS["llama-2-7b"]
     )
+
+
+def test_gpu_specs_are_data_and_a_users_gpu_is_a_toml_file(tmp_path):
+    from fluidopt.hardware import gpu_spec
+
+    for name in (
+        "a100-80gb",
+        "a100-40gb",
+        "h100-80gb",
+        "h100-pcie",
+        "h200",
+        "b200",
+        "l40s",
+        "l4",
+        "a40",
+        "rtx4090",
+        "rtx-pro-6000",
+    ):
+        gpu = GPUS[name]
+        assert gpu.hbm_gib > 0 and gpu.hbm_bandwidth_bytes_per_s > 0 and gpu.dense_bf16_flops > 0
+        assert gpu.link in ("nvlink", "pcie") and gpu.link_bandwidth_bytes_per_s > 0 and gpu.source
+    # The shared data's table (shared/data/README.md) is what the built-ins say.
+    assert (GPUS["h200"].hbm_gib, GPUS["h200"].hbm_bandwidth_bytes_per_s) == (141, 4.8e12)
+    assert GPUS["l40s"].dense_bf16_flops == 362e12 and GPUS["a100-40gb"].hbm_bandwidth_bytes_per_s == 1.555e12
+    mine = tmp_path / "my-gpu.toml"
+    mine.write_text(
+        'name = "my-gpu"\nmemory_gib = 32\nbandwidth_bytes_per_s = 1.0e12\ndense_bf16_flops = 200e12\n',
+        encoding="utf-8",
+    )
+    gpu = gpu_spec(str(mine))
+    assert gpu.name == "my-gpu" and gpu.hbm_gib == 32 and gpu.link == ""
+    assert kv_capacity_tokens(gpu, MODELS["llama-3-8b"]) > 0
+    for text, field in (
+        ("memory_gib = 32\nbandwidth_bytes_per_s = 1e12\n", "dense_bf16_flops"),
+        ("memory_gib = -1\nbandwidth_bytes_per_s = 1e12\ndense_bf16_flops = 1e14\n", "memory_gib"),
+        ("memory_gib = 8\nbandwidth_bytes_per_s = 1e12\ndense_bf16_flops = 1e14\nlink = 'infiniband'\n", "link"),
+        ("memory_gib = 8\nbandwidth_bytes_per_s = 1e12\ndense_bf16_flops = 1e14\nclock = 2\n", "clock"),
+    ):
+        mine.write_text(text, encoding="utf-8")
+        with pytest.raises(InputError, match=field):
+            gpu_spec(str(mine))
+    with pytest.raises(InputError, match="unknown GPU"):
+        gpu_spec("tpu-v5")

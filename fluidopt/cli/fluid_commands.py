@@ -109,7 +109,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument(
         "--plot", help="--batch-log: write the fit's residual plot (fitted vs logged time, error by work) here"
     )
-    fit.add_argument("--gpu", choices=sorted(GPUS), help="GPU (required except with --batch-log)")
+    fit.add_argument(
+        "--gpu",
+        help=f"GPU: one of {', '.join(sorted(GPUS))}, or a GPU TOML file (required except with --batch-log)",
+    )
     fit.add_argument("--model", choices=sorted(MODELS), help="model (required except with --batch-log)")
     fit.add_argument("--name", help="profile name (default GPU-model)")
     fit.add_argument("--tensor-parallel", type=int, default=1)
