@@ -162,7 +162,26 @@ MODELS: dict[str, ModelShape] = {
     # The models of the shared vLLM runs (../shared/data/llmservingsim; public model cards).
     "llama-3.1-8b": ModelShape("llama-3.1-8b", 32, 8, 128, 8.03e9, hidden=4096, ffn_hidden=14336, q_heads=32),
     "qwen3-32b": ModelShape("qwen3-32b", 64, 8, 128, 3.28e10, hidden=5120, ffn_hidden=25600, q_heads=64),
+    # Qwen3-30B-A3B(-Instruct-2507), from its public config.json facts: 48 layers, hidden 2048, 32
+    # heads, 4 KV heads of 128, 128 experts of width 768, 8 per token, vocabulary 151,936, untied;
+    # the parameters are fluidopt.model_config's count of that config (30.5 B, the published total).
+    "qwen3-30b-a3b": ModelShape(
+        "qwen3-30b-a3b",
+        48,
+        4,
+        128,
+        30_532_122_624.0,
+        hidden=2048,
+        q_heads=32,
+        vocab=151_936,
+        experts=128,
+        experts_per_token=8,
+        expert_ffn_hidden=768,
+        moe_layers=48,
+        architecture="qwen3_moe",
+    ),
 }
+MODELS["qwen3-30b-a3b-instruct-2507"] = MODELS["qwen3-30b-a3b"]
 
 
 def gpu_spec(name: str) -> GPUSpec:

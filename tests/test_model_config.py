@@ -163,3 +163,24 @@ def test_gpu_specs_are_data_and_a_users_gpu_is_a_toml_file(tmp_path):
             gpu_spec(str(mine))
     with pytest.raises(InputError, match="unknown GPU"):
         gpu_spec("tpu-v5")
+
+
+def test_the_builtin_moe_model_is_its_config_facts():
+    facts = model_from_config(QWEN3_30B_A3B, name="qwen3-30b-a3b")
+    builtin = MODELS["qwen3-30b-a3b"]
+    for field in (
+        "layers",
+        "kv_heads",
+        "head_dim",
+        "parameters",
+        "hidden",
+        "q_heads",
+        "vocab",
+        "experts",
+        "experts_per_token",
+        "expert_ffn_hidden",
+        "moe_layers",
+        "kv_bytes_per_token",
+    ):
+        assert getattr(builtin, field) == getattr(facts, field), field
+    assert MODELS["qwen3-30b-a3b-instruct-2507"] is builtin

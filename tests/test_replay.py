@@ -267,3 +267,59 @@ def test_shared_runs_replayed_within_bounds(run_name, tables_name, bound):
             assert abs(found[(metric, stat)]["fluidopt_error"]) < bound, (metric, stat)
             assert math.isfinite(found[(metric, stat)]["llmservingsim"])  # its summary is read beside ours
     assert result.wall_time_s < 5.0
+
+
+MOE_TABLES = SHARED / "profiles" / "RTXPRO6000" / "Qwen" / "Qwen3-30B-A3B-Instruct-2507"
+
+
+@needs_shared
+def test_moe_tables_compose_the_experts_the_tokens_reach(tmp_path):
+    import shutil
+
+    from fluidopt.timing.fit.engine_tables import expected_experts, moe_layer_seconds
+
+    tables = read_llmservingsim_profile(MOE_TABLES, 1)
+    shape = tables.model_shape
+    assert shape.is_moe and (shape.experts, shape.experts_per_token, shape.moe_layers) == (128, 8, 48)
+    assert tables.moe is not None and tables.moe_source == "tp1/moe.csv"
+    # E (1 - (1 - k/E)^T): one token reaches its 8 experts, two reach 15.5 on average.
+    assert expected_experts(1, 128, 8) == pytest.approx(8) and expected_experts(2, 128, 8) == pytest.approx(15.5)
+    one = tables.moe[(tables.moe[:, 0] == 1) & (tables.moe[:, 1] == 8), 2][0]
+    assert moe_layer_seconds(tables.moe, 1, 128, 8)[0] == pytest.approx(one)  # a measured cell exactly
+    two = tables.moe[tables.moe[:, 0] == 2]
+    low, high = two[two[:, 1] == 8, 2][0], two[two[:, 1] == 16, 2][0]
+    assert moe_layer_seconds(tables.moe, 2, 128, 8)[0] == pytest.approx(low + (high - low) * 7.5 / 8)
+    times = moe_layer_seconds(tables.moe, np.array([1, 4, 16, 64, 256, 1024]), 128, 8)
+    assert np.all(np.diff(times) > 0)  # more tokens reach more experts and do more work
+    timing, _ = fit_engine_timing(tables)
+    from fluidopt.timing.fit.engine_tables import PER_LAYER_CALLS
+
+    dense = sum(tables.dense[op][64] * shape.layers * PER_LAYER_CALLS.get(op, 0) for op in tables.dense)
+    dense += tables.dense["embedding"][64] + tables.dense["final_layernorm"][64]
+    composed = dense + shape.moe_layers * moe_layer_seconds(tables.moe, 64, 128, 8)[0]
+    assert timing.non_attention_time(64) == pytest.approx(composed, rel=1e-6)
+    assert "uniform routing" in timing.fit["moe"]["model"]
+    # Two GPUs with no tp2 table: the tp1 table split over the group, and said so.
+    assert read_llmservingsim_profile(MOE_TABLES, 2).moe_source.startswith("tp1/moe.csv / 2")
+    # An MoE model without its moe.csv cannot be composed.
+    copy = tmp_path / "moe-copy"
+    shutil.copytree(MOE_TABLES, copy, ignore=shutil.ignore_patterns("tp2"))
+    (copy / "tp1" / "moe.csv").unlink()
+    with pytest.raises(InputError, match="moe.csv"):
+        fit_engine_timing(read_llmservingsim_profile(copy, 1))
+
+
+@needs_shared
+def test_an_moe_engine_profile_runs_through_the_fluid_core_and_the_simulator():
+    from fluidopt.sim import FCFSPolicy, simulate
+    from fluidopt.timing.fit.engine_tables import engine_profile
+
+    profile, _ = engine_profile(read_llmservingsim_profile(MOE_TABLES, 1), kv_capacity_tokens=300_000)
+    workload = fo.preset_workload("p512d20")
+    limit = fo.max_stable_scale(workload, profile).max_rate_per_s
+    assert 0 < limit < math.inf
+    load = workload.with_total_rate(0.3 * limit)
+    assert fo.equilibrium(load, profile).stable
+    result = simulate(load, profile, FCFSPolicy(), requests=3000, rng=4)
+    assert result.status == "ok"
+    assert result.throughput_tokens_per_s == pytest.approx(load.decode_token_rate, rel=0.1)

@@ -83,6 +83,8 @@ class EngineTables:
     dense: dict[str, dict[int, float]]
     per_sequence: dict[str, dict[int, float]]
     attention: np.ndarray  # columns: prefill_chunk, kv_prefill, n_decode, kv_decode, seconds
+    moe: np.ndarray | None = None  # columns: tokens, activated_experts, seconds (one MoE layer)
+    moe_source: str = ""
 
     @property
     def model_shape(self) -> ModelShape:
@@ -180,6 +182,7 @@ def read_llmservingsim_profile(folder: str | os.PathLike[str], tensor_parallel: 
     )
     values[:, 4] *= 1e-6
     _check_attention_grid(values, path)
+    moe, moe_source = _read_moe(root, tp)
     return EngineTables(
         str(root),
         str(meta.get("hardware", meta["gpu"])),
@@ -189,7 +192,67 @@ def read_llmservingsim_profile(folder: str | os.PathLike[str], tensor_parallel: 
         dense,
         per_sequence,
         values,
+        moe,
+        moe_source,
     )
+
+
+MOE_COLUMNS = ("tokens", "activated_experts", "time_us")
+
+
+def _read_moe(root: Path, tp: int) -> tuple[np.ndarray | None, str]:
+    """One MoE layer's measured time by tokens and experts reached (``tpN/moe.csv``), or None for a dense model.
+
+    Without a table at this tensor-parallel degree the ``tp1`` table is used divided by the degree:
+    vLLM's fused MoE splits every expert's width over the group, so each GPU reads and multiplies
+    ``1 / TP`` of every reached expert (an assumption, said in the profile's provenance).
+    """
+    path = root / f"tp{tp}" / "moe.csv"
+    scale, source = 1.0, f"tp{tp}/moe.csv"
+    if not path.is_file() and tp > 1 and (root / "tp1" / "moe.csv").is_file():
+        path, scale, source = root / "tp1" / "moe.csv", 1.0 / tp, f"tp1/moe.csv / {tp} (no tp{tp} table measured)"
+    if not path.is_file():
+        return None, ""
+    values = np.array(
+        [
+            [_value(row, c, path, line, whole=c != "time_us") for c in MOE_COLUMNS]
+            for line, row in enumerate(_rows(path, MOE_COLUMNS), start=2)
+        ]
+    )
+    require(values.shape[0] >= 2, f"{path.name}: rows", values.shape[0], "need at least 2")
+    require(bool(np.all(values[:, 2] > 0)), f"{path.name}: time_us", float(values[:, 2].min()), "must be > 0")
+    values[:, 2] *= 1e-6 * scale
+    return values, source
+
+
+def expected_experts(tokens: Any, experts: int, per_token: int) -> Any:
+    """Distinct experts ``T`` tokens reach, each choosing ``k`` of ``E`` uniformly: ``E (1 - (1 - k / E)^T)``."""
+    t = np.asarray(tokens, dtype=float)
+    return experts * (1.0 - (1.0 - per_token / experts) ** t)
+
+
+def moe_layer_seconds(table: np.ndarray, tokens: Any, experts: int, per_token: int) -> np.ndarray:
+    """One MoE layer's time at ``T`` tokens: the table at the experts they reach (:func:`expected_experts`).
+
+    Linear in the experts reached at each measured token count (clamped to the counts measured
+    there), then linear in tokens between measured counts and beyond the last two.
+    """
+    grid = np.unique(table[:, 0])
+    t = np.atleast_1d(np.asarray(tokens, dtype=float))
+    reach = expected_experts(t, experts, per_token)
+
+    def at(count: float, reached: float) -> float:
+        rows = table[table[:, 0] == count]
+        rows = rows[np.argsort(rows[:, 1])]
+        return float(np.interp(reached, rows[:, 1], rows[:, 2]))
+
+    out = np.empty(t.size)
+    for i, (count, reached) in enumerate(zip(t, reach)):
+        upper = int(np.clip(np.searchsorted(grid, count), 1, grid.size - 1))
+        low, high = grid[upper - 1], grid[upper]
+        w = (count - low) / (high - low)
+        out[i] = (1 - w) * at(low, reached) + w * at(high, reached) if count >= grid[0] else at(grid[0], reached)
+    return out
 
 
 def _check_attention_grid(values: np.ndarray, path: Path) -> None:
@@ -293,6 +356,18 @@ def fit_engine_timing(
     for op, grid in tables.dense.items():
         calls = layers * PER_LAYER_CALLS[op] if op in PER_LAYER_CALLS else 1
         dense_sum += calls * np.array([grid[int(t)] for t in tokens])
+    shape = tables.model_shape
+    if shape.is_moe:
+        require(
+            tables.moe is not None,
+            f"{Path(tables.folder).name}: moe.csv",
+            None,
+            f"is needed: {shape.name} is a mixture-of-experts model",
+        )
+        assert tables.moe is not None
+        dense_sum = dense_sum + shape.moe_layers * moe_layer_seconds(
+            tables.moe, tokens, shape.experts, shape.experts_per_token
+        )
     non_attention = np.maximum.accumulate(_spline_values(dict(zip(tokens.astype(int), dense_sum)), knots))
     communication = np.zeros(knots.size)
     if tables.tensor_parallel > 1:
@@ -304,7 +379,6 @@ def fit_engine_timing(
         )
         assert interconnect is not None
         # Two all-reduces per decoder layer (after o_proj and after down_proj), on the step's tokens.
-        shape = tables.model_shape
         communication = 2 * layers * interconnect.allreduce_s(knots, shape.hidden, tables.tensor_parallel)
         non_attention = non_attention + communication
     seq_sum = np.zeros(sequences.size)
@@ -381,6 +455,17 @@ def fit_engine_timing(
         "components": {name: q.to_dict() for name, q in quality.items()},
         **(
             {
+                "moe": {
+                    "source": tables.moe_source,
+                    "model": f"{shape.moe_layers} MoE layers x moe.csv at the experts T tokens reach, "
+                    f"E (1 - (1 - k / E)^T) with E = {shape.experts}, k = {shape.experts_per_token} (uniform routing)",
+                }
+            }
+            if tables.moe is not None and shape.is_moe
+            else {}
+        ),
+        **(
+            {
                 "interconnect": {
                     "bandwidth_bytes_per_s": interconnect.bandwidth_bytes_per_s,
                     "latency_s": interconnect.latency_s,
@@ -419,8 +504,9 @@ def activation_peak_bytes(model: ModelShape, tensor_parallel: int, max_num_batch
     models here).  vLLM measures this in a profiling run; fluidopt has no such run, so this is an
     estimate, checked against the one logged capacity (README, "How close to a real engine").
     """
-    vocab = 128_256 if model.name.startswith("llama-3") else 151_936
-    per_token = 4 * model.hidden + (2 * model.ffn_hidden + vocab) / tensor_parallel
+    vocab = model.vocab or (128_256 if model.name.startswith("llama-3") else 151_936)
+    width = model.ffn_hidden or model.experts_per_token * model.expert_ffn_hidden  # MoE: the routed experts
+    per_token = 4 * model.hidden + (2 * width + vocab) / tensor_parallel
     return float(max_num_batched_tokens * per_token * model.bytes_per_value)
 
 
