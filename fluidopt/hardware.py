@@ -204,11 +204,7 @@ def model_for_engine_name(name: str) -> ModelShape:
 
 
 def model_shape(name: str) -> ModelShape:
-    """A model shape by built-in name, or from a Hugging Face ``config.json`` (a path ending in .json)."""
-    if str(name).endswith(".json"):
-        from fluidopt.model_config import model_from_config
-
-        return model_from_config(name)
+    """A model shape by built-in name (:func:`fluidopt.model_config.resolve_model` also reads a config.json)."""
     if name not in MODELS:
         raise InputError(
             "model", name, f"unknown model; choose one of {', '.join(sorted(MODELS))}, or give a config.json path"

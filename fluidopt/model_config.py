@@ -29,11 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from fluidopt.errors import InputError, require
-from fluidopt.hardware import ModelShape
+from fluidopt.hardware import ModelShape, model_shape
 
 DENSE_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 MOE_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe")
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4, "float8_e4m3fn": 1, "fp8": 1}
+
+
+def resolve_model(spec: str | os.PathLike[str]) -> ModelShape:
+    """A built-in model by name, or the shape of a Hugging Face ``config.json`` (a path ending in .json)."""
+    return model_from_config(spec) if str(spec).endswith(".json") else model_shape(str(spec))
 
 
 def model_from_config(source: str | os.PathLike[str] | dict[str, Any], name: str | None = None) -> ModelShape:

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from fluidopt.errors import InputError
-from fluidopt.hardware import GIB, GPUS, MODELS, kv_capacity_tokens, model_shape
-from fluidopt.model_config import model_from_config
+from fluidopt.hardware import GIB, GPUS, MODELS, kv_capacity_tokens
+from fluidopt.model_config import model_from_config, resolve_model
 
 LLAMA_3_8B = {
     "model_type": "llama",
@@ -85,7 +85,7 @@ def test_builtin_names_are_config_facts():
 def test_config_json_as_a_model_argument(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(QWEN3_30B_A3B), encoding="utf-8")
-    assert model_shape(str(path)).experts == 128
+    assert resolve_model(str(path)).experts == 128
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,8 @@ from fluidopt.cli.common import (
     workload_from_args,
 )
 from fluidopt.errors import InputError
-from fluidopt.hardware import GPUS, MODELS, gpu_spec, model_shape
+from fluidopt.hardware import GPUS, MODELS, gpu_spec
+from fluidopt.model_config import resolve_model
 from fluidopt.profile import preset_profile, profile_presets
 from fluidopt.timing.fit import VIDUR_TABLE_KINDS
 from fluidopt.tomlio import write_toml
@@ -289,7 +290,7 @@ def cmd_profile_fit(args: argparse.Namespace) -> int:
     for option in ("gpu", "model"):
         if getattr(args, option) is None:
             raise InputError(f"--{option}", None, "is required to fit an mlp.csv")
-    gpu, model = gpu_spec(args.gpu), model_shape(args.model)
+    gpu, model = gpu_spec(args.gpu), resolve_model(args.model)
     name = args.name or f"{args.gpu}-{args.model}"
     profile = fit_vidur_profile(
         args.csv, gpu, model, name, tensor_parallel=args.tensor_parallel, memory_utilisation=args.memory_utilisation
@@ -390,7 +391,7 @@ def _profile_fit_components(args: argparse.Namespace) -> int:
             args.csv,
             args.attention,
             gpu_spec(args.gpu),
-            model_shape(args.model),
+            resolve_model(args.model),
             name,
             tensor_parallel=args.tensor_parallel,
         )
