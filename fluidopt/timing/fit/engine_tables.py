@@ -335,6 +335,28 @@ def read_interconnect(run_folder: str | os.PathLike[str]) -> Interconnect | None
     return Interconnect(bandwidth * 1e9, latency * 1e-9, f"{path.parent.name}/config.json")
 
 
+def _layer_operators_seconds(tables: EngineTables, tokens: np.ndarray, layers: int) -> np.ndarray:
+    """The non-attention operators of a step at each token count: each operator x its calls x the layers.
+
+    A mixture-of-experts model adds its MoE layers' expert computation (:func:`moe_layer_seconds`).
+    """
+    total = np.zeros(tokens.size)
+    for op, grid in tables.dense.items():
+        calls = layers * PER_LAYER_CALLS[op] if op in PER_LAYER_CALLS else 1
+        total += calls * np.array([grid[int(t)] for t in tokens])
+    shape = tables.model_shape
+    if shape.is_moe:
+        require(
+            tables.moe is not None,
+            f"{Path(tables.folder).name}: moe.csv",
+            None,
+            f"is needed: {shape.name} is a mixture-of-experts model",
+        )
+        assert tables.moe is not None
+        total = total + shape.moe_layers * moe_layer_seconds(tables.moe, tokens, shape.experts, shape.experts_per_token)
+    return total
+
+
 def fit_engine_timing(
     tables: EngineTables, layers: int | None = None, interconnect: Interconnect | None = None
 ) -> tuple[MeasuredTiming, dict[str, ComponentFit]]:
@@ -352,22 +374,8 @@ def fit_engine_timing(
     sequences = np.array(sorted(next(iter(tables.per_sequence.values()))), dtype=float)
     knots = np.unique(np.concatenate([tokens, sequences, [2 * tokens.max()]]))
     knots = knots[knots <= max(tokens.max(), sequences.max())]
-    dense_sum = np.zeros(tokens.size)
-    for op, grid in tables.dense.items():
-        calls = layers * PER_LAYER_CALLS[op] if op in PER_LAYER_CALLS else 1
-        dense_sum += calls * np.array([grid[int(t)] for t in tokens])
+    dense_sum = _layer_operators_seconds(tables, tokens, layers)
     shape = tables.model_shape
-    if shape.is_moe:
-        require(
-            tables.moe is not None,
-            f"{Path(tables.folder).name}: moe.csv",
-            None,
-            f"is needed: {shape.name} is a mixture-of-experts model",
-        )
-        assert tables.moe is not None
-        dense_sum = dense_sum + shape.moe_layers * moe_layer_seconds(
-            tables.moe, tokens, shape.experts, shape.experts_per_token
-        )
     non_attention = np.maximum.accumulate(_spline_values(dict(zip(tokens.astype(int), dense_sum)), knots))
     communication = np.zeros(knots.size)
     if tables.tensor_parallel > 1:
