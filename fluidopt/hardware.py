@@ -85,6 +85,22 @@ class ModelShape:
         return self.parameters * self.bytes_per_value
 
     @property
+    def expert_parameters(self) -> float:
+        """Parameters of the routed experts (gated MLPs ``3 x hidden x expert_ffn``); 0 for a dense model."""
+        return float(self.moe_layers * self.experts * 3 * self.hidden * self.expert_ffn_hidden)
+
+    def weight_bytes_per_gpu(self, tensor_parallel: int = 1, expert_group: int = 1) -> float:
+        """One GPU's weights: all but the experts split over the TP group, the experts over the EP group.
+
+        Without expert parallelism (``expert_group = 1``) the experts are split over the TP group
+        with the rest (vLLM splits each expert's width); with it, each GPU holds
+        ``experts / expert_group`` whole experts.
+        """
+        experts = self.expert_parameters
+        group = expert_group if expert_group > 1 else tensor_parallel
+        return ((self.parameters - experts) / tensor_parallel + experts / group) * self.bytes_per_value
+
+    @property
     def layer_parameters(self) -> float:
         """Parameters of the transformer layers alone (Vidur's count: no embedding, no LM head).
 

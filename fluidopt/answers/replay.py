@@ -231,36 +231,95 @@ def run_policy(run: VLLMRun) -> Any:
     return VLLMV1Policy(**options)
 
 
-def replay(run: VLLMRun, profile: GPUProfile) -> ReplayResult:
-    """Simulate ``run`` on ``profile`` with its own arrivals and compare (module docstring)."""
+def data_parallel_size(run: VLLMRun) -> int:
+    """The run's data-parallel engines (``data_parallel_size``, 1 where not logged)."""
+    value = run.engine_kwargs.get("data_parallel_size")
+    if value is None:
+        return 1
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer() and value >= 1
+    require(ok, f"{run.folder}/vllm/meta.json: engine_kwargs.data_parallel_size", value, "must be a whole number >= 1")
+    return int(value)
+
+
+def least_loaded_engines(arrival_s: np.ndarray, latency_s: np.ndarray, engines: int) -> np.ndarray:
+    """Each request's engine under vLLM's data-parallel front end: the one with the fewest requests in it.
+
+    A request sent to an engine at its arrival stays there (waiting or running) for
+    ``latency_s``; ties go to the lowest index, so equal latencies give a round robin.
+    """
+    require(engines >= 1, "engines", engines, "must be >= 1")
+    leaves: list[list[float]] = [[] for _ in range(engines)]
+    chosen = np.empty(arrival_s.size, dtype=np.int64)
+    for i, (arrival, latency) in enumerate(zip(arrival_s, latency_s)):
+        counts = [sum(1 for end in ends if end > arrival) for ends in leaves]
+        engine = int(np.argmin(counts)) if engines > 1 else 0
+        leaves[engine] = [end for end in leaves[engine] if end > arrival] + [float(arrival + latency)]
+        chosen[i] = engine
+    return chosen
+
+
+def _simulate_engines(run: VLLMRun, profile: GPUProfile, policy: Any, engine_of: np.ndarray) -> tuple[dict, list]:
+    """Simulate each data-parallel engine on its share of the run; per-request times in run order."""
     from fluidopt.sim import TraceArrivals, simulate
     from fluidopt.trace import Trace
     from fluidopt.workload import workload_from_trace
 
+    first = np.full(run.num_requests, np.nan)
+    done = np.full(run.num_requests, np.nan)
+    results = []
+    for engine in range(int(engine_of.max()) + 1):
+        index = np.flatnonzero(engine_of == engine)
+        if index.size == 0:
+            continue
+        trace = Trace(
+            f"replay-engine-{engine}", run.prompt_tokens[index], run.output_tokens[index], run.arrival_s[index]
+        )
+        arrivals = run.arrival_s[index]
+        span = float(arrivals[-1] - arrivals[0]) if index.size > 1 else 1.0
+        workload = workload_from_trace(trace, bins=1, rate_per_s=max(index.size - 1, 1) / max(span, 1e-9))
+        result = simulate(
+            workload,
+            profile,
+            policy,
+            requests=int(index.size),
+            arrivals=TraceArrivals(trace, bins=1),
+            drain=True,
+            warmup_s=0.0,
+            record_requests=True,
+            record_series=bool(engine_of.max() == 0),
+        )
+        records = result.requests or {}
+        ids = index[records["id"].astype(int)]
+        first[ids] = records["first_token_s"] - records["arrival_s"]
+        done[ids] = records["completion_s"] - records["arrival_s"]
+        results.append(result)
+    return {"first": first, "done": done}, results
+
+
+def replay(run: VLLMRun, profile: GPUProfile) -> ReplayResult:
+    """Simulate ``run`` on ``profile`` with its own arrivals and compare (module docstring).
+
+    A run with ``data_parallel_size`` ``D > 1`` is replayed as ``D`` engines, each on ``profile``,
+    behind vLLM's least-loaded front end (:func:`least_loaded_engines`): requests are first dealt
+    round robin, then routed by the requests in each engine as that first replay timed them.
+    """
     started = time.perf_counter()
     profiled = str(profile.fit.get("model", "")) if profile.fit else ""
     if profiled and run.model and profiled.lower() != run.model.lower():
         raise InputError("--profile", profile.name, f"was measured for {profiled}, the run served {run.model}")
-    trace = Trace("replay", run.prompt_tokens, run.output_tokens, run.arrival_s)
-    span = float(run.arrival_s[-1]) if run.num_requests > 1 else 1.0
-    workload = workload_from_trace(trace, bins=1, rate_per_s=max(run.num_requests - 1, 1) / max(span, 1e-9))
     policy = run_policy(run)
-    result = simulate(
-        workload,
-        profile,
-        policy,
-        requests=run.num_requests,
-        arrivals=TraceArrivals(trace, bins=1),
-        drain=True,
-        warmup_s=0.0,
-        record_requests=True,
-        record_series=True,
-    )
-    records = result.requests or {}
-    order = np.argsort(records["id"])
-    first = records["first_token_s"][order] - records["arrival_s"][order]
-    done = records["completion_s"][order] - records["arrival_s"][order]
-    outputs = run.output_tokens[np.sort(records["id"]).astype(int)]
+    engines = data_parallel_size(run)
+    engine_of = np.arange(run.num_requests) % engines
+    times, results = _simulate_engines(run, profile, policy, engine_of)
+    if engines > 1:
+        latency = np.nan_to_num(times["done"], nan=float(np.nanmax(times["done"], initial=0.0)))
+        engine_of = least_loaded_engines(run.arrival_s, latency, engines)
+        times, results = _simulate_engines(run, profile, policy, engine_of)
+    finished = np.isfinite(times["done"])
+    ids = np.flatnonzero(finished)
+    first, done = times["first"][ids], times["done"][ids]
+    outputs = run.output_tokens[ids]
+    completion = run.arrival_s[ids] + done
     simulated = {
         "ttft": first,
         "e2e": done,
@@ -274,13 +333,13 @@ def replay(run: VLLMRun, profile: GPUProfile) -> ReplayResult:
         for stat in STATISTICS:
             rows.append(_row(metric, stat, theirs[stat], ours[stat], other.get(stat)))
     span_observed = float(np.max(run.arrival_s + run.e2e_s))
-    span_simulated = float(np.max(records["completion_s"])) if records["completion_s"].size else math.nan
+    span_simulated = float(np.max(completion)) if completion.size else math.nan
     rows.append(
         _row(
             "requests_per_s",
             "overall",
             run.num_requests / span_observed,
-            result.completed_requests / span_simulated,
+            int(ids.size) / span_simulated,
             None,
         )
     )
@@ -293,7 +352,6 @@ def replay(run: VLLMRun, profile: GPUProfile) -> ReplayResult:
             None,
         )
     )
-    ids = np.sort(records["id"]).astype(int)
     per_request = {
         "request": ids,
         "prompt_tokens": run.prompt_tokens[ids],
@@ -302,17 +360,19 @@ def replay(run: VLLMRun, profile: GPUProfile) -> ReplayResult:
         **{f"observed_{m}_s": observed[m][ids] for m in METRICS},
         **{f"simulated_{m}_s": simulated[m] for m in METRICS},
     }
+    failed = next((r for r in results if r.status != "ok"), None)
+    on = f" on {engines} data-parallel engines" if engines > 1 else ""
     return ReplayResult(
         run,
         profile.name,
-        policy.to_dict(),
+        {**policy.to_dict(), "data_parallel_engines": engines},
         rows,
         per_request,
-        result.series,
-        result.evictions,
+        results[0].series if engines == 1 else None,
+        sum(r.evictions for r in results),
         time.perf_counter() - started,
-        result.status,
-        result.message if result.status != "ok" else f"replayed {run.num_requests} requests",
+        failed.status if failed else "ok",
+        failed.message if failed else f"replayed {run.num_requests} requests{on}",
     )
 
 

@@ -85,6 +85,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="vidur (default): mlp.csv (+ --attention); llmservingsim: tables measured through vLLM",
     )
     fit.add_argument("--tp", type=int, help="llmservingsim: tensor-parallel degree of the tables (tpN)")
+    fit.add_argument("--dp", type=int, help="llmservingsim: data-parallel engines (default the run's, else 1)")
+    fit.add_argument(
+        "--ep",
+        action="store_true",
+        default=None,
+        help="llmservingsim: experts spread over the dp x tp GPUs (vLLM --enable-expert-parallel)",
+    )
     fit.add_argument(
         "--run",
         help="llmservingsim: a vLLM run folder whose KV capacity (logged blocks, or vLLM's memory rule) and "
@@ -343,18 +350,26 @@ def _profile_fit_engine_tables(args: argparse.Namespace) -> int:
     """Tables measured through vLLM (LLMServingSim): the composed step's error per component, then the TOML."""
     from fluidopt.timing.fit.engine_tables import profile_for_run
 
-    for option in ("attention", "batch_log", "kv_capacity_tokens", "gpu", "model"):
+    for option in ("attention", "batch_log", "kv_capacity_tokens", "model"):
         if getattr(args, option):
             raise InputError(
                 f"--{option.replace('_', '-')}", getattr(args, option), "does not apply to --format llmservingsim"
             )
-    if args.tp is not None and args.tp < 1:
-        raise InputError("--tp", args.tp, "must be >= 1")
+    for option in ("tp", "dp"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            raise InputError(f"--{option}", getattr(args, option), "must be >= 1")
     if args.gpu_memory_gb is not None and not args.gpu_memory_gb > 0:
         raise InputError("--gpu-memory-gb", args.gpu_memory_gb, "must be > 0")
     memory = args.gpu_memory_gb * 1e9 if args.gpu_memory_gb is not None else None
     profile, components = profile_for_run(
-        args.csv, args.run, tensor_parallel=args.tp, gpu_memory_bytes=memory, name=args.name
+        args.csv,
+        args.run,
+        tensor_parallel=args.tp,
+        gpu_memory_bytes=memory,
+        name=args.name,
+        data_parallel=args.dp,
+        expert_parallel=args.ep,
+        gpu=args.gpu,
     )
     return _report_fit(args, profile.name, profile, components)
 

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from fluidopt.errors import InputError, require
-from fluidopt.hardware import ModelShape, model_for_engine_name
+from fluidopt.hardware import ModelShape, gpu_spec, model_for_engine_name
 from fluidopt.timing.fit.attention import fit_decode_attention
 from fluidopt.timing.fit.common import ComponentFit, component_quality
 from fluidopt.timing.measured import MeasuredTiming
@@ -152,10 +152,13 @@ def _by_operator(path: Path, key_column: str) -> dict[str, dict[int, float]]:
     return dict(table)
 
 
-def read_llmservingsim_profile(folder: str | os.PathLike[str], tensor_parallel: int | None = None) -> EngineTables:
+def read_llmservingsim_profile(
+    folder: str | os.PathLike[str], tensor_parallel: int | None = None, *, expert_parallel: bool = False
+) -> EngineTables:
     """Read an LLMServingSim profile folder (``meta.yaml`` and ``tpN/*.csv``).
 
-    ``tensor_parallel`` picks ``tpN`` (default: the only one, or 1).  Missing files or columns,
+    ``tensor_parallel`` picks ``tpN`` (default: the only one, or 1).  With ``expert_parallel``
+    the MoE table is ``tp1/moe.csv`` (each GPU holds whole experts).  Missing files or columns,
     rows that are not numbers, holes in a table's grid and a ``tpN`` the folder lacks are input
     errors naming the file.
     """
@@ -182,7 +185,9 @@ def read_llmservingsim_profile(folder: str | os.PathLike[str], tensor_parallel: 
     )
     values[:, 4] *= 1e-6
     _check_attention_grid(values, path)
-    moe, moe_source = _read_moe(root, tp)
+    moe, moe_source = _read_moe(root, 1 if expert_parallel else tp)
+    if expert_parallel and moe is not None:
+        moe_source += " (whole experts: expert parallelism)"
     return EngineTables(
         str(root),
         str(meta.get("hardware", meta["gpu"])),
@@ -232,27 +237,89 @@ def expected_experts(tokens: Any, experts: int, per_token: int) -> Any:
 
 
 def moe_layer_seconds(table: np.ndarray, tokens: Any, experts: int, per_token: int) -> np.ndarray:
-    """One MoE layer's time at ``T`` tokens: the table at the experts they reach (:func:`expected_experts`).
+    """One MoE layer's time at ``T`` tokens: the table at the experts they reach (:func:`expected_experts`)."""
+    t = np.atleast_1d(np.asarray(tokens, dtype=float))
+    return moe_table_seconds(table, t, expected_experts(t, experts, per_token))
+
+
+def moe_table_seconds(table: np.ndarray, tokens: Any, reached: Any) -> np.ndarray:
+    """``moe.csv`` at ``tokens`` tokens reaching ``reached`` experts.
 
     Linear in the experts reached at each measured token count (clamped to the counts measured
     there), then linear in tokens between measured counts and beyond the last two.
     """
     grid = np.unique(table[:, 0])
     t = np.atleast_1d(np.asarray(tokens, dtype=float))
-    reach = expected_experts(t, experts, per_token)
+    reach = np.broadcast_to(np.asarray(reached, dtype=float), t.shape)
 
-    def at(count: float, reached: float) -> float:
+    def at(count: float, experts: float) -> float:
         rows = table[table[:, 0] == count]
         rows = rows[np.argsort(rows[:, 1])]
-        return float(np.interp(reached, rows[:, 1], rows[:, 2]))
+        return float(np.interp(experts, rows[:, 1], rows[:, 2]))
 
     out = np.empty(t.size)
-    for i, (count, reached) in enumerate(zip(t, reach)):
+    for i, (count, experts) in enumerate(zip(t, reach)):
         upper = int(np.clip(np.searchsorted(grid, count), 1, grid.size - 1))
         low, high = grid[upper - 1], grid[upper]
         w = (count - low) / (high - low)
-        out[i] = (1 - w) * at(low, reached) + w * at(high, reached) if count >= grid[0] else at(grid[0], reached)
+        out[i] = (1 - w) * at(low, experts) + w * at(high, experts) if count >= grid[0] else at(grid[0], experts)
     return out
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How a vLLM deployment splits a model: ``tensor`` GPUs per engine, ``data`` engines, ``expert`` on/off.
+
+    With ``--enable-expert-parallel`` the routed experts are spread, whole, over the
+    ``tensor x data`` GPUs of all engines, the engines step together (a MoE layer is a collective
+    over all of them), and each MoE layer gathers the group's tokens to their experts and scatters
+    the results back.
+    """
+
+    tensor: int = 1
+    data: int = 1
+    expert: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("tensor", "data"):
+            value = getattr(self, key)
+            require(isinstance(value, int) and value >= 1, f"{key}_parallel", value, "must be a whole number >= 1")
+
+    @property
+    def expert_group(self) -> int:
+        """GPUs the experts are spread over (1 without expert parallelism)."""
+        return self.tensor * self.data if self.expert else 1
+
+
+def expert_parallel_moe_seconds(
+    table: np.ndarray, tokens: Any, shape: ModelShape, parallel: Parallelism, interconnect: Interconnect | None
+) -> np.ndarray:
+    """One MoE layer per GPU under expert parallelism, at ``T`` tokens in each engine's step.
+
+    The engines step in lockstep with like batches (an assumption: vLLM's load balancer keeps
+    them even), so a layer routes ``data x T`` tokens.  Each GPU holds ``E / G`` whole experts
+    (``G = tensor x data``), receives ``data x T x k / G`` token-expert pairs, the work of
+    ``data x T / G`` tokens in the whole-expert table (``tp1/moe.csv``), and reaches its share
+    ``E (1 - (1 - k / E)^(data T)) / G`` of the experts.  The tokens travel by an all-gather and
+    a reduce-scatter over the group, each ``latency + (G - 1) x data x T / G x hidden x bytes / bw``.
+    """
+    group = parallel.expert_group
+    t = np.atleast_1d(np.asarray(tokens, dtype=float))
+    routed = parallel.data * t
+    local = routed / group
+    reached = expected_experts(routed, shape.experts, shape.experts_per_token) / group
+    compute = moe_table_seconds(table, local, reached)
+    if group == 1:
+        return compute
+    require(
+        interconnect is not None,
+        "interconnect",
+        None,
+        "expert parallelism needs the link between the GPUs (a run's config.json, or --gpu)",
+    )
+    assert interconnect is not None
+    size = (group - 1) * local * shape.hidden * shape.bytes_per_value
+    return compute + 2 * (interconnect.latency_s + size / interconnect.bandwidth_bytes_per_s)
 
 
 def _check_attention_grid(values: np.ndarray, path: Path) -> None:
@@ -335,10 +402,17 @@ def read_interconnect(run_folder: str | os.PathLike[str]) -> Interconnect | None
     return Interconnect(bandwidth * 1e9, latency * 1e-9, f"{path.parent.name}/config.json")
 
 
-def _layer_operators_seconds(tables: EngineTables, tokens: np.ndarray, layers: int) -> np.ndarray:
+def _layer_operators_seconds(
+    tables: EngineTables,
+    tokens: np.ndarray,
+    layers: int,
+    parallel: Parallelism | None = None,
+    interconnect: Interconnect | None = None,
+) -> np.ndarray:
     """The non-attention operators of a step at each token count: each operator x its calls x the layers.
 
-    A mixture-of-experts model adds its MoE layers' expert computation (:func:`moe_layer_seconds`).
+    A mixture-of-experts model adds its MoE layers' expert computation (:func:`moe_layer_seconds`,
+    or :func:`expert_parallel_moe_seconds` with its token exchange under expert parallelism).
     """
     total = np.zeros(tokens.size)
     for op, grid in tables.dense.items():
@@ -353,12 +427,35 @@ def _layer_operators_seconds(tables: EngineTables, tokens: np.ndarray, layers: i
             f"is needed: {shape.name} is a mixture-of-experts model",
         )
         assert tables.moe is not None
-        total = total + shape.moe_layers * moe_layer_seconds(tables.moe, tokens, shape.experts, shape.experts_per_token)
+        if parallel is not None and parallel.expert:
+            moe = expert_parallel_moe_seconds(tables.moe, tokens, shape, parallel, interconnect)
+        else:
+            moe = moe_layer_seconds(tables.moe, tokens, shape.experts, shape.experts_per_token)
+        total = total + shape.moe_layers * moe
     return total
 
 
+def _moe_provenance(tables: EngineTables, parallel: Parallelism | None) -> dict[str, str]:
+    """How the MoE layers were timed, for the profile's provenance."""
+    shape = tables.model_shape
+    rule = f"E (1 - (1 - k / E)^T) with E = {shape.experts}, k = {shape.experts_per_token} (uniform routing)"
+    if parallel is not None and parallel.expert:
+        group = parallel.expert_group
+        model = (
+            f"{shape.moe_layers} MoE layers x moe.csv at {parallel.data} T / {group} tokens reaching 1 / {group} of "
+            f"{rule.replace('^T', f'^({parallel.data} T)')}, engines in lockstep, plus an all-gather and a "
+            f"reduce-scatter of the tokens over {group} GPUs"
+        )
+    else:
+        model = f"{shape.moe_layers} MoE layers x moe.csv at the experts T tokens reach, {rule}"
+    return {"source": tables.moe_source, "model": model}
+
+
 def fit_engine_timing(
-    tables: EngineTables, layers: int | None = None, interconnect: Interconnect | None = None
+    tables: EngineTables,
+    layers: int | None = None,
+    interconnect: Interconnect | None = None,
+    parallel: Parallelism | None = None,
 ) -> tuple[MeasuredTiming, dict[str, ComponentFit]]:
     """Compose one step's time from the tables (module docstring) and report each component's error.
 
@@ -374,7 +471,7 @@ def fit_engine_timing(
     sequences = np.array(sorted(next(iter(tables.per_sequence.values()))), dtype=float)
     knots = np.unique(np.concatenate([tokens, sequences, [2 * tokens.max()]]))
     knots = knots[knots <= max(tokens.max(), sequences.max())]
-    dense_sum = _layer_operators_seconds(tables, tokens, layers)
+    dense_sum = _layer_operators_seconds(tables, tokens, layers, parallel, interconnect)
     shape = tables.model_shape
     non_attention = np.maximum.accumulate(_spline_values(dict(zip(tokens.astype(int), dense_sum)), knots))
     communication = np.zeros(knots.size)
@@ -383,7 +480,7 @@ def fit_engine_timing(
             interconnect is not None,
             "interconnect",
             None,
-            f"tensor parallel {tables.tensor_parallel} needs the link between the GPUs (a run's config.json)",
+            f"tensor parallel {tables.tensor_parallel} needs the link between the GPUs (a run's config.json, or --gpu)",
         )
         assert interconnect is not None
         # Two all-reduces per decoder layer (after o_proj and after down_proj), on the step's tokens.
@@ -461,27 +558,19 @@ def fit_engine_timing(
         "tensor_parallel": tables.tensor_parallel,
         "model": tables.model,
         "components": {name: q.to_dict() for name, q in quality.items()},
-        **(
-            {
-                "moe": {
-                    "source": tables.moe_source,
-                    "model": f"{shape.moe_layers} MoE layers x moe.csv at the experts T tokens reach, "
-                    f"E (1 - (1 - k / E)^T) with E = {shape.experts}, k = {shape.experts_per_token} (uniform routing)",
-                }
-            }
-            if tables.moe is not None and shape.is_moe
-            else {}
-        ),
+        **({"moe": _moe_provenance(tables, parallel)} if tables.moe is not None and shape.is_moe else {}),
         **(
             {
                 "interconnect": {
                     "bandwidth_bytes_per_s": interconnect.bandwidth_bytes_per_s,
                     "latency_s": interconnect.latency_s,
                     "source": interconnect.source,
-                    "model": "2 ring all-reduces of tokens x hidden per layer",
+                    "model": "2 ring all-reduces of tokens x hidden per layer"
+                    if tables.tensor_parallel > 1
+                    else "no all-reduce (tensor parallel 1)",
                 }
             }
-            if interconnect is not None and tables.tensor_parallel > 1
+            if interconnect is not None and (tables.tensor_parallel > 1 or (parallel and parallel.expert_group > 1))
             else {}
         ),
     }
@@ -526,13 +615,16 @@ def vllm_kv_capacity_tokens(
     gpu_memory_utilization: float = 0.9,
     max_num_batched_tokens: int = 2048,
     block_size: int = 16,
+    expert_group: int = 1,
 ) -> int:
     """VLLM's KV capacity rule per GPU: ``memory x utilization - weights / tp - activation peak``, in whole blocks.
 
-    The bytes per token of one GPU hold its share of the KV heads (``kv_heads / tp``).
+    The bytes per token of one GPU hold its share of the KV heads (``kv_heads / tp``).  With
+    expert parallelism over ``expert_group`` GPUs the routed experts are split over that group
+    instead (:meth:`~fluidopt.hardware.ModelShape.weight_bytes_per_gpu`).
     """
     free = gpu_memory_bytes * gpu_memory_utilization
-    free -= model.weight_bytes / tensor_parallel
+    free -= model.weight_bytes_per_gpu(tensor_parallel, expert_group)
     free -= activation_peak_bytes(model, tensor_parallel, max_num_batched_tokens)
     per_token = model.kv_bytes_per_token / tensor_parallel
     blocks = int(free // (per_token * block_size))
@@ -547,26 +639,42 @@ def engine_profile(
     name: str | None = None,
     kv_capacity_tokens: int | None = None,
     kv_capacity_source: str = "",
+    parallel: Parallelism | None = None,
 ) -> tuple[Any, dict[str, ComponentFit]]:
-    """A measured :class:`~fluidopt.profile.GPUProfile` from engine tables, with provenance.
+    """A measured :class:`~fluidopt.profile.GPUProfile` of one engine from engine tables, with provenance.
 
     ``kv_capacity_tokens`` is the engine's KV capacity (from a run's log, or
-    :func:`vllm_kv_capacity_tokens`); ``kv_capacity_source`` says which.
+    :func:`vllm_kv_capacity_tokens`); ``kv_capacity_source`` says which.  ``parallel`` (data and
+    expert parallelism) changes the MoE layers' time (:func:`expert_parallel_moe_seconds`).
     """
     from fluidopt.profile import GPUProfile
 
     if kv_capacity_tokens is None:
         raise InputError("kv_capacity_tokens", None, "is required (a run's log or vLLM's rule)")
-    timing, quality = fit_engine_timing(tables, interconnect=interconnect)
+    parallel = parallel or Parallelism(tables.tensor_parallel)
+    require(
+        parallel.tensor == tables.tensor_parallel,
+        "tensor_parallel",
+        parallel.tensor,
+        f"the tables are tp{tables.tensor_parallel}",
+    )
+    timing, quality = fit_engine_timing(tables, interconnect=interconnect, parallel=parallel)
     shape = tables.model_shape
-    label = name or f"{tables.gpu.lower()}-{shape.name}-tp{tables.tensor_parallel}-vllm"
+    suffix = (f"-dp{parallel.data}" if parallel.data > 1 else "") + ("-ep" if parallel.expert else "")
+    label = name or f"{tables.gpu.lower()}-{shape.name}-tp{tables.tensor_parallel}{suffix}-vllm"
     fit = {
         **timing.fit,
         "gpu": tables.gpu,
         "kv_capacity_source": kv_capacity_source,
+        "parallel": {"tensor": parallel.tensor, "data": parallel.data, "expert": parallel.expert},
     }
+    where = f"tensor parallel {tables.tensor_parallel}"
+    if parallel.data > 1:
+        where += f", one of {parallel.data} data-parallel engines"
+    if parallel.expert:
+        where += f", experts spread over {parallel.expert_group} GPUs"
     description = (
-        f"{tables.model} on {tables.gpu} (tensor parallel {tables.tensor_parallel}): per-operator tables "
+        f"{tables.model} on {tables.gpu} ({where}): per-operator tables "
         f"measured through vLLM {tables.engine_version} (LLMServingSim), composed as the engine runs a step "
         f"(fluidopt.timing.fit.engine_tables); KV capacity {kv_capacity_tokens} tokens ({kv_capacity_source})"
     )
@@ -621,20 +729,34 @@ def profile_for_run(
     tensor_parallel: int | None = None,
     gpu_memory_bytes: float | None = None,
     name: str | None = None,
+    data_parallel: int | None = None,
+    expert_parallel: bool | None = None,
+    gpu: str | None = None,
 ) -> tuple[Any, dict[str, ComponentFit]]:
-    """The engine-table profile of a GPU, sized as a run's engine sized its KV cache.
+    """The engine-table profile of one engine of a run, sized as the engine sized its KV cache.
 
     KV capacity: the run's logged ``num_gpu_blocks x block_size`` when present, otherwise vLLM's
     memory rule (:func:`vllm_kv_capacity_tokens`) with the GPU memory of the run's hardware record
     (``device_total_memory_bytes``, else ``config.json``'s ``mem_size`` in GB) or
     ``gpu_memory_bytes``, and the run's ``gpu_memory_utilization`` and ``max_num_batched_tokens``.
-    Tensor parallelism defaults to the run's, and its interconnect to the run's ``config.json``.
+    Tensor, data and expert parallelism default to the run's engine arguments
+    (``tensor_parallel_size``, ``data_parallel_size``, ``enable_expert_parallel``), and the
+    interconnect to the run's ``config.json``, else to ``gpu``'s spec sheet
+    (:func:`~fluidopt.hardware.gpu_spec`: a built-in name or a TOML file), whose memory also
+    stands in for ``gpu_memory_bytes``.
     """
     run = Path(run_folder) if run_folder is not None else None
     meta, instance = _run_hardware(run) if run is not None else ({}, {})
+    spec = gpu_spec(gpu) if gpu is not None else None
+    if gpu_memory_bytes is None and spec is not None:
+        gpu_memory_bytes = spec.hbm_gib * 2**30
     kwargs = meta.get("engine_kwargs", {}) if isinstance(meta, dict) else {}
     tp = tensor_parallel if tensor_parallel is not None else kwargs.get("tensor_parallel_size")
-    tables = read_llmservingsim_profile(tables_folder, int(tp) if tp is not None else None)
+    dp = data_parallel if data_parallel is not None else kwargs.get("data_parallel_size")
+    dp = 1 if dp is None else dp
+    ep = bool(expert_parallel if expert_parallel is not None else kwargs.get("enable_expert_parallel"))
+    tables = read_llmservingsim_profile(tables_folder, int(tp) if tp is not None else None, expert_parallel=ep)
+    parallel = Parallelism(tables.tensor_parallel, dp, ep and tables.model_shape.is_moe)  # checks dp
     if run is not None and meta.get("model") and str(meta["model"]).lower() != tables.model.lower():
         raise InputError("run", str(run), f"served {meta['model']}; the tables were measured for {tables.model}")
     kv_cache = kv_cache_record(meta, f"{run}/vllm/meta.json") if run is not None else {}
@@ -658,14 +780,29 @@ def profile_for_run(
             tensor_parallel=tables.tensor_parallel,
             gpu_memory_utilization=utilization,
             max_num_batched_tokens=tokens,
+            expert_group=parallel.expert_group,
+        )
+        split = (
+            f"experts / {parallel.expert_group}, the rest / {parallel.tensor}"
+            if parallel.expert
+            else tables.tensor_parallel
         )
         source = (
             f"vLLM's memory rule, estimated: {memory / 1e9:.4g} GB ({where}) x {utilization:g} - weights / "
-            f"{tables.tensor_parallel} - activation peak at {tokens} tokens"
+            f"{split} - activation peak at {tokens} tokens"
         )
     interconnect = read_interconnect(run) if run is not None else None
+    if interconnect is None and spec is not None and spec.link_bandwidth_bytes_per_s > 0:
+        interconnect = Interconnect(
+            spec.link_bandwidth_bytes_per_s, spec.link_latency_s, f"{spec.name} spec sheet ({spec.link}, peak)"
+        )
     profile, quality = engine_profile(
-        tables, interconnect=interconnect, name=name, kv_capacity_tokens=capacity, kv_capacity_source=source
+        tables,
+        interconnect=interconnect,
+        name=name,
+        kv_capacity_tokens=capacity,
+        kv_capacity_source=source,
+        parallel=parallel,
     )
     hardware = meta.get("hardware") or {}
     device_memory = hardware.get("device_total_memory_bytes") or (
