@@ -16,6 +16,7 @@ with what vLLM measured, as the run defines them: TTFT = first token - queued, E
 from __future__ import annotations
 
 import csv
+import heapq
 import json
 import math
 import time
@@ -248,12 +249,14 @@ def least_loaded_engines(arrival_s: np.ndarray, latency_s: np.ndarray, engines: 
     ``latency_s``; ties go to the lowest index, so equal latencies give a round robin.
     """
     require(engines >= 1, "engines", engines, "must be >= 1")
-    leaves: list[list[float]] = [[] for _ in range(engines)]
+    inside: list[list[float]] = [[] for _ in range(engines)]  # per engine, a min-heap of leaving times
     chosen = np.empty(arrival_s.size, dtype=np.int64)
     for i, (arrival, latency) in enumerate(zip(arrival_s, latency_s)):
-        counts = [sum(1 for end in ends if end > arrival) for ends in leaves]
-        engine = int(np.argmin(counts)) if engines > 1 else 0
-        leaves[engine] = [end for end in leaves[engine] if end > arrival] + [float(arrival + latency)]
+        for ends in inside:
+            while ends and ends[0] <= arrival:
+                heapq.heappop(ends)
+        engine = min(range(engines), key=lambda e: len(inside[e]))
+        heapq.heappush(inside[engine], float(arrival + latency))
         chosen[i] = engine
     return chosen
 
