@@ -73,6 +73,15 @@ def test_expert_parallel_moe_layer_by_hand() -> None:
     exchange = 2 * (8e-6 + (2 - 1) * tokens * 2048 * 2 / 50e9)
     got = expert_parallel_moe_seconds(table, tokens, shape, parallel, link)
     assert got == pytest.approx(compute + exchange, rel=1e-9)
+    # Two engines of TP 2: four GPUs hold 32 experts each; the exchange is over the two engines.
+    wide = Parallelism(tensor=2, data=2, expert=True)
+    reached4 = expected_experts(2 * tokens, 128, 8) / 4
+    compute4 = 1e-6 * (tokens / 2) * 8 + 5e-6 * reached4
+    got4 = expert_parallel_moe_seconds(table, tokens, shape, wide, link)
+    assert got4 == pytest.approx(compute4 + exchange, rel=1e-9)
+    # One engine of TP 2 with expert parallelism: no exchange beyond the tensor-parallel all-reduce.
+    alone = expert_parallel_moe_seconds(table, tokens, shape, Parallelism(2, 1, True), None)
+    assert alone == pytest.approx(1e-6 * (tokens / 2) * 8 + 5e-6 * expected_experts(tokens, 128, 8) / 2, rel=1e-9)
 
 
 def test_expert_parallelism_over_one_gpu_is_the_plain_moe_layer() -> None:

@@ -300,8 +300,11 @@ def expert_parallel_moe_seconds(
     them even), so a layer routes ``data x T`` tokens.  Each GPU holds ``E / G`` whole experts
     (``G = tensor x data``), receives ``data x T x k / G`` token-expert pairs, the work of
     ``data x T / G`` tokens in the whole-expert table (``tp1/moe.csv``), and reaches its share
-    ``E (1 - (1 - k / E)^(data T)) / G`` of the experts.  The tokens travel by an all-gather and
-    a reduce-scatter over the group, each ``latency + (G - 1) x data x T / G x hidden x bytes / bw``.
+    ``E (1 - (1 - k / E)^(data T)) / G`` of the experts.  The tokens travel as vLLM's default
+    exchange (``allgather_reducescatter``) moves them: an all-gather of the engines' tokens over
+    the data-parallel group and a reduce-scatter of the results, each a ring collective of
+    ``latency + (data - 1) x T x hidden x bytes / bw`` (none with one engine: the tensor-parallel
+    all-reduce already combines the experts' outputs).
     """
     group = parallel.expert_group
     t = np.atleast_1d(np.asarray(tokens, dtype=float))
@@ -309,7 +312,7 @@ def expert_parallel_moe_seconds(
     local = routed / group
     reached = expected_experts(routed, shape.experts, shape.experts_per_token) / group
     compute = moe_table_seconds(table, local, reached)
-    if group == 1:
+    if parallel.data == 1:
         return compute
     require(
         interconnect is not None,
@@ -318,7 +321,7 @@ def expert_parallel_moe_seconds(
         "expert parallelism needs the link between the GPUs (a run's config.json, or --gpu)",
     )
     assert interconnect is not None
-    size = (group - 1) * local * shape.hidden * shape.bytes_per_value
+    size = (parallel.data - 1) * t * shape.hidden * shape.bytes_per_value
     return compute + 2 * (interconnect.latency_s + size / interconnect.bandwidth_bytes_per_s)
 
 
@@ -444,7 +447,7 @@ def _moe_provenance(tables: EngineTables, parallel: Parallelism | None) -> dict[
         model = (
             f"{shape.moe_layers} MoE layers x moe.csv at {parallel.data} T / {group} tokens reaching 1 / {group} of "
             f"{rule.replace('^T', f'^({parallel.data} T)')}, engines in lockstep, plus an all-gather and a "
-            f"reduce-scatter of the tokens over {group} GPUs"
+            f"reduce-scatter of the tokens over the {parallel.data} engines (vLLM's allgather_reducescatter)"
         )
     else:
         model = f"{shape.moe_layers} MoE layers x moe.csv at the experts T tokens reach, {rule}"
