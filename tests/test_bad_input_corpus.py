@@ -41,8 +41,8 @@ _REQUEST = (
 )
 
 
-def _meta(blocks: int) -> bytes:
-    meta = {"model": "meta-llama/Llama-3.1-8B", "engine_kwargs": {"max_num_seqs": 8}, "kv_cache": {}}
+def _meta(blocks: int, **engine: object) -> bytes:
+    meta = {"model": "meta-llama/Llama-3.1-8B", "engine_kwargs": {"max_num_seqs": 8, **engine}, "kv_cache": {}}
     meta["kv_cache"] = {"num_gpu_blocks": blocks, "block_size": 16}
     return json.dumps(meta).encode()
 
@@ -53,6 +53,11 @@ FILES = {
     "run_zero_blocks/vllm/requests.jsonl": _REQUEST,
     "run_negative_blocks/vllm/meta.json": _meta(-5),
     "run_negative_blocks/vllm/requests.jsonl": _REQUEST,
+    # data-parallel engines that are not a whole number >= 1
+    "run_zero_dp/vllm/meta.json": _meta(100, data_parallel_size=0),
+    "run_zero_dp/vllm/requests.jsonl": _REQUEST,
+    "run_half_dp/vllm/meta.json": _meta(100, data_parallel_size=1.5),
+    "run_half_dp/vllm/requests.jsonl": _REQUEST,
     # a workload and a profile whose names are numbers
     "w_numeric_name.toml": b"name = 42\n[[classes]]\nprefill_tokens = 5\ndecode_tokens = 5\nrate_per_s = 1.0\n",
     "p_numeric_name.toml": (
@@ -315,6 +320,12 @@ def _cases() -> list[tuple[str, list[str]]]:
     # Issue 27: bad inputs that were taken.
     add("replay", "@run_zero_blocks", "-p", "rtx4090-llama-3.1-8b-vllm")
     add("replay", "@run_negative_blocks", "-p", "rtx4090-llama-3.1-8b-vllm", "--out", "@replay_out")
+    # Issue 24 (part): data and expert parallelism
+    add("replay", "@run_zero_dp", "-p", "rtx4090-llama-3.1-8b-vllm")
+    add("replay", "@run_half_dp", "-p", "rtx4090-llama-3.1-8b-vllm", "--out", "@replay_out")
+    for value in ("0", "-2", "abc"):
+        add(*fit, "--format", "llmservingsim", "@missing", "--dp", value, "--out", "@p.toml")
+    add(*fit, "--format", "llmservingsim", "@missing", "--gpu", "bogus", "--out", "@p.toml")
     add("equilibrium", "--workload", "@w_numeric_name.toml")
     add("equilibrium", "--profile", "@p_numeric_name.toml")
     add("profile", "show", "@p_malformed.toml")
