@@ -5,7 +5,8 @@ the fluid limit (10^6 requests, Vidur preset), and the fixed-point equilibrium <
 
     python benchmarks/bench_measured.py [--requests 1000000] [--profile a100-80gb-llama-3-8b-vidur-predictor]
 
-``--profile`` runs the same numbers on another timing kind (e.g. Vidur's predictor).
+``--profile`` runs the same numbers on another timing kind (e.g. Vidur's predictor) or a profile
+TOML (e.g. an MoE profile written by ``fluidopt profile fit --format llmservingsim``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1_000_000)
     parser.add_argument("--profile", default="a100-80gb-llama-3-8b-vidur")
     args = parser.parse_args()
-    profile = fo.preset_profile(args.profile)
+    profile = fo.load_profile(args.profile)  # a preset name or a profile TOML
     print(f"{profile.name} ({getattr(profile, 'timing_kind', 'measured')} timing)")
     base = fo.preset_workload("p512d20")
     limit = fo.max_stable_scale(base, profile).max_rate_per_s
