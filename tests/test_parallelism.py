@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fluidopt.answers.replay import least_loaded_engines, read_vllm_run, replay
+from fluidopt.answers.replay import least_loaded_engines, read_vllm_run, replay, summed_series
 from fluidopt.errors import InputError
 from fluidopt.hardware import model_shape
 from fluidopt.timing.fit.engine_tables import (
@@ -112,6 +112,17 @@ def test_least_loaded_routing() -> None:
     assert least_loaded_engines(arrivals, np.ones(6), 1).tolist() == [0] * 6
 
 
+def test_engines_series_add_up_between_their_steps() -> None:
+    a = {"start_s": np.array([0.0, 2.0]), "running": np.array([1, 3]), "waiting": np.array([5, 0])}
+    b = {"start_s": np.array([1.0, 3.0]), "running": np.array([2, 0]), "waiting": np.array([1, 1])}
+    total = summed_series([a, None, b])
+    assert total is not None
+    assert total["start_s"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert total["running"].tolist() == [1, 3, 5, 3]
+    assert total["waiting"].tolist() == [5, 6, 1, 1]
+    assert summed_series([None]) is None
+
+
 @needs_shared
 def test_moe_profile_with_data_and_expert_parallelism(tmp_path: Path) -> None:
     plain, _ = profile_for_run(MOE_TABLES, tensor_parallel=1, gpu="rtx-pro-6000")
@@ -156,6 +167,8 @@ def test_data_parallel_run_replays_as_engines_sharing_the_load(tmp_path: Path) -
     one, two = replay(one_run, profile), replay(two_run, profile)
     assert two.success and two.policy["data_parallel_engines"] == 2
     assert two.per_request["request"].size == two_run.num_requests
+    assert two.series is not None and one.series is not None
+    assert two.series["running"].max() <= 2 * one.series["running"].max()  # each engine holds max_num_seqs
     mean = {(r["metric"], r["statistic"]): r["fluidopt"] for r in two.rows}
     base = {(r["metric"], r["statistic"]): r["fluidopt"] for r in one.rows}
     # The same arrivals on twice the engines: less queueing, more throughput.

@@ -289,7 +289,7 @@ def _simulate_engines(run: VLLMRun, profile: GPUProfile, policy: Any, engine_of:
             drain=True,
             warmup_s=0.0,
             record_requests=True,
-            record_series=bool(engine_of.max() == 0),
+            record_series=True,
         )
         records = result.requests or {}
         ids = index[records["id"].astype(int)]
@@ -297,6 +297,23 @@ def _simulate_engines(run: VLLMRun, profile: GPUProfile, policy: Any, engine_of:
         done[ids] = records["completion_s"] - records["arrival_s"]
         results.append(result)
     return {"first": first, "done": done}, results
+
+
+def summed_series(series: list[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] | None:
+    """Running and waiting requests of several engines added up at every step start of any of them.
+
+    Between its steps an engine holds the counts of its last step (none before its first).
+    """
+    logs = [s for s in series if s is not None and s["start_s"].size]
+    if not logs:
+        return None
+    grid = np.unique(np.concatenate([log["start_s"] for log in logs]))
+    total = {"start_s": grid, "running": np.zeros(grid.size), "waiting": np.zeros(grid.size)}
+    for log in logs:
+        last = np.searchsorted(log["start_s"], grid, side="right") - 1
+        for key in ("running", "waiting"):
+            total[key] += np.where(last >= 0, np.asarray(log[key], dtype=float)[np.maximum(last, 0)], 0.0)
+    return total
 
 
 def replay(run: VLLMRun, profile: GPUProfile) -> ReplayResult:
@@ -371,7 +388,7 @@ def replay(run: VLLMRun, profile: GPUProfile) -> ReplayResult:
         {**policy.to_dict(), "data_parallel_engines": engines},
         rows,
         per_request,
-        results[0].series if engines == 1 else None,
+        results[0].series if engines == 1 else summed_series([r.series for r in results]),
         sum(r.evictions for r in results),
         time.perf_counter() - started,
         failed.status if failed else "ok",
