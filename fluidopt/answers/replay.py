@@ -261,7 +261,9 @@ def least_loaded_engines(arrival_s: np.ndarray, latency_s: np.ndarray, engines: 
     return chosen
 
 
-def _simulate_engines(run: VLLMRun, profile: GPUProfile, policy: Any, engine_of: np.ndarray) -> tuple[dict, list]:
+def _simulate_engines(
+    run: VLLMRun, profile: GPUProfile, policy: Any, engine_of: np.ndarray
+) -> tuple[dict[str, np.ndarray], list[Any]]:
     """Simulate each data-parallel engine on its share of the run; per-request times in run order."""
     from fluidopt.sim import TraceArrivals, simulate
     from fluidopt.trace import Trace
