@@ -198,6 +198,47 @@ MODELS: dict[str, ModelShape] = {
     ),
 }
 MODELS["qwen3-30b-a3b-instruct-2507"] = MODELS["qwen3-30b-a3b"]
+# Config facts of common public models (their config.json files); parameters are
+# fluidopt.model_config's count of each config (tests/test_roofline.py recounts them).
+MODELS["mixtral-8x7b"] = ModelShape(
+    "mixtral-8x7b",
+    32,
+    8,
+    128,
+    46_702_792_704.0,
+    hidden=4096,
+    q_heads=32,
+    vocab=32_000,
+    experts=8,
+    experts_per_token=2,
+    expert_ffn_hidden=14_336,
+    moe_layers=32,
+    architecture="mixtral",
+)
+MODELS["codellama-34b"] = ModelShape(
+    "codellama-34b",
+    48,
+    8,
+    128,
+    33_743_970_304.0,
+    hidden=8192,
+    ffn_hidden=22_016,
+    q_heads=64,
+    vocab=32_000,
+    architecture="llama",
+)
+MODELS["llama-3.1-70b"] = ModelShape(
+    "llama-3.1-70b",
+    80,
+    8,
+    128,
+    70_553_706_496.0,
+    hidden=8192,
+    ffn_hidden=28_672,
+    q_heads=64,
+    vocab=128_256,
+    architecture="llama",
+)
 
 
 def gpu_spec(name: str) -> GPUSpec:

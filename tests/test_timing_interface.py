@@ -15,6 +15,7 @@ PRESETS = {
     "affine": "a100-80gb-llama-3-8b",
     "measured": "a100-80gb-llama-3-8b-vidur",
     "vidur-predictor": "a100-80gb-llama-3-8b-vidur-predictor",
+    "roofline": "h100-80gb-mixtral-8x7b-tp2-roofline",
 }
 
 
@@ -77,7 +78,7 @@ def test_a_table_mixing_two_kinds_is_refused_naming_the_keys():
     with pytest.raises(InputError, match=r"base_s.*mixes incompatible timing kinds"):
         timing_from_dict(data, "iteration_time")
     with pytest.raises(InputError, match="iteration_time.kind"):
-        timing_from_dict({"kind": "roofline"}, "iteration_time")
+        timing_from_dict({"kind": "no-such-kind"}, "iteration_time")
 
 
 def test_the_affine_pieces_of_an_affine_timing_are_its_own():

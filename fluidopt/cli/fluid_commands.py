@@ -6,6 +6,7 @@ import argparse
 import textwrap
 from typing import Any
 
+from fluidopt.cli import profile_roofline as roofline_command
 from fluidopt.cli.common import (
     add_constraint_options,
     add_json_option,
@@ -128,6 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--out", help="write the profile TOML here")
     add_json_option(fit)
     fit.set_defaults(handler=cmd_profile_fit)
+    roofline_command.register(profile_sub)
     show = profile_sub.add_parser("show", help="print a profile (a preset name or a TOML file) as TOML")
     show.add_argument("name", help="a preset name (fluidopt profiles) or a profile TOML file; checked as it loads")
     show.set_defaults(handler=cmd_profile_show)

@@ -24,9 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--profile",
         "-p",
         required=True,
-        help="profile TOML, preset name, or an LLMServingSim profile folder (fitted with this run's KV capacity)",
+        help="profile TOML, preset name, an LLMServingSim profile folder (fitted with this run's KV capacity), or "
+        "'roofline': built from the GPU's spec sheet and the run's model, parallelism, KV blocks and link",
     )
     p.add_argument("--tp", type=int, help="with a profile folder: its tensor-parallel degree (default the run's)")
+    p.add_argument("--gpu", help="with --profile roofline: the GPU (default the run's hardware name)")
     p.add_argument("--out", help="folder for requests.csv (per request), summary.json and replay.png")
     add_json_option(p)
     p.set_defaults(handler=cmd_replay)
@@ -38,6 +40,14 @@ def _profile(args: argparse.Namespace):
 
     if args.tp is not None and args.tp < 1:
         raise InputError("--tp", args.tp, "must be >= 1")
+    if args.profile == "roofline":
+        from fluidopt.timing.fit.roofline import roofline_profile_for_run
+
+        if args.tp is not None:
+            raise InputError("--tp", args.tp, "the roofline takes the run's tensor-parallel degree")
+        return roofline_profile_for_run(args.run, gpu=args.gpu)
+    if args.gpu is not None:
+        raise InputError("--gpu", args.gpu, "applies to --profile roofline")
     if Path(args.profile).is_dir():
         profile, _ = profile_for_run(args.profile, args.run, tensor_parallel=args.tp)
         return profile

@@ -1,0 +1,289 @@
+"""Timing kind ``roofline``: each operator takes the longer of its arithmetic and its memory traffic.
+
+One step of ``T`` new tokens (``P`` prompt tokens in prefill chunks plus one per decode) for
+``n`` sequences costs, on one GPU of the engine (docs/theory.md section 15):
+
+``tau = G(W_dense, T) + G(W_head, n) + T e / B + A + M + R + n s / B + kernels x t_k + t_0``
+
+- ``G(W, t) = W max(2 t / (b C), 1 / B)``: the GEMMs of ``W`` weight bytes at ``b`` bytes per
+  value, for ``t`` rows (``2 W / b`` FLOPs per row at the achieved compute rate ``C``, or one read
+  of the weights at the achieved bandwidth ``B``, whichever is longer).  The dense GEMMs
+  (attention projections, dense MLPs, shared experts) run on every new token; the LM head only
+  on each sequence's last position (vLLM computes logits for the sampled token alone).
+- ``T e / B``: the memory-bound element-wise kernels (norms, activation, rotary embedding, the
+  KV-cache write), ``e`` bytes per token over all layers.
+- ``A = L t_a + max(a sum_i c_i (k_i + c_i / 2) / C_a, v sum_i (k_i + c_i) / B_p) + v K_d / B_d + L t_s D``:
+  the attention kernels of the ``L`` layers: a floor ``t_a`` per layer; the causal prefill
+  chunks (``c_i`` new tokens on ``k_i`` cached; ``a`` FLOPs per query-key pair and ``v`` KV bytes
+  per token over all layers) compute-bound or bound by reading their prefix; the ``D`` decodes
+  reading ``K_d`` cached tokens at ``B_d`` (``B_m`` beside a prefill: vLLM's one varlen kernel),
+  plus ``t_s`` per decode per layer.
+- ``M``: the mixture-of-experts layers: the experts the step's tokens reach
+  (``E_loc (1 - (1 - k / E)^(f T))`` in expectation under uniform routing, ``f`` the engines
+  feeding this GPU's experts in lockstep) are read once each, and their ``f T k E_loc / E``
+  token-expert products computed; plus the token exchange of expert parallelism.
+- ``R``: the tensor-parallel all-reduces, each ``latency + T x bytes per token / link bandwidth``.
+- ``n s / B``: the sampler's reads of each sequence's logits; ``kernels x t_k``: a launch floor
+  per kernel; ``t_0``: per-step overhead.
+
+The achieved rates are spec-sheet rates times efficiencies calibrated once from measured
+per-operator tables (:mod:`fluidopt.timing.fit.roofline`), never from a run's latencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
+
+import numpy as np
+
+from fluidopt._jit import kernel_function
+from fluidopt.errors import reject_unknown_keys, require, require_finite_number
+from fluidopt.timing.protocol import FluidBatch, StepTiming
+from fluidopt.timing.surrogate import affine_surrogate
+
+KIND = "roofline"
+# The achieved rates of the hardware (calibrated efficiencies x spec sheet) and its fixed costs.
+RATE_KEYS = (
+    "compute_flops_per_s",
+    "bandwidth_bytes_per_s",
+    "attention_flops_per_s",
+    "prefill_kv_bytes_per_s",
+    "decode_kv_bytes_per_s",
+    "mixed_decode_kv_bytes_per_s",
+    "attention_s",
+    "attention_sequence_s",
+    "link_bandwidth_bytes_per_s",
+    "link_latency_s",
+    "kernel_s",
+    "step_overhead_s",
+)
+# The work of one step on one GPU, derived from the model's shape and the parallelism.
+WORK_KEYS = (
+    "bytes_per_value",
+    "dense_weight_bytes",
+    "lm_head_weight_bytes",
+    "elementwise_bytes_per_token",
+    "attention_layers",
+    "attention_flops_per_pair",
+    "kv_bytes_per_token",
+    "sampler_bytes_per_sequence",
+    "kernels_per_step",
+    "moe_layers",
+    "experts",
+    "experts_per_token",
+    "local_experts",
+    "expert_weight_bytes",
+    "moe_token_factor",
+    "allreduces_per_step",
+    "allreduce_bytes_per_token",
+    "exchanges_per_step",
+    "exchange_bytes_per_token",
+)
+ITERATION_TIME_KEYS = ("rates", "work")
+N_RATES = len(RATE_KEYS)
+R_C, R_B, R_CA, R_BP, R_BD, R_BM, R_ATT, R_ATT_SEQ, R_LINK, R_LAT, R_KERNEL, R_STEP = range(N_RATES)
+(
+    W_BPV,
+    W_DENSE,
+    W_HEAD,
+    W_ELT,
+    W_ATT_LAYERS,
+    W_PAIR,
+    W_KV,
+    W_SAMPLER,
+    W_KERNELS,
+    W_MOE_LAYERS,
+    W_EXPERTS,
+    W_TOPK,
+    W_LOCAL,
+    W_EXPERT,
+    W_MOE_FACTOR,
+    W_ALLREDUCES,
+    W_AR_BYTES,
+    W_EXCHANGES,
+    W_X_BYTES,
+) = range(N_RATES, N_RATES + len(WORK_KEYS))
+
+
+@dataclass(frozen=True)
+class RooflineTiming(StepTiming):
+    """A step time from operator FLOPs and bytes at achieved rates (module docstring).
+
+    Parameters
+    ----------
+    rates : tuple of float
+        Values of :data:`RATE_KEYS`: achieved compute and bandwidth of the GEMMs and of the
+        attention kernels, the link, the launch floor per kernel and the per-step overhead.
+    work : tuple of float
+        Values of :data:`WORK_KEYS`: one GPU's weights, bytes and FLOPs per token, experts, and
+        collective operations per step.
+    fit : dict
+        Provenance: the GPU, the model, the parallelism and the calibration (ignored by equality).
+
+    """
+
+    rates: tuple[float, ...]
+    work: tuple[float, ...]
+    fit: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    kind: ClassVar[str] = KIND
+    exact_affine: ClassVar[bool] = False
+    lp_refusal: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for group, keys in (("rates", RATE_KEYS), ("work", WORK_KEYS)):
+            values = tuple(getattr(self, group))
+            require(len(values) == len(keys), f"iteration_time.{group}", len(values), f"needs {len(keys)} values")
+            checked = []
+            for key, value in zip(keys, values):
+                number = require_finite_number(value, f"iteration_time.{group}.{key}")
+                require(number >= 0, f"iteration_time.{group}.{key}", number, "must be >= 0")
+                checked.append(number)
+            object.__setattr__(self, group, tuple(checked))
+        for key in RATE_KEYS[:6]:
+            require(self.rate(key) > 0, f"iteration_time.rates.{key}", self.rate(key), "must be > 0")
+        require(self.amount("bytes_per_value") > 0, "iteration_time.work.bytes_per_value", 0, "must be > 0")
+        if self.amount("moe_layers") > 0:
+            experts, top_k = self.amount("experts"), self.amount("experts_per_token")
+            require(0 < top_k <= experts, "iteration_time.work.experts_per_token", top_k, f"must be in (0, {experts}]")
+            local = self.amount("local_experts")
+            require(0 < local <= experts, "iteration_time.work.local_experts", local, f"must be in (0, {experts}]")
+        if self.amount("allreduces_per_step") + self.amount("exchanges_per_step") > 0:
+            link = self.rate("link_bandwidth_bytes_per_s")
+            require(link > 0, "iteration_time.rates.link_bandwidth_bytes_per_s", link, "must be > 0 with collectives")
+
+    def rate(self, key: str) -> float:
+        """One value of :data:`RATE_KEYS`."""
+        return self.rates[RATE_KEYS.index(key)]
+
+    def amount(self, key: str) -> float:
+        """One value of :data:`WORK_KEYS`."""
+        return self.work[WORK_KEYS.index(key)]
+
+    # ---------------------------------------------------------------- evaluation
+    def prefill_terms(self, chunks: Any, cached: Any) -> np.ndarray:
+        """Two terms: the chunks' causal query-key pairs ``sum c (k + c / 2)`` and KV tokens read ``sum (k + c)``."""
+        c = np.asarray(chunks, dtype=float)
+        k = np.asarray(cached, dtype=float)
+        return np.array([float(np.sum(c * (k + c / 2))), float(np.sum(k + c))])
+
+    def fluid_time(self, batch: FluidBatch, x: Any) -> Any:
+        """The step formula on the fluid batch scaled by ``x`` (vectorised over ``x``)."""
+        x = np.asarray(x, dtype=float)
+        terms = np.zeros(2)
+        terms[: len(batch.terms)] = np.asarray(batch.terms, dtype=float)[:2]
+        tcoef, _ = self.kernel_arrays()
+        result = roofline_seconds(
+            tcoef,
+            x * batch.tokens,
+            x * batch.sequences,
+            x * terms[0],
+            x * terms[1],
+            x * batch.decodes,
+            x * batch.decode_kv,
+            batch.prefill_tokens > 0,
+        )
+        return float(result) if np.ndim(result) == 0 else result
+
+    def affine_pieces(self) -> tuple[Any, ...]:
+        """The convex two-piece surrogate the linear program uses (:func:`affine_surrogate`)."""
+        return affine_surrogate(self)
+
+    def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(rates + work, an empty table)``: the step function reads the flat vector alone."""
+        return self._kernel_arrays
+
+    @cached_property
+    def _kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([*self.rates, *self.work], dtype=float), np.zeros((1, 1))
+
+    # ---------------------------------------------------------------------- I/O
+    def to_dict(self) -> dict[str, Any]:
+        """Mapping in the profile TOML schema (``[iteration_time]`` with ``kind = "roofline"``)."""
+        return {"kind": KIND, "rates": dict(zip(RATE_KEYS, self.rates)), "work": dict(zip(WORK_KEYS, self.work))}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str, fit: dict[str, Any] | None = None) -> RooflineTiming:
+        """Build the model from the ``[iteration_time]`` table of a roofline profile."""
+        reject_unknown_keys(data, ("kind", *ITERATION_TIME_KEYS), where)
+        values = {}
+        for group, keys in (("rates", RATE_KEYS), ("work", WORK_KEYS)):
+            require(group in data, f"{where}.{group}", None, "is required for kind = 'roofline'")
+            table = data[group]
+            require(isinstance(table, dict), f"{where}.{group}", table, "must be a table")
+            reject_unknown_keys(table, keys, f"{where}.{group}")
+            missing = [key for key in keys if key not in table]
+            require(not missing, f"{where}.{group}.{missing[0] if missing else ''}", None, "is required")
+            values[group] = tuple(table[key] for key in keys)
+        return cls(values["rates"], values["work"], dict(fit or {}))
+
+
+# ------------------------------------------------------------------ the step formula (compiled into the kernel)
+@kernel_function
+def gemm_seconds(weight_bytes, rows, bytes_per_value, flops_per_s, bytes_per_s):
+    """``W max(2 rows / (b C), 1 / B)``: GEMMs over ``W`` weight bytes for ``rows`` rows (arrays or floats)."""
+    return weight_bytes * np.maximum(2.0 * rows / (bytes_per_value * flops_per_s), 1.0 / bytes_per_s)
+
+
+@kernel_function
+def moe_seconds(tcoef, tokens):
+    """The MoE layers: reached experts read once, their token-expert products computed, plus the exchange."""
+    routed = tcoef[W_MOE_FACTOR] * tokens
+    miss = np.log1p(-tcoef[W_TOPK] / tcoef[W_EXPERTS]) if tcoef[W_TOPK] < tcoef[W_EXPERTS] else -1e300
+    reached = tcoef[W_LOCAL] * (1.0 - np.exp(routed * miss))
+    products = routed * tcoef[W_TOPK] * tcoef[W_LOCAL] / tcoef[W_EXPERTS]
+    compute = 2.0 * products * tcoef[W_EXPERT] / (tcoef[W_BPV] * tcoef[R_C])
+    layer = np.maximum(compute, reached * tcoef[W_EXPERT] / tcoef[R_B])
+    if tcoef[W_EXCHANGES] > 0.0:
+        return tcoef[W_MOE_LAYERS] * layer + tcoef[W_EXCHANGES] * (
+            tcoef[R_LAT] + tokens * tcoef[W_X_BYTES] / tcoef[R_LINK]
+        )
+    return tcoef[W_MOE_LAYERS] * layer
+
+
+@kernel_function
+def attention_seconds(tcoef, prefill_pairs, prefill_reads, decodes, decode_kv, mixed):
+    """The attention kernels of a step: a floor per layer, the prefills' pairs or prefix reads, the decodes' reads.
+
+    Decodes that share the step with a prefill read their KV at the mixed-batch rate (vLLM runs
+    both through one varlen kernel, in which the decodes' reads are several times slower).
+    """
+    prefill = np.maximum(prefill_pairs * tcoef[W_PAIR] / tcoef[R_CA], prefill_reads * tcoef[W_KV] / tcoef[R_BP])
+    decode_rate = tcoef[R_BM] if mixed else tcoef[R_BD]
+    decode = decode_kv * tcoef[W_KV] / decode_rate + decodes * tcoef[W_ATT_LAYERS] * tcoef[R_ATT_SEQ]
+    return tcoef[W_ATT_LAYERS] * tcoef[R_ATT] + prefill + decode
+
+
+@kernel_function
+def roofline_seconds(tcoef, tokens, sequences, prefill_pairs, prefill_reads, decodes, decode_kv, mixed):
+    """One step from its aggregates (module docstring); every argument but ``tcoef`` and ``mixed`` may be an array."""
+    tau = gemm_seconds(tcoef[W_DENSE], tokens, tcoef[W_BPV], tcoef[R_C], tcoef[R_B])
+    tau = tau + gemm_seconds(tcoef[W_HEAD], sequences, tcoef[W_BPV], tcoef[R_C], tcoef[R_B])
+    tau = tau + (tokens * tcoef[W_ELT] + sequences * tcoef[W_SAMPLER]) / tcoef[R_B]
+    tau = tau + attention_seconds(tcoef, prefill_pairs, prefill_reads, decodes, decode_kv, mixed)
+    if tcoef[W_MOE_LAYERS] > 0.0:
+        tau = tau + moe_seconds(tcoef, tokens)
+    if tcoef[W_ALLREDUCES] > 0.0:
+        tau = tau + tcoef[W_ALLREDUCES] * (tcoef[R_LAT] + tokens * tcoef[W_AR_BYTES] / tcoef[R_LINK])
+    return tau + tcoef[W_KERNELS] * tcoef[R_KERNEL] + tcoef[R_STEP]
+
+
+@kernel_function
+def step_roofline(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_prefill, pchunk, pcached):
+    """One step of the roofline model: the prefills' pairs and reads summed, then :func:`roofline_seconds`."""
+    pairs = 0.0
+    reads = 0.0
+    for i in range(n_prefill):
+        c = float(pchunk[i])
+        k = float(pcached[i])
+        pairs += c * (k + 0.5 * c)
+        reads += k + c
+    return roofline_seconds(
+        tcoef, float(prefill + decodes), float(sequences), pairs, reads, float(decodes), float(decode_kv), n_prefill > 0
+    )
+
+
+TIMING = RooflineTiming
+STEP = step_roofline

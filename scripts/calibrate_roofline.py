@@ -1,0 +1,89 @@
+"""Fit the roofline's efficiencies to the shared measured operator tables and write fluidopt/data/roofline.toml.
+
+Reads ../shared/data (Vidur's A100 / H100 / A40 ``mlp.csv`` and A100 attention sample; the
+vLLM-measured LLMServingSim tables of the RTX 4090 and RTX PRO 6000), fits one calibration to
+all of them (:func:`fluidopt.timing.fit.roofline_calibration.fit_calibration`), and for each GPU
+refits without it and reports the held-out median error per component (the README's
+leave-one-GPU-out table).  No serving run is read.
+
+    python scripts/calibrate_roofline.py [--data ../shared/data] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fluidopt.cli.common import format_table
+from fluidopt.hardware import gpu_spec, model_shape
+from fluidopt.timing.fit.engine_tables import Parallelism
+from fluidopt.timing.fit.roofline import roofline_profile
+from fluidopt.timing.fit.roofline_calibration import (
+    component_errors,
+    fit_calibration,
+    leave_one_gpu_out,
+    shared_observations,
+)
+from fluidopt.tomlio import dumps_toml, write_text_atomic, write_toml
+
+COMPONENTS = ("gemm", "elementwise", "attention", "sampler", "moe")
+SOURCE = (
+    "median operator times of Vidur's profiles (microsoft/vidur, MIT: A100, H100, A40 mlp.csv; the A100 "
+    "attention sample) and LLMServingSim's vLLM-measured tables (CASYS Lab at KAIST, MIT: RTX 4090 "
+    "Llama-3.1-8B, RTX PRO 6000 Qwen3-32B and Qwen3-30B-A3B, TP1 and TP2), fitted by "
+    "scripts/calibrate_roofline.py"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--write", action="store_true", help="write fluidopt/data/roofline.toml")
+    args = parser.parse_args()
+    observations = shared_observations(Path(args.data))
+    calibration = fit_calibration(observations, SOURCE)
+    fitted = component_errors(observations, calibration)
+    held_out = leave_one_gpu_out(observations)
+    gpus = sorted({gpu for gpu, _ in held_out})
+    rows = []
+    for gpu in gpus:
+        cells = [
+            f"{100 * held_out[(gpu, c)]:.0f} / {100 * fitted[(gpu, c)]:.0f}" if (gpu, c) in held_out else "-"
+            for c in COMPONENTS
+        ]
+        rows.append([gpu, *cells])
+    print("median |error| %, held out / fitted on all GPUs")
+    print(format_table(["GPU", *COMPONENTS], rows))
+    print({key: round(value, 6) if isinstance(value, float) else value for key, value in calibration.to_dict().items()})
+    if args.write:
+        document = {
+            "schema_version": 1,
+            "calibration": calibration.to_dict(),
+            "leave_one_gpu_out": {
+                gpu: {c: round(held_out[(gpu, c)], 4) for c in COMPONENTS if (gpu, c) in held_out} for gpu in gpus
+            },
+            "fitted": {gpu: {c: round(fitted[(gpu, c)], 4) for c in COMPONENTS if (gpu, c) in fitted} for gpu in gpus},
+        }
+        path = Path(__file__).resolve().parents[1] / "fluidopt" / "data" / "roofline.toml"
+        write_text_atomic(
+            path, "# Written by scripts/calibrate_roofline.py; do not edit by hand.\n" + dumps_toml(document)
+        )
+        print(f"wrote {path}")
+        write_presets(path.parent / "profiles")
+
+
+# Roofline presets written with the calibration: (GPU, model, tensor parallel).
+PRESETS = (("h100-80gb", "llama-3-8b", 1), ("h100-80gb", "mixtral-8x7b", 2))
+
+
+def write_presets(folder: Path) -> None:
+    """The roofline presets, from the calibration just written (the shipped one)."""
+    for gpu, model, tp in PRESETS:
+        profile = roofline_profile(gpu_spec(gpu), model_shape(model), Parallelism(tp))
+        path = folder / f"{profile.name}.toml"
+        write_toml(path, profile.to_dict())
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
