@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "fluidopt/data/profiles"))
     args = parser.parse_args()
     for name, (tables, run) in PRESETS.items():
-        profile, quality = profile_for_run(Path(args.data) / tables, Path(args.data) / run, name=name)
+        profile, quality = profile_for_run(Path(args.data) / tables, Path(args.data) / run, name=name, attention="fit")
         path = write_toml(Path(args.out) / f"{name}.toml", profile.to_dict())
         worst = max(quality.values(), key=lambda q: q.mape)
         print(

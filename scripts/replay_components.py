@@ -49,7 +49,7 @@ def main() -> None:
         run = read_vllm_run(run_dir)
         composed, _ = profile_for_run(tables_dir, run_dir)
         timing = composed.timing
-        rows = [("composed (all components)", *errors(run, composed))]
+        rows = [("composed (measured attention grid)", *errors(run, composed))]
         tables = read_llmservingsim_profile(tables_dir, run.engine_kwargs.get("tensor_parallel_size"))
         if tables.tensor_parallel > 1:
             alone, _ = engine_profile(
@@ -62,8 +62,10 @@ def main() -> None:
                 tables, interconnect=Interconnect(1e30, 0.0), kv_capacity_tokens=composed.kv_capacity_tokens
             )
             rows.append(("no tensor-parallel all-reduce", *errors(run, free_link)))
-        plain = replace(composed, timing=replace(timing, mixed_decode_attention=timing.decode_attention))
-        rows.append(("decodes beside a prefill at decode-only cost", *errors(run, plain)))
+        fitted, _ = profile_for_run(tables_dir, run_dir, attention="fit")
+        rows.append(("attention as parametric fits (measured kind)", *errors(run, fitted)))
+        no_cache = replace(run, kv_cache={**run.kv_cache, "enable_prefix_caching": False})
+        rows.append(("no prefix cache on recompute", *errors(no_cache, composed)))
         no_head = replace(composed, timing=replace(timing, per_sequence_s=(0.0,) * len(timing.knots_tokens)))
         rows.append(("no LM head / sampler", *errors(run, no_head)))
         one_norm = dict(PER_LAYER_CALLS)

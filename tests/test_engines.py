@@ -59,8 +59,9 @@ def test_vllm_v1_hand_traced_steps():
     #  3: A decodes (KV 5), B decodes (KV 3); C needs 2 blocks, 1 is free: C, the latest admitted, preempts itself;
     #     no admission in this step.  A and B complete.
     #  4: C readmitted, whole prompt (4).  5: C decodes, D admitted (prompt 1 = its only output token).
+    # (Prefix caching off here; the next test traces the same requests with it on.)
     workload, arrivals = trace_of([3, 2, 4, 1], [3, 2, 2, 1])
-    policy = VLLMV1Policy(max_num_seqs=3, max_num_batched_tokens=4, block_size=1)
+    policy = VLLMV1Policy(max_num_seqs=3, max_num_batched_tokens=4, block_size=1, enable_prefix_caching=False)
     result = simulate(
         workload, UNIT_STEP, policy, requests=4, arrivals=arrivals, drain=True, record_series=True, record_requests=True
     )
@@ -76,6 +77,28 @@ def test_vllm_v1_hand_traced_steps():
     assert done == {0: 3.0, 1: 3.0, 2: 5.0, 3: 5.0}
     assert first == {0: 1.0, 1: 2.0, 2: 4.0, 3: 5.0}
     assert result.evictions == 1 and result.preemption_steps == 1 and result.eviction == "recompute"
+
+
+def test_vllm_v1_hand_traced_steps_with_prefix_caching():
+    # As above with vLLM's default prefix caching.  Blocks 0-10 start free; by C's preemption in step 3 the
+    # queue has handed out 10 (A 5, B 3, C 2), and C's two computed blocks join its tail as numbers 11 and 12:
+    # neither is reused before step 4, so C is readmitted with 2 cached tokens and computes the other 2,
+    # leaving 2 of the budget for D in the same step (D completes: its prompt is its only output token).
+    workload, arrivals = trace_of([3, 2, 4, 1], [3, 2, 2, 1])
+    policy = VLLMV1Policy(max_num_seqs=3, max_num_batched_tokens=4, block_size=1)
+    result = simulate(
+        workload, UNIT_STEP, policy, requests=4, arrivals=arrivals, drain=True, record_series=True, record_requests=True
+    )
+    assert series_table(result, COLUMNS) == [
+        (2, 4, 4, 2, 0, 4, 2),
+        (3, 3, 4, 1, 0, 8, 3),
+        (2, 0, 2, 0, 1, 8, 2),
+        (2, 3, 3, 2, 0, 5, 2),
+        (1, 0, 1, 0, 0, 5, 1),
+    ]
+    done = dict(zip(result.requests["id"].tolist(), result.requests["completion_s"].tolist()))
+    assert done == {0: 3.0, 1: 3.0, 2: 5.0, 3: 4.0}
+    assert result.prefix_hit_tokens == 2 and result.recomputed_tokens == 0  # the 2 tokens it had computed
 
 
 def test_sglang_hand_traced_steps():

@@ -40,7 +40,7 @@ def test_timing_kinds_are_named_only_inside_the_timing_package():
     import fluidopt
 
     root = Path(fluidopt.__file__).parent
-    kinds = {f"fluidopt.timing.{name}" for name in ("affine", "measured", "predictor", "roofline")}
+    kinds = {f"fluidopt.timing.{name}" for name in ("affine", "measured", "predictor", "roofline", "grid")}
     offenders = {
         path.relative_to(root).as_posix(): sorted(_imported_modules(path) & kinds)
         for path in root.rglob("*.py")

@@ -228,7 +228,7 @@ def test_cli_replay_and_profile_fit(tmp_path):
         str(tmp_path / "p.toml"),
     )
     assert fit.returncode == 0, fit.stderr
-    assert "mixed_attention" in json.loads(fit.stdout)["components"]
+    assert "attention" in json.loads(fit.stdout)["components"]  # the measured grid, checked against its rows
     run = fluidopt(
         "replay", str(run_dir), "--profile", str(tmp_path / "p.toml"), "--json", "--out", str(tmp_path / "o")
     )

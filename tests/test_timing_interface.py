@@ -16,7 +16,33 @@ PRESETS = {
     "measured": "a100-80gb-llama-3-8b-vidur",
     "vidur-predictor": "a100-80gb-llama-3-8b-vidur-predictor",
     "roofline": "h100-80gb-mixtral-8x7b-tp2-roofline",
+    "engine-grid": "synthetic engine grid",  # no shipped preset carries a measured grid: built below
 }
+
+
+def synthetic_grid_profile() -> fo.GPUProfile:
+    """An engine-grid profile on a small synthetic grid (attention ~ pairs and KV reads, non-attention affine)."""
+    from fluidopt.timing.grid import GridTiming
+
+    axes = ((0.0, 16.0, 256.0, 2048.0), (0.0, 512.0, 4096.0), (0.0, 1.0, 16.0, 128.0), (0.0, 256.0, 2048.0, 8192.0))
+    grid = np.zeros([len(a) for a in axes])
+    for index in np.ndindex(grid.shape):
+        chunk, cached, decodes, mean = (axes[d][i] for d, i in enumerate(index))
+        grid[index] = 2e-5 + 1e-10 * chunk * (cached + chunk / 2) + 2e-9 * decodes * mean + 1e-8 * cached
+    knots = (1.0, 64.0, 512.0, 2048.0)
+    timing = GridTiming(
+        layers=32,
+        knots_tokens=knots,
+        non_attention_s=(0.01, 0.011, 0.03, 0.1),
+        per_sequence_s=(0.001, 0.0012, 0.002, 0.005),
+        axes=axes,
+        attention_s=tuple(grid.reshape(-1)),
+    )
+    return fo.GPUProfile("synthetic-grid", 100_000, timing=timing, block_tokens=16)
+
+
+def profile_of(kind: str) -> fo.GPUProfile:
+    return synthetic_grid_profile() if kind == "engine-grid" else fo.preset_profile(PRESETS[kind])
 
 
 def test_every_registered_kind_has_a_preset_here():
@@ -25,7 +51,7 @@ def test_every_registered_kind_has_a_preset_here():
 
 @pytest.mark.parametrize("kind", sorted(PRESETS))
 def test_a_kind_implements_the_protocol_and_round_trips(kind):
-    timing = fo.preset_profile(PRESETS[kind]).timing
+    timing = profile_of(kind).timing
     assert isinstance(timing, TimingModel) and timing.kind == kind
     assert timing_kinds()[kind_index(timing)] == kind
     assert timing_from_dict(timing.to_dict(), "iteration_time") == timing
@@ -35,7 +61,7 @@ def test_a_kind_implements_the_protocol_and_round_trips(kind):
 @pytest.mark.parametrize(("prompt", "outputs", "chunk"), [(512, 20, None), (300, 7, 128), (1000, 40, 256)])
 def test_the_fluid_form_equals_the_step_formula_on_a_whole_batch(kind, prompt, outputs, chunk):
     """At one request per stage (rate 1, x = 1) the fluid batch is a concrete batch: both forms agree."""
-    profile = fo.preset_profile(PRESETS[kind])
+    profile = profile_of(kind)
     workload = fo.Workload("w", (fo.RequestClass("a", prompt, outputs, 1.0),))
     batch = fluid_batch(workload, profile, chunk_tokens=chunk)
     size = chunk or prompt
@@ -49,7 +75,7 @@ def test_the_fluid_form_equals_the_step_formula_on_a_whole_batch(kind, prompt, o
 @pytest.mark.parametrize("kind", sorted(PRESETS))
 def test_python_step_time_is_the_simulators(kind):
     """A lone request's simulated latency is the sum of the Python step times of its steps."""
-    profile = fo.preset_profile(PRESETS[kind])
+    profile = profile_of(kind)
     workload = fo.Workload("w", (fo.RequestClass("a", 200, 6, 0.01),))
     result = fo_simulate(workload, profile)
     expected = profile.batch_time([200], [0], []) + sum(profile.batch_time([], [], [200 + s - 1]) for s in range(1, 7))

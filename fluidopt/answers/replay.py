@@ -229,6 +229,9 @@ def run_policy(run: VLLMRun) -> Any:
             options[key] = int(kwargs[key])
     if run.kv_cache.get("block_size"):
         options["block_size"] = int(run.kv_cache["block_size"])
+    caching = run.kv_cache.get("enable_prefix_caching", kwargs.get("enable_prefix_caching"))
+    if caching is not None:
+        options["enable_prefix_caching"] = bool(caching)
     return VLLMV1Policy(**options)
 
 

@@ -99,6 +99,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "interconnect the profile takes",
     )
     fit.add_argument("--gpu-memory-gb", type=float, help="llmservingsim: GPU memory for vLLM's memory rule")
+    fit.add_argument(
+        "--attention-model",
+        choices=("grid", "fit"),
+        default="grid",
+        help="llmservingsim: keep the measured attention grid (default; timing kind engine-grid) or fit the "
+        "measured kind's parametric forms to it",
+    )
     fit.add_argument("--attention", help="Vidur attention.csv (or the shared sample format): a measured profile")
     fit.add_argument(
         "--timing",
@@ -289,6 +296,8 @@ def cmd_profile_fit(args: argparse.Namespace) -> int:
         raise InputError("--plot", args.plot, "needs --batch-log (the residual plot of a per-batch fit)")
     if args.format == "llmservingsim":
         return _profile_fit_engine_tables(args)
+    if args.attention_model != "grid":
+        raise InputError("--attention-model", args.attention_model, "applies to --format llmservingsim")
     for option in ("tp", "run", "gpu_memory_gb"):
         if getattr(args, option) is not None:
             raise InputError(
@@ -372,6 +381,7 @@ def _profile_fit_engine_tables(args: argparse.Namespace) -> int:
         data_parallel=args.dp,
         expert_parallel=args.ep,
         gpu=args.gpu,
+        attention=args.attention_model,
     )
     return _report_fit(args, profile.name, profile, components)
 

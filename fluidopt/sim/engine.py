@@ -648,6 +648,7 @@ def _result(
         evictions=int(si[layout.S_EVICTIONS]),
         wasted_tokens=int(si[layout.S_WASTED_TOKENS]),
         recomputed_tokens=int(si[layout.S_RECOMPUTED_TOKENS]),
+        prefix_hit_tokens=int(si[layout.S_PREFIX_HIT_TOKENS]),
         overflow_iterations=int(si[layout.S_OVERFLOW_ITERATIONS]),
         throughput_tokens_per_s=per_window(float(si[layout.S_TOKENS_WINDOW])),
         completed_per_s=per_window(float(si[layout.S_COMPLETED_WINDOW])),

@@ -61,6 +61,7 @@ from fluidopt.sim.layout import (
     HIST_BINS,
     HIST_BINS_PER_DECADE,
     HIST_MIN_LOG10,
+    I_CACHE_BLOCKS,
     I_CHARGE,
     I_CLASS,
     I_DECODE,
@@ -82,6 +83,7 @@ from fluidopt.sim.layout import (
     S_ARRIVED,
     S_ARRIVED_MEASURED,
     S_ARRIVED_TOKENS,
+    S_BLOCKS_FREED,
     S_COMPLETED,
     S_COMPLETED_MEASURED,
     S_COMPLETED_WINDOW,
@@ -336,6 +338,7 @@ def _enqueue_arrival(
     slot_i[I_REQUEST, slot] = rid
     slot_i[I_EVICTIONS, slot] = 0
     slot_i[I_MAX_NEW, slot] = max_new if max_new > 0 else dec
+    slot_i[I_CACHE_BLOCKS, slot] = 0
     slot_f[F_ARRIVAL, slot] = t
     slot_f[F_FIRST_TOKEN, slot] = np.nan
     slot_f[F_LAST_TOKEN, slot] = np.nan
@@ -420,6 +423,7 @@ def _complete(slot_i, slot_f, free, scal_i, scal_f, cfg_i, cfg_f, hist, comp_log
     scal_i[S_COMPLETED] += 1
     scal_i[S_IN_SYSTEM] -= 1
     scal_i[S_MEMORY] -= slot_i[I_CHARGE, slot]
+    scal_i[S_BLOCKS_FREED] += slot_i[I_CHARGE, slot] // cfg_i[C_BLOCK]
     slot_i[I_CHARGE, slot] = 0
     slot_i[I_STATUS, slot] = STATUS_FREE
     if cfg_i[C_RECORD] == 1:

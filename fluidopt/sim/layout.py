@@ -19,7 +19,9 @@ I_CHARGE = 9  # KV tokens charged to the slot (0 when not resident)
 I_REQUEST = 10  # global request id (arrival order)
 I_EVICTIONS = 11  # times this request was evicted
 I_MAX_NEW = 12  # max_new_tokens the client sent (an upper bound on the output; SGLang's reservation)
-N_INT_FIELDS = 13
+I_CACHE_MARK = 13  # recompute victim: free-queue number just past its freed blocks (prefix caching)
+I_CACHE_BLOCKS = 14  # recompute victim: full blocks of computed KV it freed (0: nothing cached)
+N_INT_FIELDS = 15
 
 # Per-slot float fields (rows of ``slot_f``).
 F_ARRIVAL = 0
@@ -60,7 +62,10 @@ S_STAGE_EXCESS = 24  # WAIT: max over time of (residents of class j at a decode 
 S_ARRIVED_TOKENS = 25  # decode tokens of the arrivals inside the measurement window
 S_PEAK_RUNNING = 26  # most requests holding KV at once (vLLM's / SGLang's running requests)
 S_PREEMPT_STEPS = 27  # steps in which the policy preempted (or retracted) at least one request
-N_INT_SCALARS = 28
+S_BLOCKS_FREED = 28  # KV blocks freed so far (free-queue numbers: initial blocks 0..N-1, then N + this)
+S_BLOCKS_ALLOCATED = 29  # KV blocks taken from the free queue so far (its head: numbers below are reused)
+S_PREFIX_HIT_TOKENS = 30  # re-prefill tokens served from the prefix cache instead of recomputed
+N_INT_SCALARS = 31
 
 # Float scalars (entries of ``scal_f``).
 T_NOW = 0

@@ -41,7 +41,9 @@ class SimulationResult(ArrayValue):
     wasted_tokens : int
         Work lost to ``restart`` evictions: the victims' prompt tokens and decode tokens.
     recomputed_tokens : int
-        Tokens re-prefilled after ``recompute`` evictions.
+        Tokens re-prefilled after ``recompute`` evictions (less those found in the prefix cache).
+    prefix_hit_tokens : int
+        Tokens of re-admitted preempted requests found in vLLM's prefix cache, not recomputed.
     requests : dict of numpy.ndarray or None
         With ``record_requests=True``: per completed request ``id``, ``class``, ``arrival_s``,
         ``first_token_s``, ``completion_s``, ``evictions``.
@@ -106,6 +108,7 @@ class SimulationResult(ArrayValue):
     tpot_quantiles_s: dict[str, float] = field(default_factory=dict)
     peak_running_requests: int = 0
     preemption_steps: int = 0
+    prefix_hit_tokens: int = 0
     state_slots: int = 0
     requests: dict[str, np.ndarray] | None = field(default=None, repr=False)
     series: dict[str, np.ndarray] | None = field(default=None, repr=False)
@@ -241,6 +244,7 @@ class SimulationResult(ArrayValue):
             "retractions": self.evictions if self.policy == "sglang" else None,
             "preemption_steps": self.preemption_steps,
             "recomputed_tokens": self.recomputed_tokens,
+            "prefix_hit_tokens": self.prefix_hit_tokens,
             "peak_running_requests": self.peak_running_requests,
             "kv_usage_mean": self.mean_memory_tokens / capacity if math.isfinite(self.mean_memory_tokens) else None,
             "kv_usage_peak": self.peak_memory_tokens / capacity,
@@ -275,6 +279,7 @@ class SimulationResult(ArrayValue):
             "evictions": self.evictions,
             "wasted_tokens": self.wasted_tokens,
             "recomputed_tokens": self.recomputed_tokens,
+            "prefix_hit_tokens": self.prefix_hit_tokens,
             "overflow_iterations": self.overflow_iterations,
             "throughput_tokens_per_s": self.throughput_tokens_per_s,
             "completed_per_s": self.completed_per_s,

@@ -23,7 +23,7 @@ from fluidopt._jit import kernel_function
 from fluidopt.errors import InputError, require
 
 # The registry: one module name per timing kind, in the kernel's dispatch order.
-TIMING_MODULE_NAMES = ("affine", "measured", "predictor", "roofline")
+TIMING_MODULE_NAMES = ("affine", "measured", "predictor", "roofline", "grid")
 MAX_TIMING_KINDS = 8  # step-function slots the kernel unrolls (fluidopt.sim.kernel)
 
 TIMING_MODULES: list[ModuleType] = [importlib.import_module(f"fluidopt.timing.{name}") for name in TIMING_MODULE_NAMES]

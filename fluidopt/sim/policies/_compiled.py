@@ -16,6 +16,8 @@ from fluidopt.sim.layout import (
     C_PER_CLASS_QUEUES,
     CF_WATERMARK,
     I_ADMIT,
+    I_CACHE_BLOCKS,
+    I_CACHE_MARK,
     I_CHARGE,
     I_CLASS,
     I_EVICTIONS,
@@ -27,6 +29,7 @@ from fluidopt.sim.layout import (
     I_STATUS,
     I_TARGET,
     S_ADMIT_COUNTER,
+    S_BLOCKS_FREED,
     S_EVICTIONS,
     S_MEMORY,
     S_NRES,
@@ -127,6 +130,15 @@ def evict_to(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, position, front):
         res[r] = res[r + 1]
     scal_i[S_NRES] -= 1
     scal_i[S_MEMORY] -= slot_i[I_CHARGE, slot]
+    # Prefix caching (vLLM V1): the freed blocks join the free queue tail, last block first, so the
+    # prompt's first blocks are the last to be reused; a recompute may find them still cached.
+    held = slot_i[I_CHARGE, slot] // cfg_i[C_BLOCK]
+    computed = slot_i[I_PREFILL_DONE, slot]
+    if slot_i[I_STAGE, slot] >= 1:
+        computed = slot_i[I_PREFILL, slot] + slot_i[I_STAGE, slot] - 1
+    slot_i[I_CACHE_BLOCKS, slot] = min(computed // cfg_i[C_BLOCK], held)
+    slot_i[I_CACHE_MARK, slot] = cfg_i[C_CAPACITY] // cfg_i[C_BLOCK] + scal_i[S_BLOCKS_FREED] + held
+    scal_i[S_BLOCKS_FREED] += held
     slot_i[I_CHARGE, slot] = 0
     slot_i[I_STATUS, slot] = STATUS_WAITING
     slot_i[I_EVICTIONS, slot] += 1
@@ -145,6 +157,8 @@ def evict_to(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, position, front):
         slot_i[I_RESUME, slot] = stage
         slot_i[I_STAGE, slot] = 0
         scal_i[S_RECOMPUTED_TOKENS] += slot_i[I_TARGET, slot]
+    else:  # recompute of a partial prefill: the chunks computed so far are computed again
+        scal_i[S_RECOMPUTED_TOKENS] += slot_i[I_PREFILL_DONE, slot]
     slot_i[I_PREFILL_DONE, slot] = 0
     scal_i[S_WAITING] += 1
     if front:

@@ -19,6 +19,13 @@ Followed from vLLM's ``vllm/v1/core/sched/scheduler.py`` (``Scheduler.schedule``
    blocks are allocated.  An allocation failure stops admission for the step (head of line).
 4. The step that completes a prompt's prefill emits the request's first output token.
 5. One block of the pool is vLLM's null block and never holds KV.
+6. Automatic prefix caching (``enable_prefix_caching``, on by default in V1): a preempted
+   request's freed blocks keep their contents until the free queue hands them out again.  vLLM
+   frees a request's blocks last block first onto the queue's tail and allocates from its head,
+   so when the request is admitted again the leading blocks not yet reused are cache hits:
+   ``min(full blocks freed, mark - blocks allocated since)`` where ``mark`` is the queue number
+   just past its freed blocks.  Hit tokens are not recomputed (at least one token is, as in
+   vLLM).  Prefixes shared between different requests are not modelled (no token contents).
 
 Where ../shared/ENGINES.md and the code differ: nothing found for these rules; the null block and
 the chunk-only allocation under ``scheduler_reserve_full_isl`` are the code's details.
@@ -35,13 +42,18 @@ from fluidopt.errors import require
 from fluidopt.sim.layout import (
     C_BLOCK,
     C_CAPACITY,
+    I_CACHE_BLOCKS,
+    I_CACHE_MARK,
     I_CHARGE,
     I_PREFILL,
     I_PREFILL_DONE,
     I_STAGE,
     I_TARGET,
+    S_BLOCKS_ALLOCATED,
     S_MEMORY,
     S_NRES,
+    S_PREFIX_HIT_TOKENS,
+    S_RECOMPUTED_TOKENS,
 )
 from fluidopt.sim.policies._base import KernelPack, Knob, PolicySpec, int_array, validate_fields
 from fluidopt.sim.policies._compiled import (
@@ -62,6 +74,7 @@ P_MAX_BATCHED_TOKENS = 1
 P_LONG_PREFILL_THRESHOLD = 2
 P_RESERVE_FULL_ISL = 3
 P_NULL_BLOCKS = 4
+P_PREFIX_CACHING = 5
 
 # vLLM 0.19's defaults for `vllm serve` on GPUs below the H100 class (A100, L40S, RTX 4090):
 # max_num_seqs 256, max_num_batched_tokens 2048.  On H100 / H200 / MI300 class GPUs (>= 70 GiB,
@@ -91,6 +104,9 @@ class VLLMV1Policy:
         Admit a request only if its whole input fits in the free blocks (vLLM's default, on).
     watermark : float
         Fraction of blocks kept free at admission (0).
+    enable_prefix_caching : bool
+        vLLM's automatic prefix caching (on by default): a preempted request re-admitted finds
+        the leading blocks it freed that no allocation has reused yet (module docstring, rule 6).
 
     """
 
@@ -100,6 +116,7 @@ class VLLMV1Policy:
     block_size: int = 16
     scheduler_reserve_full_isl: bool = True
     watermark: float = 0.0
+    enable_prefix_caching: bool = True
     name: str = field(default="vllm-v1", init=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +129,7 @@ class VLLMV1Policy:
                 "block_size": ("whole", 1),
                 "scheduler_reserve_full_isl": ("flag", 0),
                 "watermark": ("fraction", 0),
+                "enable_prefix_caching": ("flag", 0),
             },
         )
         require(
@@ -129,6 +147,7 @@ class VLLMV1Policy:
             self.long_prefill_token_threshold,
             self.scheduler_reserve_full_isl,
             1,
+            self.enable_prefix_caching,
         )
         return KernelPack(
             params,
@@ -149,12 +168,24 @@ class VLLMV1Policy:
             "block_size": self.block_size,
             "scheduler_reserve_full_isl": self.scheduler_reserve_full_isl,
             "watermark": self.watermark,
+            "enable_prefix_caching": self.enable_prefix_caching,
         }
 
 
 @kernel_function
 def _usable_free_blocks(scal_i, cfg_i, null_blocks):
     return (cfg_i[C_CAPACITY] - scal_i[S_MEMORY]) // cfg_i[C_BLOCK] - null_blocks
+
+
+@kernel_function
+def cached_blocks(slot_i, scal_i, p_i, slot):
+    """Leading blocks of a preempted request still in the prefix cache (module docstring, rule 6)."""
+    if p_i[P_PREFIX_CACHING] == 0:
+        return 0
+    alive = slot_i[I_CACHE_MARK, slot] - scal_i[S_BLOCKS_ALLOCATED]
+    if alive <= 0:
+        return 0
+    return min(alive, slot_i[I_CACHE_BLOCKS, slot])
 
 
 @kernel_function
@@ -216,6 +247,7 @@ def select_vllm_v1(
                 break
         if self_preempted:
             break
+        scal_i[S_BLOCKS_ALLOCATED] += max(blocks(tokens, block) - slot_i[I_CHARGE, slot], 0) // block
         recharge(slot_i, scal_i, slot, tokens, block)
         nb = add(bsel, bchunk, nb, slot, num_new if slot_i[I_STAGE, slot] == 0 else 0)
         budget -= num_new
@@ -227,16 +259,24 @@ def select_vllm_v1(
     while qlen[0] > 0 and budget > 0 and scal_i[S_NRES] < p_i[P_MAX_NUM_SEQS]:
         slot = queue_peek(queues, qhead, 0, 0)
         target = slot_i[I_TARGET, slot]
-        num_new = target
+        hits = cached_blocks(slot_i, scal_i, p_i, slot) if slot_i[I_CACHE_BLOCKS, slot] > 0 else 0
+        computed = min(hits * block, target - 1) if hits > 0 else 0
+        num_new = target - computed
         if threshold > 0 and num_new > threshold:
             num_new = threshold
         if num_new > budget:
             num_new = budget
-        must_fit = target if reserve_full else num_new
+        must_fit = target if reserve_full else computed + num_new
         if blocks(must_fit, block) // block > _usable_free_blocks(scal_i, cfg_i, null_blocks) - watermark:
             break
         queue_pop_front(queues, qhead, qlen, 0)
-        admit_charged(slot_i, res, scal_i, slot, blocks(num_new, block))
+        charge = blocks(computed + num_new, block)
+        admit_charged(slot_i, res, scal_i, slot, charge)
+        slot_i[I_CACHE_BLOCKS, slot] = 0
+        slot_i[I_PREFILL_DONE, slot] = computed
+        scal_i[S_PREFIX_HIT_TOKENS] += computed
+        scal_i[S_RECOMPUTED_TOKENS] -= computed
+        scal_i[S_BLOCKS_ALLOCATED] += charge // block - computed // block
         nb = add(bsel, bchunk, nb, slot, num_new)
         budget -= num_new
     return nb

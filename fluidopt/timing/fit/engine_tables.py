@@ -51,6 +51,7 @@ from fluidopt.errors import InputError, require
 from fluidopt.hardware import ModelShape, gpu_spec, model_for_engine_name
 from fluidopt.timing.fit.attention import fit_decode_attention
 from fluidopt.timing.fit.common import ComponentFit, component_quality
+from fluidopt.timing.fit.engine_grid import grid_engine_timing
 from fluidopt.timing.measured import MeasuredTiming
 
 # Calls per decoder layer of each measured operator; once-per-step operators count 0 here.
@@ -643,12 +644,16 @@ def engine_profile(
     kv_capacity_tokens: int | None = None,
     kv_capacity_source: str = "",
     parallel: Parallelism | None = None,
+    attention: str = "grid",
 ) -> tuple[Any, dict[str, ComponentFit]]:
-    """A measured :class:`~fluidopt.profile.GPUProfile` of one engine from engine tables, with provenance.
+    """A :class:`~fluidopt.profile.GPUProfile` of one engine from engine tables, with provenance.
 
     ``kv_capacity_tokens`` is the engine's KV capacity (from a run's log, or
     :func:`vllm_kv_capacity_tokens`); ``kv_capacity_source`` says which.  ``parallel`` (data and
     expert parallelism) changes the MoE layers' time (:func:`expert_parallel_moe_seconds`).
+    ``attention``: ``"grid"`` (default) keeps the measured attention grid (timing kind
+    ``engine-grid``); ``"fit"`` fits the ``measured`` kind's parametric forms to it (a profile
+    that carries fitted coefficients, not the table).
     """
     from fluidopt.profile import GPUProfile
 
@@ -661,7 +666,11 @@ def engine_profile(
         parallel.tensor,
         f"the tables are tp{tables.tensor_parallel}",
     )
+    require(attention in ("grid", "fit"), "attention", attention, "must be grid or fit")
+    timing: Any
     timing, quality = fit_engine_timing(tables, interconnect=interconnect, parallel=parallel)
+    if attention == "grid":
+        timing, quality = grid_engine_timing(tables, timing, quality)
     shape = tables.model_shape
     suffix = (f"-dp{parallel.data}" if parallel.data > 1 else "") + ("-ep" if parallel.expert else "")
     label = name or f"{tables.gpu.lower()}-{shape.name}-tp{tables.tensor_parallel}{suffix}-vllm"
@@ -735,8 +744,11 @@ def profile_for_run(
     data_parallel: int | None = None,
     expert_parallel: bool | None = None,
     gpu: str | None = None,
+    attention: str = "grid",
 ) -> tuple[Any, dict[str, ComponentFit]]:
     """The engine-table profile of one engine of a run, sized as the engine sized its KV cache.
+
+    ``attention`` as in :func:`engine_profile`.
 
     KV capacity: the run's logged ``num_gpu_blocks x block_size`` when present, otherwise vLLM's
     memory rule (:func:`vllm_kv_capacity_tokens`) with the GPU memory of the run's hardware record
@@ -806,6 +818,7 @@ def profile_for_run(
         kv_capacity_tokens=capacity,
         kv_capacity_source=source,
         parallel=parallel,
+        attention=attention,
     )
     hardware = meta.get("hardware") or {}
     device_memory = hardware.get("device_total_memory_bytes") or (

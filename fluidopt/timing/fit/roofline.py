@@ -19,7 +19,14 @@ from typing import Any
 
 from fluidopt.errors import require, require_finite_number
 from fluidopt.hardware import GPUSpec, ModelShape, gpu_spec, kv_heads_per_gpu, model_for_engine_name
-from fluidopt.timing.fit.engine_tables import Parallelism, vllm_kv_capacity_tokens
+from fluidopt.model_config import resolve_model
+from fluidopt.timing.fit.engine_tables import (
+    Parallelism,
+    _run_hardware,
+    kv_cache_record,
+    read_interconnect,
+    vllm_kv_capacity_tokens,
+)
 from fluidopt.timing.roofline import RATE_KEYS, WORK_KEYS, RooflineTiming
 from fluidopt.tomlio import parse_toml
 
@@ -296,9 +303,6 @@ def roofline_profile_for_run(
     from the run's ``config.json`` when it describes one (else the spec sheet's); the KV capacity
     from the run's logged ``num_gpu_blocks`` (else vLLM's memory rule).
     """
-    from fluidopt.model_config import resolve_model
-    from fluidopt.timing.fit.engine_tables import _run_hardware, kv_cache_record, read_interconnect
-
     run = Path(run_folder)
     meta, instance = _run_hardware(run)
     require(bool(meta), "run", str(run), "has no vllm/meta.json")
