@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from fluidopt.cli.common import format_table
 from fluidopt.hardware import gpu_spec, model_shape
-from fluidopt.timing.fit.engine_tables import Parallelism
-from fluidopt.timing.fit.roofline import roofline_profile
+from fluidopt.timing.fit.engine_tables import Interconnect, Parallelism, engine_profile, read_llmservingsim_profile
+from fluidopt.timing.fit.roofline import ENGINE_GPUS, roofline_profile, roofline_timing
 from fluidopt.timing.fit.roofline_calibration import (
     component_errors,
     fit_calibration,
@@ -55,6 +57,9 @@ def main() -> None:
     print("median |error| %, held out / fitted on all GPUs")
     print(format_table(["GPU", *COMPONENTS], rows))
     print({key: round(value, 6) if isinstance(value, float) else value for key, value in calibration.to_dict().items()})
+    print()
+    print("whole steps against the tables' own composition (median / worst |error| %, calibration without the GPU)")
+    print(format_table(["tables", "decode", "prefill", "mixed"], step_errors(observations, Path(args.data))))
     if args.write:
         document = {
             "schema_version": 1,
@@ -70,6 +75,38 @@ def main() -> None:
         )
         print(f"wrote {path}")
         write_presets(path.parent / "profiles")
+
+
+# Engine tables whose whole steps the roofline is checked against: (folder, tensor parallel, fluidopt GPU).
+STEP_CHECKS = (
+    ("RTX4090/meta-llama/Llama-3.1-8B", 1),
+    ("RTXPRO6000/Qwen/Qwen3-32B", 1),
+    ("RTXPRO6000/Qwen/Qwen3-32B", 2),
+    ("RTXPRO6000/Qwen/Qwen3-30B-A3B-Instruct-2507", 1),
+)
+BATCHES = {
+    "decode": [([], [], [kv] * n) for n in (1, 8, 32, 128) for kv in (256, 1024, 4096)],
+    "prefill": [([c], [k], []) for c in (64, 512, 2048) for k in (0, 1024)],
+    "mixed": [([c], [0], [1024] * n) for c in (64, 512) for n in (8, 64)],
+}
+
+
+def step_errors(observations: list, data: Path) -> list[list[str]]:
+    """Roofline step times (calibrated without the tables' GPU) against the grid composition of the tables."""
+    rows = []
+    for folder, tp in STEP_CHECKS:
+        tables = read_llmservingsim_profile(data / "llmservingsim" / "profiles" / folder, tp)
+        gpu = gpu_spec(ENGINE_GPUS[tables.gpu])
+        link = Interconnect(gpu.link_bandwidth_bytes_per_s, gpu.link_latency_s, "spec sheet")
+        composed, _ = engine_profile(tables, interconnect=link, kv_capacity_tokens=100_000)
+        calibration = fit_calibration([o for o in observations if o.gpu != gpu.name])
+        roof = roofline_timing(gpu, tables.model_shape, Parallelism(tp), calibration)
+        cells = []
+        for batches in BATCHES.values():
+            errors = [abs(roof.batch_time(*b) / composed.timing.batch_time(*b) - 1) for b in batches]
+            cells.append(f"{100 * float(np.median(errors)):.0f} / {100 * max(errors):.0f}")
+        rows.append([f"{tables.gpu} {tables.model_shape.name} tp{tp}", *cells])
+    return rows
 
 
 # Roofline presets written with the calibration: (GPU, model, tensor parallel).

@@ -311,6 +311,13 @@ SPECS = (
             Knob("--block-size", "block_size", int, "KV block size in tokens"),
             Knob("--watermark", "watermark", float, "fraction of KV blocks kept free at admission"),
             Knob(
+                "--no-prefix-caching",
+                "enable_prefix_caching",
+                bool,
+                "vllm-v1: no prefix-cache hits when a preempted request is recomputed",
+                const=False,
+            ),
+            Knob(
                 "--no-reserve-full-isl",
                 "scheduler_reserve_full_isl",
                 bool,
