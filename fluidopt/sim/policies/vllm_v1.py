@@ -247,7 +247,9 @@ def select_vllm_v1(
                 break
         if self_preempted:
             break
-        scal_i[S_BLOCKS_ALLOCATED] += max(blocks(tokens, block) - slot_i[I_CHARGE, slot], 0) // block
+        grown = blocks(tokens, block) - slot_i[I_CHARGE, slot]
+        if grown > 0:  # new blocks from the free queue's head (prefix caching's clock)
+            scal_i[S_BLOCKS_ALLOCATED] += grown // block
         recharge(slot_i, scal_i, slot, tokens, block)
         nb = add(bsel, bchunk, nb, slot, num_new if slot_i[I_STAGE, slot] == 0 else 0)
         budget -= num_new
