@@ -29,8 +29,8 @@ import numpy as np
 
 from fluidopt._jit import kernel_function
 from fluidopt.errors import reject_unknown_keys, require, require_whole_number
-from fluidopt.timing.protocol import FluidBatch, StepTiming
-from fluidopt.timing.surrogate import affine_surrogate
+from fluidopt.timing.protocol import FluidBatch
+from fluidopt.timing.surrogate import SurrogateTiming
 from fluidopt.timing.values import number_tuple
 
 KIND = "engine-grid"
@@ -42,7 +42,7 @@ HEADER_ROWS = 7  # knots, f, g, then the four axes; the grid's rows follow
 
 
 @dataclass(frozen=True)
-class GridTiming(StepTiming):
+class GridTiming(SurrogateTiming):
     """Step time from splines of the operator tables and the attention grid (module docstring).
 
     Parameters
@@ -120,10 +120,6 @@ class GridTiming(StepTiming):
     def grid(self) -> np.ndarray:
         """The attention values as a 4-D array over :data:`AXES`."""
         return np.asarray(self.attention_s).reshape([len(a) for a in self.axes])
-
-    def affine_pieces(self) -> tuple[Any, ...]:
-        """The convex two-piece surrogate the linear program uses (:func:`affine_surrogate`)."""
-        return affine_surrogate(self)
 
     def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """``(axis lengths, table)``: rows knots, f, g, the four axes, then one row per grid line (last axis)."""
@@ -224,12 +220,20 @@ def _spline(x: Any, knots: np.ndarray, values: np.ndarray) -> Any:
 # ------------------------------------------------------------------ the step formula (compiled into the kernel)
 @kernel_function
 def grid_axis(table, row, count, query):
-    """``(lower index, weight)`` of ``query`` on the axis in ``table[row, :count]``."""
-    lo = 0
-    while lo < count - 2 and table[row, lo + 1] <= query:
-        lo += 1
+    """``(lower index, weight)`` of ``query`` on the axis in ``table[row, :count]`` (binary search)."""
     if query <= table[row, 0]:
-        return lo, 0.0
+        return 0, 0.0
+    lo = 0
+    hi = count - 1
+    if query >= table[row, hi]:
+        lo = count - 2
+    else:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if table[row, mid] <= query:
+                lo = mid
+            else:
+                hi = mid
     return lo, (query - table[row, lo]) / (table[row, lo + 1] - table[row, lo])
 
 
@@ -252,16 +256,19 @@ def grid_attention(tcoef, table, prefill, cached, decodes, mean):
     c, wc = grid_axis(table, 5, n3, decodes)
     d, wd = grid_axis(table, 6, n4, mean)
     total = 0.0
-    for corner in range(16):
-        ua = corner & 1
-        ub = (corner >> 1) & 1
-        uc = (corner >> 2) & 1
-        ud = (corner >> 3) & 1
-        weight = (wa if ua else 1.0 - wa) * (wb if ub else 1.0 - wb) * (wc if uc else 1.0 - wc)
-        weight *= wd if ud else 1.0 - wd
-        if weight != 0.0:
-            line = HEADER_ROWS + ((a + ua) * n2 + (b + ub)) * n3 + (c + uc)
-            total += weight * table[line, d + ud]
+    for ua in range(2):
+        weight_a = wa if ua else 1.0 - wa
+        if weight_a == 0.0:
+            continue
+        for ub in range(2):
+            weight_b = weight_a * (wb if ub else 1.0 - wb)
+            if weight_b == 0.0:
+                continue
+            line = HEADER_ROWS + ((a + ua) * n2 + (b + ub)) * n3 + c
+            # The decodes axis, then the last axis interpolated along the grid line.
+            low = table[line, d] * (1.0 - wd) + table[line, d + 1] * wd
+            high = table[line + 1, d] * (1.0 - wd) + table[line + 1, d + 1] * wd
+            total += weight_b * (low * (1.0 - wc) + high * wc)
     return total
 
 

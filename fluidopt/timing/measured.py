@@ -44,8 +44,8 @@ import numpy as np
 
 from fluidopt._jit import kernel_function
 from fluidopt.errors import reject_unknown_keys, require, require_finite_number, require_whole_number
-from fluidopt.timing.protocol import FluidBatch, StepTiming
-from fluidopt.timing.surrogate import affine_surrogate
+from fluidopt.timing.protocol import FluidBatch
+from fluidopt.timing.surrogate import SurrogateTiming
 from fluidopt.timing.values import coefficients, number_tuple
 
 PREFILL_KEYS = ("base_s", "per_chunk_token_s", "per_chunk_kv_token_s", "per_chunk_token_sq_s")
@@ -66,7 +66,7 @@ N_TIMING_COEF = 17
 
 
 @dataclass(frozen=True)
-class MeasuredTiming(StepTiming):
+class MeasuredTiming(SurrogateTiming):
     """An iteration-time model composed from measured operator timings (module docstring).
 
     Parameters
@@ -249,10 +249,6 @@ class MeasuredTiming(StepTiming):
             attention = np.maximum(d0 + db * b + dkv * x * batch.decode_kv, e0 + ek * batch.decode_kv / batch.decodes)
             result = result + save + np.maximum(attention, 0.0)
         return float(result) if np.ndim(result) == 0 else result
-
-    def affine_pieces(self) -> tuple[Any, ...]:
-        """The convex two-piece surrogate the linear program uses (:func:`affine_surrogate`)."""
-        return affine_surrogate(self)
 
     def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Flat arrays for the step function: coefficients and the ``(4, knots)`` table (knots, f, r, g)."""

@@ -47,8 +47,8 @@ import numpy as np
 
 from fluidopt._jit import kernel_function
 from fluidopt.errors import reject_unknown_keys, require, require_finite_number, require_whole_number
-from fluidopt.timing.protocol import FluidBatch, StepTiming
-from fluidopt.timing.surrogate import affine_surrogate
+from fluidopt.timing.protocol import FluidBatch
+from fluidopt.timing.surrogate import SurrogateTiming
 
 KIND = "vidur-predictor"
 PREFILL_KEYS = ("base_s", "per_chunk_token_s", "per_chunk_kv_token_s", "per_chunk_token_sq_s")
@@ -92,7 +92,7 @@ def round_up(value: Any, step: int) -> Any:
 
 
 @dataclass(frozen=True)
-class VidurPredictorTiming(StepTiming):
+class VidurPredictorTiming(SurrogateTiming):
     """Iteration time as Vidur's predictor composes it (module docstring).
 
     Parameters
@@ -232,10 +232,6 @@ class VidurPredictorTiming(StepTiming):
             attention = np.maximum(p0 + pc * c + pck * c * k + pcc * c * c, 0.0)
             result = result + attention * (1 + self.prefill_batching_overhead * (x * prefills > 1))
         return float(result) if np.ndim(result) == 0 else result
-
-    def affine_pieces(self) -> tuple[Any, ...]:
-        """A convex surrogate (:func:`affine_surrogate`); the linear program refuses this kind (``lp_refusal``)."""
-        return affine_surrogate(self)
 
     def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Coefficients and a dense ``(4, DENSE_TOKENS + 1)`` table: tokens, non-attention (rounded), save."""

@@ -40,8 +40,8 @@ import numpy as np
 
 from fluidopt._jit import kernel_function
 from fluidopt.errors import reject_unknown_keys, require, require_finite_number
-from fluidopt.timing.protocol import FluidBatch, StepTiming
-from fluidopt.timing.surrogate import affine_surrogate
+from fluidopt.timing.protocol import FluidBatch
+from fluidopt.timing.surrogate import SurrogateTiming
 
 KIND = "roofline"
 # The achieved rates of the hardware (calibrated efficiencies x spec sheet) and its fixed costs.
@@ -105,10 +105,14 @@ R_C, R_B, R_CA, R_BP, R_BD, R_BM, R_ATT, R_ATT_SEQ, R_LINK, R_LAT, R_KERNEL, R_S
     W_EXCHANGES,
     W_X_BYTES,
 ) = range(N_RATES, N_RATES + len(WORK_KEYS))
+# Per-profile constants of the MoE term, appended to the kernel's coefficients (computed once).
+D_MISS = N_RATES + len(WORK_KEYS)  # log of the chance that one token misses a given expert
+D_EXPERT_TOKEN_S = D_MISS + 1  # seconds of expert compute per routed token
+D_EXPERT_READ_S = D_MISS + 2  # seconds to read one reached expert
 
 
 @dataclass(frozen=True)
-class RooflineTiming(StepTiming):
+class RooflineTiming(SurrogateTiming):
     """A step time from operator FLOPs and bytes at achieved rates (module docstring).
 
     Parameters
@@ -187,17 +191,24 @@ class RooflineTiming(StepTiming):
         )
         return float(result) if np.ndim(result) == 0 else result
 
-    def affine_pieces(self) -> tuple[Any, ...]:
-        """The convex two-piece surrogate the linear program uses (:func:`affine_surrogate`)."""
-        return affine_surrogate(self)
-
     def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(rates + work, an empty table)``: the step function reads the flat vector alone."""
+        """``(rates + work + the MoE term's constants, an empty table)``: the step reads the flat vector alone."""
         return self._kernel_arrays
 
     @cached_property
     def _kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.array([*self.rates, *self.work], dtype=float), np.zeros((1, 1))
+        derived = np.zeros(3)
+        if self.amount("moe_layers") > 0:
+            experts, top_k, local = (
+                self.amount("experts"),
+                self.amount("experts_per_token"),
+                self.amount("local_experts"),
+            )
+            expert, bpv = self.amount("expert_weight_bytes"), self.amount("bytes_per_value")
+            derived[0] = np.log1p(-top_k / experts) if top_k < experts else -1e300
+            derived[1] = 2.0 * top_k * (local / experts) * expert / (bpv * self.rate("compute_flops_per_s"))
+            derived[2] = expert / self.rate("bandwidth_bytes_per_s")
+        return np.array([*self.rates, *self.work, *derived], dtype=float), np.zeros((1, 1))
 
     # ---------------------------------------------------------------------- I/O
     def to_dict(self) -> dict[str, Any]:
@@ -231,11 +242,8 @@ def gemm_seconds(weight_bytes, rows, bytes_per_value, flops_per_s, bytes_per_s):
 def moe_seconds(tcoef, tokens):
     """The MoE layers: reached experts read once, their token-expert products computed, plus the exchange."""
     routed = tcoef[W_MOE_FACTOR] * tokens
-    miss = np.log1p(-tcoef[W_TOPK] / tcoef[W_EXPERTS]) if tcoef[W_TOPK] < tcoef[W_EXPERTS] else -1e300
-    reached = tcoef[W_LOCAL] * (1.0 - np.exp(routed * miss))
-    products = routed * tcoef[W_TOPK] * tcoef[W_LOCAL] / tcoef[W_EXPERTS]
-    compute = 2.0 * products * tcoef[W_EXPERT] / (tcoef[W_BPV] * tcoef[R_C])
-    layer = np.maximum(compute, reached * tcoef[W_EXPERT] / tcoef[R_B])
+    reached = tcoef[W_LOCAL] * (1.0 - np.exp(routed * tcoef[D_MISS]))
+    layer = np.maximum(routed * tcoef[D_EXPERT_TOKEN_S], reached * tcoef[D_EXPERT_READ_S])
     if tcoef[W_EXCHANGES] > 0.0:
         return tcoef[W_MOE_LAYERS] * layer + tcoef[W_EXCHANGES] * (
             tcoef[R_LAT] + tokens * tcoef[W_X_BYTES] / tcoef[R_LINK]

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from fluidopt.timing.affine import AffinePiece
+from fluidopt.timing.protocol import StepTiming
 
 
 def affine_surrogate(timing: Any, iterations: int = 20) -> tuple[AffinePiece, ...]:
@@ -75,3 +76,11 @@ def fit_max_affine(
         coefs[0, 0] = float(y.min())
     order = np.argsort(coefs[:, 0])[::-1]  # the floor (largest base) first
     return tuple(tuple(float(v) for v in coefs[p]) for p in order)  # type: ignore[misc]
+
+
+class SurrogateTiming(StepTiming):
+    """Mixin for a kind that is not affine: the linear program reads its :func:`affine_surrogate`."""
+
+    def affine_pieces(self) -> tuple[Any, ...]:
+        """The convex two-piece surrogate the linear program uses (:func:`affine_surrogate`)."""
+        return affine_surrogate(self)
