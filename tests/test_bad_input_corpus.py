@@ -326,6 +326,24 @@ def _cases() -> list[tuple[str, list[str]]]:
     for value in ("0", "-2", "abc"):
         add(*fit, "--format", "llmservingsim", "@missing", "--dp", value, "--out", "@p.toml")
     add(*fit, "--format", "llmservingsim", "@missing", "--gpu", "bogus", "--out", "@p.toml")
+    # Issue 24: the roofline from public facts, and the engine grid's option
+    roof = ["profile", "roofline"]
+    add(*roof, "--gpu", "bogus", "--model", "llama-3-8b", "--out", "@p.toml")
+    add(*roof, "--gpu", "h100-80gb", "--model", "bogus", "--out", "@p.toml")
+    add(*roof, "--gpu", "h100-80gb", "--model", "@c_missing_field.json", "--out", "@p.toml")
+    add(*roof, "--gpu", "h100-80gb", "--model", "@c_unknown_arch.json", "--out", "@p.toml")
+    add(*roof, "--gpu", "h100-80gb", "--model", "llama-3-8b", "--tp", "3", "--out", "@p.toml")
+    add(*roof, "--gpu", "h100-80gb", "--model", "llama-3-8b", "--tp", "0", "--out", "@p.toml")
+    add(*roof, "--gpu", "h100-80gb", "--model", "llama-3-8b", "--dp", "0", "--out", "@p.toml")
+    add(*roof, "--gpu", "l4", "--model", "llama-3.1-70b", "--out", "@p.toml")
+    add(*roof, "--gpu", "h100-80gb", "--model", "llama-3-8b", "--ep", "--out", "@p.toml")
+    for value in ("0", "1.5", "nan", "abc"):
+        add(*roof, "--gpu", "h100-80gb", "--model", "llama-3-8b", "--gpu-memory-utilization", value)
+    add(*roof, "--gpu", "h100-80gb", "--model", "llama-3-8b", "--kv-capacity-tokens", "0")
+    add(*roof, "--gpu", "h100-80gb", "--model", "llama-3-8b", "--max-num-batched-tokens", "-5")
+    add(*roof, "--gpu", "@missing_gpu.toml", "--model", "llama-3-8b", "--out", "@p.toml")
+    add("replay", "@run_zero_dp", "-p", "roofline", "--tp", "2")
+    add(*fit, "@m_missing_column.csv", "--gpu", "a100-80gb", "--model", "llama-3-8b", "--attention-model", "fit")
     add("equilibrium", "--workload", "@w_numeric_name.toml")
     add("equilibrium", "--profile", "@p_numeric_name.toml")
     add("profile", "show", "@p_malformed.toml")

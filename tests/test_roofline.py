@@ -277,3 +277,22 @@ def test_roofline_replay_of_the_shared_runs_meets_the_bars(run):
     errors = {(r["metric"], r["statistic"]): abs(r["fluidopt_error"]) for r in result.rows}
     assert errors[("ttft", "mean")] < 0.30
     assert errors[("tpot", "mean")] < 0.15 and errors[("e2e", "mean")] < 0.15
+
+
+@pytest.mark.parametrize(
+    ("hardware", "device", "expected"),
+    [
+        ("RTXPRO6000", "", "rtx-pro-6000"),
+        ("h200", "", "h200"),
+        ("", "NVIDIA H100 80GB HBM3", "h100-80gb"),
+        ("", "NVIDIA H100 PCIe", "h100-pcie"),
+        ("", "NVIDIA A100-SXM4-40GB", "a100-40gb"),
+        ("", "NVIDIA GeForce RTX 4090", "rtx4090"),
+        ("", "NVIDIA L40S", "l40s"),
+        ("", "Tesla V100-SXM2-16GB", None),
+    ],
+)
+def test_a_runs_gpu_is_found_from_its_hardware_or_device_name(hardware, device, expected):
+    from fluidopt.timing.fit.roofline import gpu_for_run
+
+    assert gpu_for_run(hardware, device) == expected

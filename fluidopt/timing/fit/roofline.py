@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fluidopt.errors import require, require_finite_number
-from fluidopt.hardware import GPUSpec, ModelShape, gpu_spec, kv_heads_per_gpu, model_for_engine_name
+from fluidopt.hardware import GPUS, GPUSpec, ModelShape, gpu_spec, kv_heads_per_gpu, model_for_engine_name
 from fluidopt.model_config import resolve_model
 from fluidopt.timing.fit.engine_tables import (
     Parallelism,
@@ -286,6 +286,33 @@ def roofline_profile(
 
 # LLMServingSim's hardware names of the shared runs and tables -> fluidopt's GPU names.
 ENGINE_GPUS = {"RTX4090": "rtx4090", "RTXPRO6000": "rtx-pro-6000", "A100": "a100-80gb", "H100": "h100-80gb"}
+# Words of a device name (torch.cuda.get_device_name) -> fluidopt's GPU name, most specific first.
+DEVICE_WORDS = (
+    (("H100", "PCIE"), "h100-pcie"),
+    (("H100",), "h100-80gb"),
+    (("H200",), "h200"),
+    (("B200",), "b200"),
+    (("A100", "40GB"), "a100-40gb"),
+    (("A100",), "a100-80gb"),
+    (("L40S",), "l40s"),
+    (("A40",), "a40"),
+    (("L4",), "l4"),
+    (("RTX", "4090"), "rtx4090"),
+    (("RTX", "PRO", "6000"), "rtx-pro-6000"),
+)
+
+
+def gpu_for_run(hardware: str, device_name: str = "") -> str | None:
+    """The GPU name fluidopt uses for a run's GPU: LLMServingSim's hardware name, else the device name's words."""
+    if hardware in ENGINE_GPUS:
+        return ENGINE_GPUS[hardware]
+    if hardware.lower() in GPUS:
+        return hardware.lower()
+    words = set(device_name.upper().replace("-", " ").split())
+    for needed, name in DEVICE_WORDS:
+        if set(needed) <= words:
+            return name
+    return None
 
 
 def roofline_profile_for_run(
@@ -307,8 +334,14 @@ def roofline_profile_for_run(
     meta, instance = _run_hardware(run)
     require(bool(meta), "run", str(run), "has no vllm/meta.json")
     hardware = str(instance.get("hardware", ""))
-    name = gpu or ENGINE_GPUS.get(hardware)
-    require(name is not None, "--gpu", None, f"is needed: the run names no GPU fluidopt knows ({hardware or 'none'})")
+    device = str((meta.get("hardware") or {}).get("device_name", "")) if isinstance(meta, dict) else ""
+    name = gpu or gpu_for_run(hardware, device)
+    require(
+        name is not None,
+        "--gpu",
+        None,
+        f"is needed: the run names no GPU fluidopt knows ({hardware or device or 'none'}; see fluidopt/data/gpus.toml)",
+    )
     assert name is not None
     spec = gpu_spec(name)
     link = read_interconnect(run)
