@@ -296,3 +296,21 @@ def test_a_runs_gpu_is_found_from_its_hardware_or_device_name(hardware, device, 
     from fluidopt.timing.fit.roofline import gpu_for_run
 
     assert gpu_for_run(hardware, device) == expected
+
+
+def test_the_fluid_limit_is_where_vllm_stops_keeping_up():
+    """Long decodes (p512d1000) on the H100 roofline: vllm-v1 keeps up at 90 % of the fluid limit, not at 115 %.
+
+    The fluid batch carries less than one prefill per step here, so only that share of steps pays
+    the mixed-batch decode rate; charging every step for it would put the limit near half.
+    """
+    from fluidopt.sim import VLLMV1Policy, simulate
+
+    profile = fo.preset_profile("h100-80gb-llama-3-8b-tp1-roofline")
+    workload = fo.preset_workload("p512d1000")
+    limit = fo.max_stable_scale(workload, profile).max_scale
+    below = simulate(workload.scaled(0.9 * limit), profile, VLLMV1Policy(), requests=20_000, rng=2)
+    above = simulate(workload.scaled(1.15 * limit), profile, VLLMV1Policy(), requests=20_000, rng=2)
+    assert below.status == "ok" and below.evictions == 0
+    assert below.throughput_tokens_per_s == pytest.approx(workload.scaled(0.9 * limit).decode_token_rate, rel=0.05)
+    assert above.status == "overloaded"

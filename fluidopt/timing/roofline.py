@@ -174,11 +174,17 @@ class RooflineTiming(SurrogateTiming):
         return np.array([float(np.sum(c * (k + c / 2))), float(np.sum(k + c))])
 
     def fluid_time(self, batch: FluidBatch, x: Any) -> Any:
-        """The step formula on the fluid batch scaled by ``x`` (vectorised over ``x``)."""
+        """The step formula on the fluid batch scaled by ``x`` (vectorised over ``x``).
+
+        The fluid batch holds ``x (sequences - decodes)`` prefill chunks per step on average; when
+        that is below one, only that share of steps carries a prefill, and only that share of the
+        decodes' reads pays the mixed-batch rate (the step function's choice, averaged over steps).
+        """
         x = np.asarray(x, dtype=float)
         terms = np.zeros(2)
         terms[: len(batch.terms)] = np.asarray(batch.terms, dtype=float)[:2]
         tcoef, _ = self.kernel_arrays()
+        share = np.clip(x * (batch.sequences - batch.decodes), 0.0, 1.0) if batch.prefill_tokens > 0 else 0.0 * x
         result = roofline_seconds(
             tcoef,
             x * batch.tokens,
@@ -187,7 +193,7 @@ class RooflineTiming(SurrogateTiming):
             x * terms[1],
             x * batch.decodes,
             x * batch.decode_kv,
-            batch.prefill_tokens > 0,
+            share,
         )
         return float(result) if np.ndim(result) == 0 else result
 
@@ -252,25 +258,27 @@ def moe_seconds(tcoef, tokens):
 
 
 @kernel_function
-def attention_seconds(tcoef, prefill_pairs, prefill_reads, decodes, decode_kv, mixed):
+def attention_seconds(tcoef, prefill_pairs, prefill_reads, decodes, decode_kv, mixed_share):
     """The attention kernels of a step: a floor per layer, the prefills' pairs or prefix reads, the decodes' reads.
 
     Decodes that share the step with a prefill read their KV at the mixed-batch rate (vLLM runs
     both through one varlen kernel, in which the decodes' reads are several times slower).
+    ``mixed_share`` is 1 for such a step and 0 for a decode-only one; the fluid form passes the
+    share of steps that carry a prefill.
     """
     prefill = np.maximum(prefill_pairs * tcoef[W_PAIR] / tcoef[R_CA], prefill_reads * tcoef[W_KV] / tcoef[R_BP])
-    decode_rate = tcoef[R_BM] if mixed else tcoef[R_BD]
-    decode = decode_kv * tcoef[W_KV] / decode_rate + decodes * tcoef[W_ATT_LAYERS] * tcoef[R_ATT_SEQ]
+    per_byte = mixed_share / tcoef[R_BM] + (1.0 - mixed_share) / tcoef[R_BD]
+    decode = decode_kv * tcoef[W_KV] * per_byte + decodes * tcoef[W_ATT_LAYERS] * tcoef[R_ATT_SEQ]
     return tcoef[W_ATT_LAYERS] * tcoef[R_ATT] + prefill + decode
 
 
 @kernel_function
-def roofline_seconds(tcoef, tokens, sequences, prefill_pairs, prefill_reads, decodes, decode_kv, mixed):
-    """One step from its aggregates (module docstring); every argument but ``tcoef`` and ``mixed`` may be an array."""
+def roofline_seconds(tcoef, tokens, sequences, prefill_pairs, prefill_reads, decodes, decode_kv, mixed_share):
+    """One step from its aggregates (module docstring); every argument but ``tcoef`` may be an array."""
     tau = gemm_seconds(tcoef[W_DENSE], tokens, tcoef[W_BPV], tcoef[R_C], tcoef[R_B])
     tau = tau + gemm_seconds(tcoef[W_HEAD], sequences, tcoef[W_BPV], tcoef[R_C], tcoef[R_B])
     tau = tau + (tokens * tcoef[W_ELT] + sequences * tcoef[W_SAMPLER]) / tcoef[R_B]
-    tau = tau + attention_seconds(tcoef, prefill_pairs, prefill_reads, decodes, decode_kv, mixed)
+    tau = tau + attention_seconds(tcoef, prefill_pairs, prefill_reads, decodes, decode_kv, mixed_share)
     if tcoef[W_MOE_LAYERS] > 0.0:
         tau = tau + moe_seconds(tcoef, tokens)
     if tcoef[W_ALLREDUCES] > 0.0:
@@ -288,8 +296,9 @@ def step_roofline(tcoef, ttable, kv, prefill, decodes, decode_kv, sequences, n_p
         k = float(pcached[i])
         pairs += c * (k + 0.5 * c)
         reads += k + c
+    share = 1.0 if n_prefill > 0 else 0.0
     return roofline_seconds(
-        tcoef, float(prefill + decodes), float(sequences), pairs, reads, float(decodes), float(decode_kv), n_prefill > 0
+        tcoef, float(prefill + decodes), float(sequences), pairs, reads, float(decodes), float(decode_kv), share
     )
 
 
