@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from fluidopt.answers.run_format import is_plain_run, read_engine, read_requests_csv
 from fluidopt.errors import InputError, require
 from fluidopt.profile import GPUProfile
 from fluidopt.status import HasStatus
@@ -33,6 +34,17 @@ from fluidopt.timing.fit.engine_tables import kv_cache_record
 
 REQUEST_FIELDS = ("input_toks", "output_toks", "arrival_time", "queued_ts", "first_token_ts", "last_token_ts")
 METRICS = ("ttft", "tpot", "e2e")
+# The plain format's engine keys that are engine arguments, and those that describe the KV cache.
+ENGINE_ARGUMENTS = (
+    "model",
+    "tensor_parallel_size",
+    "data_parallel_size",
+    "enable_expert_parallel",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "long_prefill_token_threshold",
+)
+KV_CACHE_KEYS = ("num_gpu_blocks", "block_size", "gpu_memory_utilization", "enable_prefix_caching")
 STATISTICS = ("mean", "p50", "p90", "p99")
 
 
@@ -132,10 +144,38 @@ def _read_llmservingsim_summary(path: Path) -> dict[str, dict[str, float]] | Non
     return out or None
 
 
+def read_plain_run(folder: str | Path) -> VLLMRun:
+    """A run in the plain format (:mod:`fluidopt.answers.run_format`); replay needs its measured columns."""
+    root = Path(folder)
+    engine = read_engine(root)
+    columns = read_requests_csv(root)
+    for key in ("ttft_s", "e2e_s"):
+        require(key in columns, f"{root}/requests.csv: column", key, "is needed to compare a replay with the run")
+    outputs = columns["output_tokens"].astype(np.int64)
+    ttft, e2e = columns["ttft_s"], columns["e2e_s"]
+    kwargs = {key: engine[key] for key in ENGINE_ARGUMENTS if key in engine}
+    kv_cache = {key: engine[key] for key in KV_CACHE_KEYS if key in engine}
+    return VLLMRun(
+        str(root),
+        str(engine.get("model", "")),
+        str(engine.get("version", "unknown")),
+        kwargs,
+        kv_cache,
+        columns["input_tokens"].astype(np.int64),
+        outputs,
+        columns["arrival_s"] - columns["arrival_s"][0],
+        ttft,
+        e2e,
+        np.where(outputs > 1, (e2e - ttft) / np.maximum(outputs - 1, 1), np.nan),
+    )
+
+
 def read_vllm_run(folder: str | Path) -> VLLMRun:
-    """Read a run folder (module docstring); a missing file, field or a negative time is an input error."""
+    """Read a run folder (module docstring) or a plain-format run; a missing file or field is an input error."""
     root = Path(folder)
     require(root.is_dir(), "run folder", str(root), "is not a folder")
+    if is_plain_run(root):
+        return read_plain_run(root)
     meta = _load_json(root / "vllm" / "meta.json")
     require(isinstance(meta, dict) and "engine_kwargs" in meta, f"{root}/vllm/meta.json", "engine_kwargs", "is missing")
     requests = _read_requests(root / "vllm" / "requests.jsonl")

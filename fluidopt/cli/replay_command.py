@@ -19,7 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and print simulated against observed metrics with their relative errors, LLMServingSim's where its "
         "summary is in the folder, and the same replay on the profile's affine surrogate.",
     )
-    p.add_argument("run", help="run folder holding vllm/meta.json and vllm/requests.jsonl")
+    p.add_argument(
+        "run",
+        help="run folder: LLMServingSim's (vllm/meta.json, vllm/requests.jsonl) or the plain format "
+        "(requests.csv, engine.toml; README 'Replay your own run')",
+    )
     p.add_argument(
         "--profile",
         "-p",
@@ -40,14 +44,21 @@ def _profile(args: argparse.Namespace):
 
     if args.tp is not None and args.tp < 1:
         raise InputError("--tp", args.tp, "must be >= 1")
+    from fluidopt.answers.run_format import is_plain_run, plain_run_profile
+
+    plain = is_plain_run(args.run)
     if args.profile == "roofline":
         from fluidopt.timing.fit.roofline import roofline_profile_for_run
 
         if args.tp is not None:
             raise InputError("--tp", args.tp, "the roofline takes the run's tensor-parallel degree")
-        return roofline_profile_for_run(args.run, gpu=args.gpu)
+        return plain_run_profile(args.run, gpu=args.gpu) if plain else roofline_profile_for_run(args.run, gpu=args.gpu)
+    if plain and Path(args.profile).is_dir():
+        if args.tp is not None:
+            raise InputError("--tp", args.tp, "a plain run's engine.toml gives the tensor-parallel degree")
+        return plain_run_profile(args.run, args.profile, gpu=args.gpu)
     if args.gpu is not None:
-        raise InputError("--gpu", args.gpu, "applies to --profile roofline")
+        raise InputError("--gpu", args.gpu, "applies to --profile roofline or a plain run")
     if Path(args.profile).is_dir():
         profile, _ = profile_for_run(args.profile, args.run, tensor_parallel=args.tp)
         return profile

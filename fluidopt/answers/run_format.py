@@ -1,0 +1,228 @@
+"""A plain run format: one folder with ``requests.csv`` and ``engine.toml``, for a user's own benchmark run.
+
+``requests.csv`` has the header ``arrival_s,input_tokens,output_tokens`` and, when measured,
+``ttft_s,e2e_s`` (seconds from the request's arrival to its first and last token).
+``engine.toml`` has one table ``[engine]``: ``name = "vllm"``, ``version``, ``model`` (a built-in
+name or a config.json path, relative to the folder), ``gpu`` (a built-in name or a GPU TOML),
+``tensor_parallel_size``, ``data_parallel_size``, ``enable_expert_parallel``, ``max_num_seqs``,
+``max_num_batched_tokens``, ``long_prefill_token_threshold``, ``block_size``, ``num_gpu_blocks``
+or ``gpu_memory_utilization``, ``enable_prefix_caching`` and ``cpu_offload_gb``.
+
+What is not modelled yet is refused by name rather than ignored: ``cached_prompt_tokens`` and
+``prefix_group`` columns (prefix caching between requests) and a non-zero ``cpu_offload_gb``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fluidopt.errors import InputError, reject_unknown_keys, require
+from fluidopt.tomlio import read_toml
+
+REQUIRED_COLUMNS = ("arrival_s", "input_tokens", "output_tokens")
+MEASURED_COLUMNS = ("ttft_s", "e2e_s")
+NOT_MODELLED_COLUMNS = ("cached_prompt_tokens", "prefix_group")
+ENGINE_KEYS = (
+    "name",
+    "version",
+    "model",
+    "gpu",
+    "tensor_parallel_size",
+    "data_parallel_size",
+    "enable_expert_parallel",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "long_prefill_token_threshold",
+    "block_size",
+    "num_gpu_blocks",
+    "gpu_memory_utilization",
+    "enable_prefix_caching",
+    "cpu_offload_gb",
+)
+WHOLE_KEYS = (
+    "tensor_parallel_size",
+    "data_parallel_size",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "long_prefill_token_threshold",
+    "block_size",
+    "num_gpu_blocks",
+)
+
+
+def is_plain_run(folder: str | Path) -> bool:
+    """Whether ``folder`` is a run in the plain format (it holds ``engine.toml``)."""
+    return (Path(folder) / "engine.toml").is_file()
+
+
+def read_engine(folder: str | Path) -> dict[str, Any]:
+    """The ``[engine]`` table of a plain run, checked (errors name the key and the file)."""
+    path = Path(folder) / "engine.toml"
+    data = read_toml(path)
+    require(isinstance(data.get("engine"), dict), f"{path}: [engine]", None, "is required")
+    engine = dict(data["engine"])
+    reject_unknown_keys(engine, ENGINE_KEYS, f"{path} [engine]")
+    require(engine.get("name") == "vllm", f"{path}: engine.name", engine.get("name"), 'must be "vllm"')
+    for key in WHOLE_KEYS:
+        if key in engine:
+            value = engine[key]
+            minimum = 0 if key == "long_prefill_token_threshold" else 1
+            require(
+                isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+                f"{path}: engine.{key}",
+                value,
+                f"must be a whole number >= {minimum}",
+            )
+    if "gpu_memory_utilization" in engine:
+        value = engine["gpu_memory_utilization"]
+        require(
+            isinstance(value, (int, float)) and 0 < value <= 1,
+            f"{path}: engine.gpu_memory_utilization",
+            value,
+            "must be in (0, 1]",
+        )
+    offload = engine.get("cpu_offload_gb", 0)
+    require(
+        isinstance(offload, (int, float)) and offload == 0,
+        f"{path}: engine.cpu_offload_gb",
+        offload,
+        "is not modelled yet (weights streamed from host memory): give 0 or leave it out",
+    )
+    for key in ("enable_expert_parallel", "enable_prefix_caching"):
+        if key in engine:
+            require(isinstance(engine[key], bool), f"{path}: engine.{key}", engine[key], "must be true or false")
+    return engine
+
+
+def read_requests_csv(folder: str | Path) -> dict[str, np.ndarray]:
+    """The columns of a plain run's ``requests.csv`` (sorted by arrival; errors name the row and column)."""
+    path = Path(folder) / "requests.csv"
+    if not path.is_file():
+        raise InputError("run folder", str(folder), "has no requests.csv")
+    with path.open(newline="", encoding="utf-8") as stream:
+        reader = csv.DictReader(stream)
+        header = tuple(reader.fieldnames or ())
+        rows = list(reader)
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    require(not missing, f"{path}: columns", ",".join(header), f"lack {', '.join(missing)}")
+    unmodelled = [c for c in NOT_MODELLED_COLUMNS if c in header]
+    require(
+        not unmodelled,
+        f"{path}: column",
+        ",".join(unmodelled),
+        "is not modelled yet (prefix caching between requests): leave it out",
+    )
+    unknown = sorted(set(header) - set(REQUIRED_COLUMNS) - set(MEASURED_COLUMNS))
+    require(not unknown, f"{path}: column", ",".join(unknown), "is not a column of the plain run format")
+    require(len(rows) > 0, str(path), 0, "has no requests")
+    columns = [c for c in (*REQUIRED_COLUMNS, *MEASURED_COLUMNS) if c in header]
+    values = {c: np.empty(len(rows)) for c in columns}
+    for line, row in enumerate(rows, start=2):
+        for c in columns:
+            try:
+                number = float(row[c])
+            except (TypeError, ValueError):
+                raise InputError(f"{path.name} row {line} column {c}", row[c], "must be a number") from None
+            whole = c in ("input_tokens", "output_tokens")
+            ok = math.isfinite(number) and number >= (1 if whole else 0) and (not whole or number == int(number))
+            require(
+                ok,
+                f"{path.name} row {line} column {c}",
+                row[c],
+                "must be " + ("a whole number >= 1" if whole else "a finite number >= 0"),
+            )
+            values[c][line - 2] = number
+    if "ttft_s" in values and "e2e_s" in values:
+        bad = np.flatnonzero(values["e2e_s"] < values["ttft_s"])
+        require(not bad.size, f"{path.name} row {int(bad[0]) + 2 if bad.size else 0}", "e2e_s", "must be >= ttft_s")
+    order = np.argsort(values["arrival_s"], kind="stable")
+    return {c: v[order] for c, v in values.items()}
+
+
+def plain_run_profile(folder: str | Path, tables: str | None = None, *, gpu: str | None = None) -> Any:
+    """The profile of a plain run's engine: the roofline from ``engine.toml`` alone, or ``tables`` composed.
+
+    The GPU is ``gpu`` or the engine's ``gpu``; the model its ``model`` (a config.json path is read
+    relative to the folder); tensor, data and expert parallelism its engine arguments; the KV
+    capacity ``num_gpu_blocks x block_size`` when given, else vLLM's memory rule with its
+    ``gpu_memory_utilization``.
+    """
+    from fluidopt.hardware import MODELS, gpu_spec, model_for_engine_name
+    from fluidopt.model_config import resolve_model
+    from fluidopt.timing.fit.engine_tables import Parallelism, profile_for_run
+    from fluidopt.timing.fit.roofline import roofline_profile
+
+    root = Path(folder)
+    engine = read_engine(root)
+    name = gpu or engine.get("gpu")
+    require(name is not None, f"{root}/engine.toml: engine.gpu", None, "is needed (or give --gpu)")
+    model_spec = str(engine.get("model", ""))
+    require(bool(model_spec), f"{root}/engine.toml: engine.model", None, "is needed")
+    if model_spec.endswith(".json") and not Path(model_spec).is_absolute():
+        model_spec = str(root / model_spec)
+    blocks, block = engine.get("num_gpu_blocks"), engine.get("block_size", 16)
+    logged = int(blocks) * int(block) if blocks else None
+    spec = gpu_spec(str(name))
+    model = resolve_model(model_spec) if model_spec.endswith(".json") or model_spec in MODELS else None
+    model = model or model_for_engine_name(model_spec)
+    parallel = Parallelism(
+        int(engine.get("tensor_parallel_size", 1)),
+        int(engine.get("data_parallel_size", 1)),
+        bool(engine.get("enable_expert_parallel", False)) and model.is_moe,
+    )
+    if tables is None:
+        profile = roofline_profile(
+            spec,
+            model,
+            parallel,
+            gpu_memory_utilization=float(engine.get("gpu_memory_utilization", 0.9)),
+            max_num_batched_tokens=int(engine.get("max_num_batched_tokens", 2048)),
+            block_size=int(block),
+            kv_capacity_tokens=logged,
+        )
+        return replace(profile, fit={**profile.fit, "model": str(engine.get("model"))})  # the run's own name
+    profile, _ = profile_for_run(
+        tables,
+        tensor_parallel=parallel.tensor,
+        data_parallel=parallel.data,
+        expert_parallel=parallel.expert,
+        gpu=str(name),
+    )
+    return profile.with_capacity(logged) if logged else profile
+
+
+def write_plain_run(run: Any, folder: str | Path, *, gpu: str | None = None) -> Path:
+    """Write a run (:class:`~fluidopt.answers.replay.VLLMRun`) in the plain format; ``gpu`` names its GPU.
+
+    Refuses a folder that already holds a run.  Times are written with 9 digits after the point.
+    """
+    from fluidopt.tomlio import write_text_atomic, write_toml
+
+    root = Path(folder)
+    for name in ("requests.csv", "engine.toml"):
+        require(not (root / name).exists(), "output folder", str(root), f"already holds {name}")
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [",".join((*REQUIRED_COLUMNS, *MEASURED_COLUMNS))]
+    for arrival, prompt, output, ttft, e2e in zip(
+        run.arrival_s, run.prompt_tokens, run.output_tokens, run.ttft_s, run.e2e_s
+    ):
+        lines.append(f"{arrival:.9f},{int(prompt)},{int(output)},{ttft:.9f},{e2e:.9f}")
+    engine: dict[str, Any] = {"name": "vllm", "version": run.engine_version, "model": run.model}
+    if gpu:
+        engine["gpu"] = gpu
+    keys = ENGINE_KEYS[4:10]  # the engine arguments, tensor_parallel_size .. long_prefill_token_threshold
+    for key in keys:
+        if run.engine_kwargs.get(key) is not None:
+            engine[key] = run.engine_kwargs[key]
+    for key in ("num_gpu_blocks", "block_size", "gpu_memory_utilization", "enable_prefix_caching"):
+        if run.kv_cache.get(key) is not None:
+            engine[key] = run.kv_cache[key]
+    write_text_atomic(root / "requests.csv", "\n".join(lines) + "\n")
+    write_toml(root / "engine.toml", {"engine": engine})
+    return root
