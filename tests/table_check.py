@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -36,3 +37,13 @@ def assert_table(parsed: dict[str, list[str]], expected: dict[str, list[Any]]) -
         assert len(cells) == len(values), (header, cells, values)
         for row, (text, value) in enumerate(zip(cells, values)):
             assert cell_matches(text, value), f"{header!r} row {row}: printed {text!r}, JSON {value!r}"
+
+
+def json_then_text(main: Any, capsys: Any, args: list[str]) -> tuple[Any, str]:
+    """Run a command with ``--json``, then plainly; both succeed and no printed line passes 100 columns."""
+    assert main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert max(len(line) for line in text.splitlines()) <= 100
+    return data, text

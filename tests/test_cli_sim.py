@@ -206,17 +206,13 @@ def test_simulate_trace_replay(capsys, shared_data):
 
 
 def test_printed_simulation_is_its_json(capsys):
-    from table_check import assert_table
+    from table_check import assert_table, json_then_text
 
     from fluidopt.cli import main
     from fluidopt.cli.tables import parse_tables
 
     args = ["simulate", "-w", "p512d20", "-p", "a100-80gb-llama-3-8b", "--policy", "vllm-v1", "--requests", "800"]
-    assert main([*args, "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
-    assert main(args) == 0
-    text = capsys.readouterr().out
-    assert max(len(line) for line in text.splitlines()) <= 100
+    data, text = json_then_text(main, capsys, args)
     assert text.splitlines()[2].startswith(f"status: {data['status']}")
     assert "long_prefill_token_threshold 0" in text  # a whole setting, never cut
     tables = parse_tables(text)

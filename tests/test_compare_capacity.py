@@ -159,9 +159,8 @@ def test_capacity_with_few_requests_and_an_unmeetable_target_answer():
 
 
 def test_printed_capacity_and_comparison_are_their_json(capsys):
-    import json
 
-    from table_check import assert_table
+    from table_check import assert_table, json_then_text
 
     from fluidopt.cli import main
     from fluidopt.cli.tables import parse_tables
@@ -183,11 +182,7 @@ def test_printed_capacity_and_comparison_are_their_json(capsys):
         "--executor",
         "serial",
     ]
-    assert main([*args, "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
-    assert main(args) == 0
-    text = capsys.readouterr().out
-    assert max(len(line) for line in text.splitlines()) <= 100
+    data, text = json_then_text(main, capsys, args)
     (table,) = parse_tables(text)
     policies = data["policies"]
     assert_table(
@@ -214,11 +209,7 @@ def test_printed_capacity_and_comparison_are_their_json(capsys):
         "--executor",
         "serial",
     ]
-    assert main([*args, "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
-    assert main(args) == 0
-    text = capsys.readouterr().out
-    assert max(len(line) for line in text.splitlines()) <= 100
+    data, text = json_then_text(main, capsys, args)
     (table,) = parse_tables(text)
     picks = [
         e

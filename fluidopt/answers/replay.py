@@ -26,7 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from fluidopt.answers.run_format import is_plain_run, read_engine, read_requests_csv
+from fluidopt.answers.run_format import (
+    ENGINE_ARGUMENTS,
+    KV_CACHE_KEYS,
+    is_plain_run,
+    read_engine,
+    read_requests_csv,
+)
 from fluidopt.errors import InputError, require
 from fluidopt.profile import GPUProfile
 from fluidopt.status import HasStatus
@@ -34,17 +40,6 @@ from fluidopt.timing.fit.engine_tables import kv_cache_record
 
 REQUEST_FIELDS = ("input_toks", "output_toks", "arrival_time", "queued_ts", "first_token_ts", "last_token_ts")
 METRICS = ("ttft", "tpot", "e2e")
-# The plain format's engine keys that are engine arguments, and those that describe the KV cache.
-ENGINE_ARGUMENTS = (
-    "model",
-    "tensor_parallel_size",
-    "data_parallel_size",
-    "enable_expert_parallel",
-    "max_num_seqs",
-    "max_num_batched_tokens",
-    "long_prefill_token_threshold",
-)
-KV_CACHE_KEYS = ("num_gpu_blocks", "block_size", "gpu_memory_utilization", "enable_prefix_caching")
 STATISTICS = ("mean", "p50", "p90", "p99")
 
 
@@ -153,7 +148,7 @@ def read_plain_run(folder: str | Path) -> VLLMRun:
         require(key in columns, f"{root}/requests.csv: column", key, "is needed to compare a replay with the run")
     outputs = columns["output_tokens"].astype(np.int64)
     ttft, e2e = columns["ttft_s"], columns["e2e_s"]
-    kwargs = {key: engine[key] for key in ENGINE_ARGUMENTS if key in engine}
+    kwargs = {key: engine[key] for key in ("model", *ENGINE_ARGUMENTS) if key in engine}
     kv_cache = {key: engine[key] for key in KV_CACHE_KEYS if key in engine}
     return VLLMRun(
         str(root),

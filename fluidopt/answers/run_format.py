@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +27,17 @@ from fluidopt.tomlio import read_toml
 REQUIRED_COLUMNS = ("arrival_s", "input_tokens", "output_tokens")
 MEASURED_COLUMNS = ("ttft_s", "e2e_s")
 NOT_MODELLED_COLUMNS = ("cached_prompt_tokens", "prefix_group")
-ENGINE_KEYS = (
-    "name",
-    "version",
-    "model",
-    "gpu",
+# The engine's arguments (as vLLM names them) and the KV-cache record, both read by replay.
+ENGINE_ARGUMENTS = (
     "tensor_parallel_size",
     "data_parallel_size",
     "enable_expert_parallel",
     "max_num_seqs",
     "max_num_batched_tokens",
     "long_prefill_token_threshold",
-    "block_size",
-    "num_gpu_blocks",
-    "gpu_memory_utilization",
-    "enable_prefix_caching",
-    "cpu_offload_gb",
 )
+KV_CACHE_KEYS = ("num_gpu_blocks", "block_size", "gpu_memory_utilization", "enable_prefix_caching")
+ENGINE_KEYS = ("name", "version", "model", "gpu", *ENGINE_ARGUMENTS, *KV_CACHE_KEYS, "cpu_offload_gb")
 WHOLE_KEYS = (
     "tensor_parallel_size",
     "data_parallel_size",
@@ -155,8 +148,8 @@ def plain_run_profile(folder: str | Path, tables: str | None = None, *, gpu: str
     """
     from fluidopt.hardware import MODELS, gpu_spec, model_for_engine_name
     from fluidopt.model_config import resolve_model
-    from fluidopt.timing.fit.engine_tables import Parallelism, profile_for_run
-    from fluidopt.timing.fit.roofline import roofline_profile
+    from fluidopt.timing.fit.engine_tables import profile_for_run
+    from fluidopt.timing.fit.roofline import engine_roofline_profile
 
     root = Path(folder)
     engine = read_engine(root)
@@ -166,35 +159,21 @@ def plain_run_profile(folder: str | Path, tables: str | None = None, *, gpu: str
     require(bool(model_spec), f"{root}/engine.toml: engine.model", None, "is needed")
     if model_spec.endswith(".json") and not Path(model_spec).is_absolute():
         model_spec = str(root / model_spec)
-    blocks, block = engine.get("num_gpu_blocks"), engine.get("block_size", 16)
-    logged = int(blocks) * int(block) if blocks else None
-    spec = gpu_spec(str(name))
     model = resolve_model(model_spec) if model_spec.endswith(".json") or model_spec in MODELS else None
     model = model or model_for_engine_name(model_spec)
-    parallel = Parallelism(
-        int(engine.get("tensor_parallel_size", 1)),
-        int(engine.get("data_parallel_size", 1)),
-        bool(engine.get("enable_expert_parallel", False)) and model.is_moe,
-    )
+    engine_args = {key: engine[key] for key in ENGINE_ARGUMENTS if key in engine}
+    kv_cache = {key: engine[key] for key in KV_CACHE_KEYS if key in engine}
     if tables is None:
-        profile = roofline_profile(
-            spec,
-            model,
-            parallel,
-            gpu_memory_utilization=float(engine.get("gpu_memory_utilization", 0.9)),
-            max_num_batched_tokens=int(engine.get("max_num_batched_tokens", 2048)),
-            block_size=int(block),
-            kv_capacity_tokens=logged,
-        )
-        return replace(profile, fit={**profile.fit, "model": str(engine.get("model"))})  # the run's own name
+        return engine_roofline_profile(gpu_spec(str(name)), model, engine_args, kv_cache, str(engine["model"]))
     profile, _ = profile_for_run(
         tables,
-        tensor_parallel=parallel.tensor,
-        data_parallel=parallel.data,
-        expert_parallel=parallel.expert,
+        tensor_parallel=int(engine_args.get("tensor_parallel_size", 1)),
+        data_parallel=int(engine_args.get("data_parallel_size", 1)),
+        expert_parallel=bool(engine_args.get("enable_expert_parallel", False)),
         gpu=str(name),
     )
-    return profile.with_capacity(logged) if logged else profile
+    blocks = kv_cache.get("num_gpu_blocks")
+    return profile.with_capacity(int(blocks) * int(kv_cache.get("block_size", 16))) if blocks else profile
 
 
 def write_plain_run(run: Any, folder: str | Path, *, gpu: str | None = None) -> Path:
@@ -202,7 +181,7 @@ def write_plain_run(run: Any, folder: str | Path, *, gpu: str | None = None) -> 
 
     Refuses a folder that already holds a run.  Times are written with 9 digits after the point.
     """
-    from fluidopt.tomlio import write_text_atomic, write_toml
+    from fluidopt.tomlio import dumps_toml, write_text_atomic
 
     root = Path(folder)
     for name in ("requests.csv", "engine.toml"):
@@ -216,13 +195,13 @@ def write_plain_run(run: Any, folder: str | Path, *, gpu: str | None = None) -> 
     engine: dict[str, Any] = {"name": "vllm", "version": run.engine_version, "model": run.model}
     if gpu:
         engine["gpu"] = gpu
-    keys = ENGINE_KEYS[4:10]  # the engine arguments, tensor_parallel_size .. long_prefill_token_threshold
-    for key in keys:
+    for key in ENGINE_ARGUMENTS:
         if run.engine_kwargs.get(key) is not None:
             engine[key] = run.engine_kwargs[key]
-    for key in ("num_gpu_blocks", "block_size", "gpu_memory_utilization", "enable_prefix_caching"):
+    for key in KV_CACHE_KEYS:
         if run.kv_cache.get(key) is not None:
             engine[key] = run.kv_cache[key]
+    engine_text = dumps_toml({"engine": engine})  # both files' text first: no half-written folder
     write_text_atomic(root / "requests.csv", "\n".join(lines) + "\n")
-    write_toml(root / "engine.toml", {"engine": engine})
+    write_text_atomic(root / "engine.toml", engine_text)
     return root

@@ -348,30 +348,51 @@ def roofline_profile_for_run(
     if link is not None:
         spec = replace(spec, link_bandwidth_bytes_per_s=link.bandwidth_bytes_per_s, link_latency_s=link.latency_s)
     shape = resolve_model(model) if model else model_for_engine_name(str(meta.get("model", "")))
-    kwargs = meta.get("engine_kwargs", {}) or {}
-    parallel = Parallelism(
-        int(kwargs.get("tensor_parallel_size") or 1),
-        int(kwargs.get("data_parallel_size") or 1),
-        bool(kwargs.get("enable_expert_parallel")) and shape.is_moe,
-    )
     kv_cache = kv_cache_record(meta, f"{run}/vllm/meta.json")
-    logged = None
-    if kv_cache.get("num_gpu_blocks") and kv_cache.get("block_size"):
-        logged = int(kv_cache["num_gpu_blocks"]) * int(kv_cache["block_size"])
+    kwargs = meta.get("engine_kwargs", {}) or {}
+    profile = engine_roofline_profile(
+        spec, shape, kwargs, kv_cache, str(meta.get("model", shape.name)), calibration=calibration
+    )
+    if link is None:
+        return profile
+    interconnect = {"bandwidth_bytes_per_s": link.bandwidth_bytes_per_s, "latency_s": link.latency_s}
+    return replace(profile, fit={**profile.fit, "interconnect": {**interconnect, "source": link.source}})
+
+
+def engine_roofline_profile(
+    spec: GPUSpec,
+    shape: ModelShape,
+    engine_args: dict[str, Any],
+    kv_cache: dict[str, Any],
+    served_model: str,
+    *,
+    calibration: RooflineCalibration | None = None,
+) -> Any:
+    """The roofline profile of an engine described by its arguments and KV-cache record (either run format).
+
+    Tensor, data and expert parallelism and ``max_num_batched_tokens`` come from ``engine_args``;
+    the KV capacity is ``num_gpu_blocks x block_size`` when ``kv_cache`` logs them, else vLLM's
+    memory rule at its ``gpu_memory_utilization``.  The profile names ``served_model``, so a replay
+    checks it against the run's.
+    """
+    parallel = Parallelism(
+        int(engine_args.get("tensor_parallel_size") or 1),
+        int(engine_args.get("data_parallel_size") or 1),
+        bool(engine_args.get("enable_expert_parallel")) and shape.is_moe,
+    )
+    block = int(kv_cache.get("block_size") or 16)
+    logged = int(kv_cache["num_gpu_blocks"]) * block if kv_cache.get("num_gpu_blocks") else None
     profile = roofline_profile(
         spec,
         shape,
         parallel,
         gpu_memory_utilization=float(kv_cache.get("gpu_memory_utilization") or 0.9),
-        max_num_batched_tokens=int(kwargs.get("max_num_batched_tokens") or 2048),
+        max_num_batched_tokens=int(engine_args.get("max_num_batched_tokens") or 2048),
+        block_size=block,
         kv_capacity_tokens=logged,
         calibration=calibration,
     )
-    fit = dict(profile.fit)
-    fit["model"] = str(meta.get("model", shape.name))
-    if link is not None:
-        fit["interconnect"] = {"bandwidth_bytes_per_s": link.bandwidth_bytes_per_s, "latency_s": link.latency_s}
-        fit["interconnect"]["source"] = link.source
+    fit = {**profile.fit, "model": served_model}
     if logged is not None:
         fit["kv_capacity_source"] = "num_gpu_blocks x block_size (logged by vLLM)"
     return replace(profile, fit=fit)

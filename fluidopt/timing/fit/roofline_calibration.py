@@ -36,6 +36,7 @@ from fluidopt.timing.fit.roofline import (
     LOGIT_BYTES,
     RooflineCalibration,
     qk_passes,
+    roofline_rates,
     roofline_timing,
     vocabulary,
 )
@@ -60,7 +61,8 @@ class Observations:
 
 
 def _rates(gpu: GPUSpec, cal: RooflineCalibration) -> tuple[float, float]:
-    return gpu.dense_bf16_flops * cal.compute_efficiency, gpu.hbm_bandwidth_bytes_per_s * cal.bandwidth_efficiency
+    rates = roofline_rates(gpu, cal)
+    return rates["compute_flops_per_s"], rates["bandwidth_bytes_per_s"]
 
 
 def gemm_observations(
