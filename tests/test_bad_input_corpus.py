@@ -344,6 +344,17 @@ def _cases() -> list[tuple[str, list[str]]]:
     add(*roof, "--gpu", "@missing_gpu.toml", "--model", "llama-3-8b", "--out", "@p.toml")
     add("replay", "@run_zero_dp", "-p", "roofline", "--tp", "2")
     add(*fit, "@m_missing_column.csv", "--gpu", "a100-80gb", "--model", "llama-3-8b", "--attention-model", "fit")
+    # Issue 25: calibration on a run (the corpus runs are too small to fit, or the base is wrong)
+    cal = ["profile", "calibrate", "@run_half_dp", "--out", "@fitted.toml"]
+    add(*cal, "-p", "h100-80gb-llama-3-8b-tp1-roofline")
+    add(*cal, "-p", "rtx4090-llama-3.1-8b-vllm")
+    add(*cal, "-p", "h100-80gb-llama-3-8b-tp1-roofline", "--fit", "speed")
+    add(*cal, "-p", "h100-80gb-llama-3-8b-tp1-roofline", "--fit", "")
+    for value in ("0", "-3", "nan", "abc"):
+        add(*cal, "-p", "h100-80gb-llama-3-8b-tp1-roofline", "--split-at-s", value)
+    add(*cal, "-p", "h100-80gb-llama-3-8b-tp1-roofline", "--check", "@missing")
+    add(*cal, "-p", "h100-80gb-llama-3-8b-tp1-roofline", "--gpu", "h100-80gb")
+    add("profile", "calibrate", "@missing", "--out", "@fitted.toml")
     add("equilibrium", "--workload", "@w_numeric_name.toml")
     add("equilibrium", "--profile", "@p_numeric_name.toml")
     add("profile", "show", "@p_malformed.toml")

@@ -20,7 +20,7 @@ import heapq
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,22 @@ class VLLMRun:
     def num_requests(self) -> int:
         """Requests in the run."""
         return int(self.prompt_tokens.size)
+
+    def subset(self, keep: np.ndarray) -> VLLMRun:
+        """The run restricted to the requests where ``keep`` is true (times stay from the first arrival)."""
+        index = np.flatnonzero(np.asarray(keep, dtype=bool))
+        require(index.size > 0, f"{self.folder}: requests kept", 0, "must be at least one")
+        return replace(
+            self,
+            prompt_tokens=self.prompt_tokens[index],
+            output_tokens=self.output_tokens[index],
+            arrival_s=self.arrival_s[index],
+            ttft_s=self.ttft_s[index],
+            e2e_s=self.e2e_s[index],
+            tpot_s=self.tpot_s[index],
+            timeseries=None,
+            llmservingsim=None,
+        )
 
     @property
     def kv_capacity_tokens(self) -> int | None:
@@ -300,7 +316,7 @@ def least_loaded_engines(arrival_s: np.ndarray, latency_s: np.ndarray, engines: 
 
 
 def _simulate_engines(
-    run: VLLMRun, profile: GPUProfile, policy: Any, engine_of: np.ndarray
+    run: VLLMRun, profile: GPUProfile, policy: Any, engine_of: np.ndarray, series: bool = True
 ) -> tuple[dict[str, np.ndarray], list[Any]]:
     """Simulate each data-parallel engine on its share of the run; per-request times in run order."""
     from fluidopt.sim import TraceArrivals, simulate
@@ -329,7 +345,7 @@ def _simulate_engines(
             drain=True,
             warmup_s=0.0,
             record_requests=True,
-            record_series=True,
+            record_series=series,
         )
         records = result.requests or {}
         ids = index[records["id"].astype(int)]
@@ -337,6 +353,26 @@ def _simulate_engines(
         done[ids] = records["completion_s"] - records["arrival_s"]
         results.append(result)
     return {"first": first, "done": done}, results
+
+
+def simulated_times(
+    run: VLLMRun, profile: GPUProfile, policy: Any = None, *, series: bool = True
+) -> tuple[dict[str, np.ndarray], list[Any]]:
+    """Each request's simulated first-token and completion times after its arrival (``first``, ``done``).
+
+    The run's engine arguments configure ``policy`` (default :func:`run_policy`); a run with
+    ``data_parallel_size`` ``D > 1`` is simulated as ``D`` engines behind vLLM's least-loaded front
+    end (:func:`replay`).  Unfinished requests are NaN.  Also returns each engine's simulation result.
+    """
+    policy = policy or run_policy(run)
+    engines = data_parallel_size(run)
+    engine_of = np.arange(run.num_requests) % engines
+    times, results = _simulate_engines(run, profile, policy, engine_of, series)
+    if engines > 1:
+        latency = np.nan_to_num(times["done"], nan=float(np.nanmax(times["done"], initial=0.0)))
+        engine_of = least_loaded_engines(run.arrival_s, latency, engines)
+        times, results = _simulate_engines(run, profile, policy, engine_of, series)
+    return times, results
 
 
 def summed_series(series: list[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] | None:
@@ -369,12 +405,7 @@ def replay(run: VLLMRun, profile: GPUProfile) -> ReplayResult:
         raise InputError("--profile", profile.name, f"was measured for {profiled}, the run served {run.model}")
     policy = run_policy(run)
     engines = data_parallel_size(run)
-    engine_of = np.arange(run.num_requests) % engines
-    times, results = _simulate_engines(run, profile, policy, engine_of)
-    if engines > 1:
-        latency = np.nan_to_num(times["done"], nan=float(np.nanmax(times["done"], initial=0.0)))
-        engine_of = least_loaded_engines(run.arrival_s, latency, engines)
-        times, results = _simulate_engines(run, profile, policy, engine_of)
+    times, results = simulated_times(run, profile, policy)
     finished = np.isfinite(times["done"])
     ids = np.flatnonzero(finished)
     first, done = times["first"][ids], times["done"][ids]

@@ -6,6 +6,7 @@ import argparse
 import textwrap
 from typing import Any
 
+from fluidopt.cli import profile_calibrate as calibrate_command
 from fluidopt.cli import profile_roofline as roofline_command
 from fluidopt.cli.common import (
     add_constraint_options,
@@ -137,6 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_json_option(fit)
     fit.set_defaults(handler=cmd_profile_fit)
     roofline_command.register(profile_sub)
+    calibrate_command.register(profile_sub)
     show = profile_sub.add_parser("show", help="print a profile (a preset name or a TOML file) as TOML")
     show.add_argument("name", help="a preset name (fluidopt profiles) or a profile TOML file; checked as it loads")
     show.set_defaults(handler=cmd_profile_show)

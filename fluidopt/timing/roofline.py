@@ -3,7 +3,7 @@
 One step of ``T`` new tokens (``P`` prompt tokens in prefill chunks plus one per decode) for
 ``n`` sequences costs, on one GPU of the engine (docs/theory.md section 15):
 
-``tau = G(W_dense, T) + G(W_head, n) + T e / B + A + M + R + n s / B + kernels x t_k + t_0``
+``tau = G(W_dense, T) + G(W_head, n) + T e / B + A + M + R + n s / B + kernels x t_k + t_0 + n t_n``
 
 - ``G(W, t) = W max(2 t / (b C), 1 / B)``: the GEMMs of ``W`` weight bytes at ``b`` bytes per
   value, for ``t`` rows (``2 W / b`` FLOPs per row at the achieved compute rate ``C``, or one read
@@ -24,7 +24,9 @@ One step of ``T`` new tokens (``P`` prompt tokens in prefill chunks plus one per
   token-expert products computed; plus the token exchange of expert parallelism.
 - ``R``: the tensor-parallel all-reduces, each ``latency + T x bytes per token / link bandwidth``.
 - ``n s / B``: the sampler's reads of each sequence's logits; ``kernels x t_k``: a launch floor
-  per kernel; ``t_0``: per-step overhead.
+  per kernel; ``t_0``: per-step overhead, plus ``n t_n`` per sequence (zero from public facts; a
+  calibration on a user's run, :mod:`fluidopt.answers.calibrate`, fits both as the engine's CPU
+  work per step and per request).
 
 The achieved rates are spec-sheet rates times efficiencies calibrated once from measured
 per-operator tables (:mod:`fluidopt.timing.fit.roofline`), never from a run's latencies.
@@ -58,6 +60,7 @@ RATE_KEYS = (
     "link_latency_s",
     "kernel_s",
     "step_overhead_s",
+    "sequence_overhead_s",
 )
 # The work of one step on one GPU, derived from the model's shape and the parallelism.
 WORK_KEYS = (
@@ -82,8 +85,15 @@ WORK_KEYS = (
     "exchange_bytes_per_token",
 )
 ITERATION_TIME_KEYS = ("rates", "work")
+COMPUTE_RATES = ("compute_flops_per_s", "attention_flops_per_s")
+BANDWIDTH_RATES = (
+    "bandwidth_bytes_per_s",
+    "prefill_kv_bytes_per_s",
+    "decode_kv_bytes_per_s",
+    "mixed_decode_kv_bytes_per_s",
+)
 N_RATES = len(RATE_KEYS)
-R_C, R_B, R_CA, R_BP, R_BD, R_BM, R_ATT, R_ATT_SEQ, R_LINK, R_LAT, R_KERNEL, R_STEP = range(N_RATES)
+R_C, R_B, R_CA, R_BP, R_BD, R_BM, R_ATT, R_ATT_SEQ, R_LINK, R_LAT, R_KERNEL, R_STEP, R_SEQ = range(N_RATES)
 (
     W_BPV,
     W_DENSE,
@@ -165,6 +175,34 @@ class RooflineTiming(SurrogateTiming):
     def amount(self, key: str) -> float:
         """One value of :data:`WORK_KEYS`."""
         return self.work[WORK_KEYS.index(key)]
+
+    def scaled(
+        self,
+        compute: float = 1.0,
+        bandwidth: float = 1.0,
+        step_overhead_s: float = 0.0,
+        sequence_overhead_s: float = 0.0,
+        fit: dict[str, Any] | None = None,
+    ) -> RooflineTiming:
+        """The timing with its compute rates times ``compute``, its byte rates times ``bandwidth``, overheads added.
+
+        The compute rates are the GEMMs' and the attention's FLOP rates (:data:`COMPUTE_RATES`);
+        the byte rates are the weights' and the KV reads' bandwidths (:data:`BANDWIDTH_RATES`); the
+        link and the fixed kernel costs stay.  ``step_overhead_s`` and ``sequence_overhead_s`` are
+        added to the step's and each sequence's overhead.  ``fit`` replaces the provenance.
+        """
+        for name, value in (("compute", compute), ("bandwidth", bandwidth)):
+            require(require_finite_number(value, name) > 0, name, value, "must be > 0")
+        for name, value in (("step_overhead_s", step_overhead_s), ("sequence_overhead_s", sequence_overhead_s)):
+            require(require_finite_number(value, name) >= 0, name, value, "must be >= 0")
+        rates = list(self.rates)
+        for key in COMPUTE_RATES:
+            rates[RATE_KEYS.index(key)] *= compute
+        for key in BANDWIDTH_RATES:
+            rates[RATE_KEYS.index(key)] *= bandwidth
+        rates[R_STEP] += step_overhead_s
+        rates[R_SEQ] += sequence_overhead_s
+        return RooflineTiming(tuple(rates), self.work, dict(self.fit if fit is None else fit))
 
     # ---------------------------------------------------------------- evaluation
     def prefill_terms(self, chunks: Any, cached: Any) -> np.ndarray:
@@ -283,7 +321,7 @@ def roofline_seconds(tcoef, tokens, sequences, prefill_pairs, prefill_reads, dec
         tau = tau + moe_seconds(tcoef, tokens)
     if tcoef[W_ALLREDUCES] > 0.0:
         tau = tau + tcoef[W_ALLREDUCES] * (tcoef[R_LAT] + tokens * tcoef[W_AR_BYTES] / tcoef[R_LINK])
-    return tau + tcoef[W_KERNELS] * tcoef[R_KERNEL] + tcoef[R_STEP]
+    return tau + tcoef[W_KERNELS] * tcoef[R_KERNEL] + tcoef[R_STEP] + sequences * tcoef[R_SEQ]
 
 
 @kernel_function

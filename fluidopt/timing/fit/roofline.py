@@ -185,6 +185,7 @@ def roofline_rates(gpu: GPUSpec, calibration: RooflineCalibration) -> dict[str, 
         "link_latency_s": gpu.link_latency_s,
         "kernel_s": calibration.kernel_s,
         "step_overhead_s": calibration.sampler_s,
+        "sequence_overhead_s": 0.0,
     }
 
 
