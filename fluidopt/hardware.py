@@ -32,6 +32,7 @@ class GPUSpec:
     link_bandwidth_bytes_per_s: float = 0.0
     link_latency_s: float = 0.0
     source: str = ""
+    host_bandwidth_bytes_per_s: float = 0.0  # the host link (PCIe x16, one way): weights offloaded to CPU memory
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ GPU_KEYS = (
     "link",
     "link_bandwidth_bytes_per_s",
     "link_latency_s",
+    "host_bandwidth_bytes_per_s",
     "source",
 )
 GPU_LINKS = ("nvlink", "pcie", "")
@@ -138,7 +140,7 @@ def gpu_from_dict(name: str, data: Any, where: str) -> GPUSpec:
         value = require_finite_number(data[key], f"{where}.{key}")
         require(value > 0, f"{where}.{key}", value, "must be > 0")
         numbers[key] = value
-    for key in ("dense_fp8_flops", "link_bandwidth_bytes_per_s", "link_latency_s"):
+    for key in ("dense_fp8_flops", "link_bandwidth_bytes_per_s", "link_latency_s", "host_bandwidth_bytes_per_s"):
         value = require_finite_number(data.get(key, 0.0), f"{where}.{key}")
         require(value >= 0, f"{where}.{key}", value, "must be >= 0")
         numbers[key] = value
@@ -154,6 +156,7 @@ def gpu_from_dict(name: str, data: Any, where: str) -> GPUSpec:
         numbers["link_bandwidth_bytes_per_s"],
         numbers["link_latency_s"],
         str(data.get("source", "")),
+        numbers["host_bandwidth_bytes_per_s"],
     )
 
 

@@ -31,6 +31,9 @@ class Trace:
         Integer arrays, one entry per request, both >= 1.
     arrival_times_s : numpy.ndarray or None
         Non-decreasing arrival times shifted to start at 0, or None when the file has none.
+    cached_tokens : numpy.ndarray or None
+        Per request, prompt tokens already in the engine's prefix cache when it arrives (a
+        replayed run's hits; the ``vllm-v1`` policy skips their prefill), or None for none.
 
     """
 
@@ -38,6 +41,7 @@ class Trace:
     prefill_tokens: np.ndarray
     decode_tokens: np.ndarray
     arrival_times_s: np.ndarray | None
+    cached_tokens: np.ndarray | None = None
 
     @property
     def num_requests(self) -> int:

@@ -48,6 +48,13 @@ def _meta(blocks: int, **engine: object) -> bytes:
 
 
 FILES = {
+    # benchmark outputs for import-run
+    "engine_ok.toml": b'[engine]\nname = "vllm"\nmodel = "llama-3-8b"\ngpu = "h100-80gb"\n',
+    "bench_no_detail.json": json.dumps({"request_rate": "inf", "mean_ttft_ms": 12.0}).encode(),
+    "bench_random_rate.json": json.dumps(
+        {"request_rate": 4.0, "input_lens": [5], "output_lens": [2], "ttfts": [0.1], "itls": [[0.1]], "errors": [""]}
+    ).encode(),
+    "bench_log.csv": b"ts,p,o\n1.0,10,5\n2.0,20,6\n",
     # vLLM run folders with a broken KV-cache record in meta.json
     "run_zero_blocks/vllm/meta.json": _meta(0),
     "run_zero_blocks/vllm/requests.jsonl": _REQUEST,
@@ -355,6 +362,18 @@ def _cases() -> list[tuple[str, list[str]]]:
     add(*cal, "-p", "h100-80gb-llama-3-8b-tp1-roofline", "--check", "@missing")
     add(*cal, "-p", "h100-80gb-llama-3-8b-tp1-roofline", "--gpu", "h100-80gb")
     add("profile", "calibrate", "@missing", "--out", "@fitted.toml")
+    imp = ["import-run", "--engine", "@engine_ok.toml", "--out", "@imported"]
+    add(*imp, "@bench_no_detail.json", "--format", "vllm-bench")
+    add(*imp, "@bench_random_rate.json", "--format", "vllm-bench")
+    add(*imp, "@bench_no_detail.json", "--format", "csv")
+    add(*imp, "@bench_log.csv", "--format", "csv", "--columns", "arrival_s=ts,input_tokens=p")
+    add(*imp, "@bench_log.csv", "--format", "csv", "--columns", "arrival_s=ts,input_tokens=p,output_tokens=missing")
+    add(*imp, "@bench_log.csv", "--format", "csv", "--columns", "arrival_s=ts:days,input_tokens=p,output_tokens=o")
+    add(*imp, "@bench_log.csv", "--format", "vllm-bench")
+    add(*imp, "@missing.json", "--format", "vllm-bench")
+    add("import-run", "@bench_log.csv", "--format", "csv", "--engine", "@missing.toml", "--out", "@imported")
+    for value in ("-1", "nan", "abc"):
+        add(*roof, "--gpu", "h100-80gb", "--model", "llama-3-8b", "--cpu-offload-gb", value, "--out", "@p.toml")
     add("equilibrium", "--workload", "@w_numeric_name.toml")
     add("equilibrium", "--profile", "@p_numeric_name.toml")
     add("profile", "show", "@p_malformed.toml")

@@ -28,8 +28,8 @@ def plain_run(tmp_path: Path, rows: list[str], engine: str = ENGINE, header: str
     return folder
 
 
-def test_a_plain_run_is_read_sorted_by_arrival_with_tpot_by_hand(tmp_path):
-    folder = plain_run(tmp_path, ["2.0,100,11,0.5,1.5", "1.0,200,1,0.2,0.2", "1.5,50,3,0.1,0.5"])
+def test_a_plain_run_is_read_with_tpot_by_hand(tmp_path):
+    folder = plain_run(tmp_path, ["1.0,200,1,0.2,0.2", "1.5,50,3,0.1,0.5", "2.0,100,11,0.5,1.5"])
     run = read_vllm_run(folder)
     assert run.arrival_s.tolist() == [0.0, 0.5, 1.0]
     assert run.prompt_tokens.tolist() == [200, 50, 100]
@@ -38,15 +38,29 @@ def test_a_plain_run_is_read_sorted_by_arrival_with_tpot_by_hand(tmp_path):
     assert run.engine_kwargs["max_num_seqs"] == 64 and run.model == "llama-3.1-8b"
 
 
+def test_arrivals_out_of_order_are_refused_naming_the_row(tmp_path):
+    folder = plain_run(tmp_path, ["2.0,100,11,0.5,1.5", "1.0,200,1,0.2,0.2"])
+    with pytest.raises(InputError, match="row 3 column arrival_s"):
+        read_vllm_run(folder)
+
+
 @pytest.mark.parametrize(
     ("header", "row", "engine", "needle"),
     [
         ("arrival_s,input_tokens", "0,10", ENGINE, "output_tokens"),
         (None, "0,10,5,0.1,0.2", ENGINE.replace('"vllm"', '"sglang"'), "engine.name"),
-        (None, "0,10,5,0.1,0.2", ENGINE + "cpu_offload_gb = 4\n", "cpu_offload_gb"),
+        (None, "0,10,5,0.1,0.2", ENGINE + "cpu_offload_gb = -4\n", "cpu_offload_gb"),
+        (None, "0,10,5,0.1,0.2", ENGINE + "async_scheduling = 1\n", "async_scheduling"),
         (None, "0,10,5,0.1,0.2", ENGINE + "max_num_batched_tokens = 0\n", "max_num_batched_tokens"),
         (None, "0,10,5,0.1,0.2", ENGINE + "bogus = 1\n", "bogus"),
-        ("arrival_s,input_tokens,output_tokens,cached_prompt_tokens", "0,10,5,4", ENGINE, "cached_prompt_tokens"),
+        (None, "-1,10,5,0.1,0.2", ENGINE, "arrival_s"),
+        (None, "0,10,0,0.1,0.2", ENGINE, "output_tokens"),
+        (None, "0,10,5,0.1,0.2", ENGINE + "block_size = -4\n", "block_size"),
+        (None, "0,10,5,0.1,0.2", ENGINE + "gpu_memory_utilization = 1.5\n", "gpu_memory_utilization"),
+        ("arrival_s,input_tokens,output_tokens,cached_prompt_tokens", "0,10,5,11", ENGINE, "cached_prompt_tokens"),
+        ("arrival_s,input_tokens,output_tokens,cached_prompt_tokens", "0,10,5,-1", ENGINE, "cached_prompt_tokens"),
+        ("arrival_s,input_tokens,output_tokens,prefix_group", "0,10,5,", ENGINE, "prefix_group"),
+        (None, "0,10,5,0.1,0.2", ENGINE + "prefix_cache_hit_rate = 1.5\n", "prefix_cache_hit_rate"),
         ("arrival_s,input_tokens,output_tokens,extra", "0,10,5,4", ENGINE, "extra"),
         (None, "0,10.5,5,0.1,0.2", ENGINE, "input_tokens"),
         (None, "0,10,5,0.3,0.2", ENGINE, "e2e_s"),

@@ -242,19 +242,32 @@ def check_enough_requests(observed: dict[str, np.ndarray], where: str) -> None:
 
 
 def _sandwich(jacobian: np.ndarray, residuals: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-    """Cluster-robust covariance of the internal coordinates (NaN where the run does not determine them)."""
+    """Cluster-robust covariance of the internal coordinates.
+
+    A coordinate the residuals do not move at all (a zero Jacobian column: an overhead hidden under
+    the GPU's time) gets an infinite variance and is left out of the others' estimate; where the
+    rest are still collinear the covariance is NaN.
+    """
+    p = jacobian.shape[1]
+    covariance = np.full((p, p), np.nan)
+    moving = np.linalg.norm(jacobian, axis=0) > 1e-9 * max(float(np.abs(jacobian).max(initial=0.0)), 1e-300)
+    covariance[np.diag_indices(p)] = np.where(moving, np.nan, np.inf)
+    if not moving.any():
+        return covariance
+    used_jacobian = jacobian[:, moving]
     weights = 1.0 / np.sqrt(1.0 + (residuals / ROBUST_SCALE) ** 2)  # soft_l1's IRLS weights
-    information = (jacobian * weights[:, None]).T @ jacobian
-    scores = np.zeros((CLUSTERS, jacobian.shape[1]))
+    information = (used_jacobian * weights[:, None]).T @ used_jacobian
+    if np.linalg.cond(information) > 1e12:
+        return covariance
+    scores = np.zeros((CLUSTERS, used_jacobian.shape[1]))
     for c in range(CLUSTERS):
         rows = clusters == c
-        scores[c] = (jacobian[rows] * (weights[rows] * residuals[rows])[:, None]).sum(axis=0)
+        scores[c] = (used_jacobian[rows] * (weights[rows] * residuals[rows])[:, None]).sum(axis=0)
     used = int(np.sum(np.any(scores != 0, axis=1)))
     meat = scores.T @ scores * (used / max(used - 1, 1))
-    if np.linalg.cond(information) > 1e12:
-        return np.full(information.shape, np.nan)
     bread = np.linalg.inv(information)
-    return bread @ meat @ bread
+    covariance[np.ix_(moving, moving)] = bread @ meat @ bread
+    return covariance
 
 
 def calibrate(
@@ -296,7 +309,7 @@ def calibrate(
     start = dict.fromkeys(SCALES, None)
     while True:
         values, standard_errors, spread = _fit_scales(run, observed, base, policy, scales, start, counter)
-        undetermined = [s for s in scales if not spread[s] <= MAX_SPREAD]
+        undetermined = [s for s in scales if not spread[s] <= MAX_SPREAD]  # NaN (collinear) or inf (unseen)
         if not undetermined:
             break
         if explicit or len(scales) == 1:
@@ -309,8 +322,8 @@ def calibrate(
                 "more than one load (e.g. two rate stages)"
                 + (", or fit fewer scales with --fit" if len(scales) > 1 else ""),
             )
-        dropped = max(undetermined, key=lambda s: (spread[s], SCALES.index(s)))
-        held.append(f"{dropped} (standard error {_format(dropped, standard_errors[dropped])[1:]})")
+        dropped = max(undetermined, key=lambda s: (_order(spread[s]), SCALES.index(s)))
+        held.append(f"{dropped} ({_why_held(spread[dropped], standard_errors[dropped], dropped)})")
         scales = tuple(s for s in scales if s != dropped)
         start = {s: values[s] for s in scales}
     record = {
@@ -331,7 +344,7 @@ def calibrate(
     )
     message = f"fitted {', '.join(scales)} on {fitted_requests} requests"
     if held:
-        message += "; held at the base's value, as this run cannot separate them: " + "; ".join(held)
+        message += "; held at the base's value, as this run does not determine them: " + "; ".join(held)
     return Calibration(
         fitted,
         base.name,
@@ -344,6 +357,19 @@ def calibrate(
         scales,
         message=message,
     )
+
+
+def _why_held(spread: float, standard_error: float, name: str) -> str:
+    if math.isinf(spread):
+        return "it does not move this run's latencies"
+    if math.isnan(spread):
+        return "collinear with the other scales"
+    return f"standard error {_format(name, standard_error)[1:]}"
+
+
+def _order(spread: float) -> float:
+    """A scale's standard error for choosing which to hold: unseen first, then collinear, then the largest."""
+    return math.inf if math.isinf(spread) else (1e300 if math.isnan(spread) else spread)
 
 
 def _fit_part(run: VLLMRun, split_at_s: float | None) -> np.ndarray:

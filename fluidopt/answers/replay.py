@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from fluidopt.answers.prefix_hits import prompt_hits
 from fluidopt.answers.run_format import (
     ENGINE_ARGUMENTS,
     KV_CACHE_KEYS,
@@ -60,6 +61,8 @@ class VLLMRun:
     tpot_s: np.ndarray  # NaN for one-token outputs
     timeseries: dict[str, np.ndarray] | None = field(default=None, repr=False)
     llmservingsim: dict[str, dict[str, float]] | None = None
+    cached_prompt_tokens: np.ndarray | None = field(default=None, repr=False)  # measured prefix-cache hits
+    prefix_group: np.ndarray | None = field(default=None, repr=False)  # conversation of each request
 
     @property
     def num_requests(self) -> int:
@@ -78,6 +81,8 @@ class VLLMRun:
             ttft_s=self.ttft_s[index],
             e2e_s=self.e2e_s[index],
             tpot_s=self.tpot_s[index],
+            cached_prompt_tokens=None if self.cached_prompt_tokens is None else self.cached_prompt_tokens[index],
+            prefix_group=None if self.prefix_group is None else self.prefix_group[index],
             timeseries=None,
             llmservingsim=None,
         )
@@ -178,6 +183,10 @@ def read_plain_run(folder: str | Path) -> VLLMRun:
         ttft,
         e2e,
         np.where(outputs > 1, (e2e - ttft) / np.maximum(outputs - 1, 1), np.nan),
+        cached_prompt_tokens=columns["cached_prompt_tokens"].astype(np.int64)
+        if "cached_prompt_tokens" in columns
+        else None,
+        prefix_group=columns.get("prefix_group"),
     )
 
 
@@ -196,11 +205,15 @@ def read_vllm_run(folder: str | Path) -> VLLMRun:
     ttft = requests["first_token_ts"] - requests["queued_ts"]
     e2e = requests["last_token_ts"] - requests["queued_ts"]
     tpot = np.where(outputs > 1, (e2e - ttft) / np.maximum(outputs - 1, 1), np.nan)
+    kwargs = dict(meta["engine_kwargs"])
+    resolved = (meta.get("resolved_config") or {}).get("scheduler_config") or {}
+    if kwargs.get("async_scheduling") is None and isinstance(resolved.get("async_scheduling"), bool):
+        kwargs["async_scheduling"] = resolved["async_scheduling"]  # what the engine ran with
     return VLLMRun(
         str(root),
         str(meta.get("model", meta["engine_kwargs"].get("model", ""))),
         str(meta.get("vllm_version", "unknown")),
-        dict(meta["engine_kwargs"]),
+        kwargs,
         kv_cache_record(meta, f"{root}/vllm/meta.json"),
         requests["input_toks"].astype(np.int64),
         outputs.astype(np.int64),
@@ -283,7 +296,15 @@ def run_policy(run: VLLMRun) -> Any:
     caching = run.kv_cache.get("enable_prefix_caching", kwargs.get("enable_prefix_caching"))
     if caching is not None:
         options["enable_prefix_caching"] = bool(caching)
+    options["async_scheduling"] = async_scheduling(run)
     return VLLMV1Policy(**options)
+
+
+def async_scheduling(run: VLLMRun) -> bool:
+    """Whether the run's vLLM scheduled asynchronously (:func:`~fluidopt.timing.fit.roofline.vllm_async_scheduling`)."""
+    from fluidopt.timing.fit.roofline import vllm_async_scheduling
+
+    return vllm_async_scheduling({"engine_kwargs": run.engine_kwargs, "vllm_version": run.engine_version})
 
 
 def data_parallel_size(run: VLLMRun) -> int:
@@ -325,13 +346,19 @@ def _simulate_engines(
 
     first = np.full(run.num_requests, np.nan)
     done = np.full(run.num_requests, np.nan)
+    block = int(run.kv_cache.get("block_size") or 16)
+    hits = prompt_hits(run, profile.kv_capacity_tokens, block)
     results = []
     for engine in range(int(engine_of.max()) + 1):
         index = np.flatnonzero(engine_of == engine)
         if index.size == 0:
             continue
         trace = Trace(
-            f"replay-engine-{engine}", run.prompt_tokens[index], run.output_tokens[index], run.arrival_s[index]
+            f"replay-engine-{engine}",
+            run.prompt_tokens[index],
+            run.output_tokens[index],
+            run.arrival_s[index],
+            None if hits is None else hits[index],
         )
         arrivals = run.arrival_s[index]
         span = float(arrivals[-1] - arrivals[0]) if index.size > 1 else 1.0

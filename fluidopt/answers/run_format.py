@@ -8,8 +8,11 @@ name or a config.json path, relative to the folder), ``gpu`` (a built-in name or
 ``max_num_batched_tokens``, ``long_prefill_token_threshold``, ``block_size``, ``num_gpu_blocks``
 or ``gpu_memory_utilization``, ``enable_prefix_caching`` and ``cpu_offload_gb``.
 
-What is not modelled yet is refused by name rather than ignored: ``cached_prompt_tokens`` and
-``prefix_group`` columns (prefix caching between requests) and a non-zero ``cpu_offload_gb``.
+Optional columns say which prompt tokens were prefix-cache hits between requests:
+``cached_prompt_tokens`` (measured per request) or ``prefix_group`` (the conversation a request
+continues); ``engine.toml`` may instead give vLLM's logged ``prefix_cache_hit_rate``
+(:mod:`fluidopt.answers.prefix_hits`).  ``cpu_offload_gb`` is modelled on the roofline
+(:func:`fluidopt.timing.fit.roofline.with_cpu_offload`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from fluidopt.tomlio import read_toml
 
 REQUIRED_COLUMNS = ("arrival_s", "input_tokens", "output_tokens")
 MEASURED_COLUMNS = ("ttft_s", "e2e_s")
-NOT_MODELLED_COLUMNS = ("cached_prompt_tokens", "prefix_group")
+CACHE_COLUMNS = ("cached_prompt_tokens", "prefix_group")  # prefix-cache hits between requests
 # The engine's arguments (as vLLM names them) and the KV-cache record, both read by replay.
 ENGINE_ARGUMENTS = (
     "tensor_parallel_size",
@@ -35,9 +38,17 @@ ENGINE_ARGUMENTS = (
     "max_num_seqs",
     "max_num_batched_tokens",
     "long_prefill_token_threshold",
+    "cpu_offload_gb",
+    "async_scheduling",
 )
-KV_CACHE_KEYS = ("num_gpu_blocks", "block_size", "gpu_memory_utilization", "enable_prefix_caching")
-ENGINE_KEYS = ("name", "version", "model", "gpu", *ENGINE_ARGUMENTS, *KV_CACHE_KEYS, "cpu_offload_gb")
+KV_CACHE_KEYS = (
+    "num_gpu_blocks",
+    "block_size",
+    "gpu_memory_utilization",
+    "enable_prefix_caching",
+    "prefix_cache_hit_rate",
+)
+ENGINE_KEYS = ("name", "version", "model", "gpu", *ENGINE_ARGUMENTS, *KV_CACHE_KEYS)
 WHOLE_KEYS = (
     "tensor_parallel_size",
     "data_parallel_size",
@@ -57,7 +68,11 @@ def is_plain_run(folder: str | Path) -> bool:
 def read_engine(folder: str | Path) -> dict[str, Any]:
     """The ``[engine]`` table of a plain run, checked (errors name the key and the file)."""
     path = Path(folder) / "engine.toml"
-    data = read_toml(path)
+    return check_engine(read_toml(path), path)
+
+
+def check_engine(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The ``[engine]`` table of an ``engine.toml``'s contents ``data``, checked (errors name ``path`` and the key)."""
     require(isinstance(data.get("engine"), dict), f"{path}: [engine]", None, "is required")
     engine = dict(data["engine"])
     reject_unknown_keys(engine, ENGINE_KEYS, f"{path} [engine]")
@@ -82,19 +97,27 @@ def read_engine(folder: str | Path) -> dict[str, Any]:
         )
     offload = engine.get("cpu_offload_gb", 0)
     require(
-        isinstance(offload, (int, float)) and offload == 0,
+        isinstance(offload, (int, float)) and not isinstance(offload, bool) and 0 <= offload < 10_000,
         f"{path}: engine.cpu_offload_gb",
         offload,
-        "is not modelled yet (weights streamed from host memory): give 0 or leave it out",
+        "must be a number of GiB >= 0",
     )
-    for key in ("enable_expert_parallel", "enable_prefix_caching"):
+    if "prefix_cache_hit_rate" in engine:
+        value = engine["prefix_cache_hit_rate"]
+        require(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1,
+            f"{path}: engine.prefix_cache_hit_rate",
+            value,
+            "must be in [0, 1] (the share of prompt tokens vLLM found cached)",
+        )
+    for key in ("enable_expert_parallel", "enable_prefix_caching", "async_scheduling"):
         if key in engine:
             require(isinstance(engine[key], bool), f"{path}: engine.{key}", engine[key], "must be true or false")
     return engine
 
 
 def read_requests_csv(folder: str | Path) -> dict[str, np.ndarray]:
-    """The columns of a plain run's ``requests.csv`` (sorted by arrival; errors name the row and column)."""
+    """The columns of a plain run's ``requests.csv``, rows in arrival order (errors name the row and column)."""
     path = Path(folder) / "requests.csv"
     if not path.is_file():
         raise InputError("run folder", str(folder), "has no requests.csv")
@@ -104,17 +127,10 @@ def read_requests_csv(folder: str | Path) -> dict[str, np.ndarray]:
         rows = list(reader)
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     require(not missing, f"{path}: columns", ",".join(header), f"lack {', '.join(missing)}")
-    unmodelled = [c for c in NOT_MODELLED_COLUMNS if c in header]
-    require(
-        not unmodelled,
-        f"{path}: column",
-        ",".join(unmodelled),
-        "is not modelled yet (prefix caching between requests): leave it out",
-    )
-    unknown = sorted(set(header) - set(REQUIRED_COLUMNS) - set(MEASURED_COLUMNS))
+    unknown = sorted(set(header) - set(REQUIRED_COLUMNS) - set(MEASURED_COLUMNS) - set(CACHE_COLUMNS))
     require(not unknown, f"{path}: column", ",".join(unknown), "is not a column of the plain run format")
     require(len(rows) > 0, str(path), 0, "has no requests")
-    columns = [c for c in (*REQUIRED_COLUMNS, *MEASURED_COLUMNS) if c in header]
+    columns = [c for c in (*REQUIRED_COLUMNS, *MEASURED_COLUMNS, CACHE_COLUMNS[0]) if c in header]
     values = {c: np.empty(len(rows)) for c in columns}
     for line, row in enumerate(rows, start=2):
         for c in columns:
@@ -122,20 +138,40 @@ def read_requests_csv(folder: str | Path) -> dict[str, np.ndarray]:
                 number = float(row[c])
             except (TypeError, ValueError):
                 raise InputError(f"{path.name} row {line} column {c}", row[c], "must be a number") from None
-            whole = c in ("input_tokens", "output_tokens")
-            ok = math.isfinite(number) and number >= (1 if whole else 0) and (not whole or number == int(number))
+            whole = c in ("input_tokens", "output_tokens", "cached_prompt_tokens")
+            least = 1 if c in ("input_tokens", "output_tokens") else 0
+            ok = math.isfinite(number) and number >= least and (not whole or number == int(number))
             require(
                 ok,
                 f"{path.name} row {line} column {c}",
                 row[c],
-                "must be " + ("a whole number >= 1" if whole else "a finite number >= 0"),
+                "must be " + (f"a whole number >= {least}" if whole else "a finite number >= 0"),
             )
             values[c][line - 2] = number
     if "ttft_s" in values and "e2e_s" in values:
         bad = np.flatnonzero(values["e2e_s"] < values["ttft_s"])
         require(not bad.size, f"{path.name} row {int(bad[0]) + 2 if bad.size else 0}", "e2e_s", "must be >= ttft_s")
-    order = np.argsort(values["arrival_s"], kind="stable")
-    return {c: v[order] for c, v in values.items()}
+    if "cached_prompt_tokens" in values:
+        bad = np.flatnonzero(values["cached_prompt_tokens"] > values["input_tokens"])
+        require(
+            not bad.size,
+            f"{path.name} row {int(bad[0]) + 2 if bad.size else 0} column cached_prompt_tokens",
+            float(values["cached_prompt_tokens"][bad[0]]) if bad.size else 0.0,
+            "must be at most input_tokens",
+        )
+    if "prefix_group" in header:
+        groups = [row["prefix_group"] or "" for row in rows]
+        empty = [i for i, g in enumerate(groups) if not g.strip()]
+        require(not empty, f"{path.name} row {empty[0] + 2 if empty else 0} column prefix_group", "", "is empty")
+        values["prefix_group"] = np.array(groups, dtype=object)
+    back = np.flatnonzero(np.diff(values["arrival_s"]) < 0)
+    require(
+        not back.size,
+        f"{path.name} row {int(back[0]) + 3 if back.size else 0} column arrival_s",
+        float(values["arrival_s"][back[0] + 1]) if back.size else 0.0,
+        "goes back in time: rows must be in arrival order (arrival_s non-decreasing)",
+    )
+    return values
 
 
 def plain_run_profile(folder: str | Path, tables: str | None = None, *, gpu: str | None = None) -> Any:
@@ -149,7 +185,7 @@ def plain_run_profile(folder: str | Path, tables: str | None = None, *, gpu: str
     from fluidopt.hardware import MODELS, gpu_spec, model_for_engine_name
     from fluidopt.model_config import resolve_model
     from fluidopt.timing.fit.engine_tables import profile_for_run
-    from fluidopt.timing.fit.roofline import engine_roofline_profile
+    from fluidopt.timing.fit.roofline import engine_roofline_profile, vllm_async_scheduling
 
     root = Path(folder)
     engine = read_engine(root)
@@ -163,8 +199,17 @@ def plain_run_profile(folder: str | Path, tables: str | None = None, *, gpu: str
     model = model or model_for_engine_name(model_spec)
     engine_args = {key: engine[key] for key in ENGINE_ARGUMENTS if key in engine}
     kv_cache = {key: engine[key] for key in KV_CACHE_KEYS if key in engine}
+    engine_args["async_scheduling"] = vllm_async_scheduling(
+        {"engine_kwargs": engine_args, "vllm_version": engine.get("version", "")}
+    )
     if tables is None:
         return engine_roofline_profile(gpu_spec(str(name)), model, engine_args, kv_cache, str(engine["model"]))
+    require(
+        not engine_args.get("cpu_offload_gb"),
+        f"{root}/engine.toml: engine.cpu_offload_gb",
+        engine_args.get("cpu_offload_gb"),
+        "is modelled on the roofline (-p roofline): measured tables hold no host-link time",
+    )
     profile, _ = profile_for_run(
         tables,
         tensor_parallel=int(engine_args.get("tensor_parallel_size", 1)),
@@ -181,17 +226,6 @@ def write_plain_run(run: Any, folder: str | Path, *, gpu: str | None = None) -> 
 
     Refuses a folder that already holds a run.  Times are written with 9 digits after the point.
     """
-    from fluidopt.tomlio import dumps_toml, write_text_atomic
-
-    root = Path(folder)
-    for name in ("requests.csv", "engine.toml"):
-        require(not (root / name).exists(), "output folder", str(root), f"already holds {name}")
-    root.mkdir(parents=True, exist_ok=True)
-    lines = [",".join((*REQUIRED_COLUMNS, *MEASURED_COLUMNS))]
-    for arrival, prompt, output, ttft, e2e in zip(
-        run.arrival_s, run.prompt_tokens, run.output_tokens, run.ttft_s, run.e2e_s
-    ):
-        lines.append(f"{arrival:.9f},{int(prompt)},{int(output)},{ttft:.9f},{e2e:.9f}")
     engine: dict[str, Any] = {"name": "vllm", "version": run.engine_version, "model": run.model}
     if gpu:
         engine["gpu"] = gpu
@@ -201,7 +235,37 @@ def write_plain_run(run: Any, folder: str | Path, *, gpu: str | None = None) -> 
     for key in KV_CACHE_KEYS:
         if run.kv_cache.get(key) is not None:
             engine[key] = run.kv_cache[key]
-    engine_text = dumps_toml({"engine": engine})  # both files' text first: no half-written folder
+    columns = {
+        "arrival_s": run.arrival_s,
+        "input_tokens": run.prompt_tokens,
+        "output_tokens": run.output_tokens,
+        "ttft_s": run.ttft_s,
+        "e2e_s": run.e2e_s,
+    }
+    return write_plain_folder(folder, columns, engine)
+
+
+def write_plain_folder(folder: str | Path, columns: dict[str, np.ndarray], engine: dict[str, Any]) -> Path:
+    """Write ``requests.csv`` (the plain columns present in ``columns``) and ``engine.toml`` into ``folder``.
+
+    Refuses a folder that already holds a run; times get 9 digits after the point.  Both files'
+    text is made before either is written, each atomically.
+    """
+    from fluidopt.tomlio import dumps_toml, write_text_atomic
+
+    root = Path(folder)
+    for name in ("requests.csv", "engine.toml"):
+        require(not (root / name).exists(), "output folder", str(root), f"already holds {name}")
+    names = [c for c in (*REQUIRED_COLUMNS, *MEASURED_COLUMNS) if c in columns]
+    lines = [",".join(names)]
+    for i in range(len(columns["arrival_s"])):
+        cells = []
+        for name in names:
+            value = columns[name][i]
+            cells.append(str(int(value)) if name in ("input_tokens", "output_tokens") else f"{float(value):.9f}")
+        lines.append(",".join(cells))
+    engine_text = dumps_toml({"engine": engine})
+    root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(root / "requests.csv", "\n".join(lines) + "\n")
     write_text_atomic(root / "engine.toml", engine_text)
     return root

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         experiment_commands,
         figures_command,
         fluid_commands,
+        import_run_command,
         recommend_command,
         replay_command,
         report_command,
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     dynamics_commands.register(subparsers)
     figures_command.register(subparsers)
     replay_command.register(subparsers)
+    import_run_command.register(subparsers)
     recommend_command.register(subparsers)
     return parser
 

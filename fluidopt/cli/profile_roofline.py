@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+from dataclasses import replace
 
 from fluidopt.cli.common import add_json_option, print_json
 from fluidopt.hardware import GPUS, MODELS
@@ -22,6 +24,17 @@ def register(profile_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vLLM's memory fraction (default 0.9)")
     p.add_argument("--max-num-batched-tokens", type=int, default=2048, help="for vLLM's activation peak (2048)")
     p.add_argument("--kv-capacity-tokens", type=int, help="the engine's KV capacity, instead of vLLM's memory rule")
+    p.add_argument(
+        "--cpu-offload-gb",
+        type=float,
+        default=0.0,
+        help="GiB of each GPU's weights in host memory (vLLM's --cpu-offload-gb): read over PCIe every step",
+    )
+    p.add_argument(
+        "--async-scheduling",
+        action="store_true",
+        help="vLLM plans each step while the one before runs: the engine's CPU work overlaps the GPU's",
+    )
     p.add_argument("--name", help="profile name (default GPU-model-tpN-roofline)")
     p.add_argument("--out", help="write the profile TOML here")
     add_json_option(p)
@@ -34,7 +47,7 @@ def cmd_profile_roofline(args: argparse.Namespace) -> int:
     from fluidopt.hardware import gpu_spec
     from fluidopt.model_config import resolve_model
     from fluidopt.timing.fit.engine_tables import Parallelism
-    from fluidopt.timing.fit.roofline import roofline_profile
+    from fluidopt.timing.fit.roofline import roofline_profile, with_cpu_offload
     from fluidopt.tomlio import write_toml
 
     if args.kv_capacity_tokens is not None:
@@ -42,8 +55,15 @@ def cmd_profile_roofline(args: argparse.Namespace) -> int:
     require(args.max_num_batched_tokens >= 1, "--max-num-batched-tokens", args.max_num_batched_tokens, "must be >= 1")
     model = resolve_model(args.model)
     require(not args.ep or model.is_moe, "--ep", True, f"needs a mixture-of-experts model ({model.name} is dense)")
+    require(
+        math.isfinite(args.cpu_offload_gb) and args.cpu_offload_gb >= 0,
+        "--cpu-offload-gb",
+        args.cpu_offload_gb,
+        "must be a number of GiB >= 0",
+    )
+    spec = gpu_spec(args.gpu)
     profile = roofline_profile(
-        gpu_spec(args.gpu),
+        spec,
         model,
         Parallelism(args.tp, args.dp, bool(args.ep)),
         gpu_memory_utilization=args.gpu_memory_utilization,
@@ -51,6 +71,10 @@ def cmd_profile_roofline(args: argparse.Namespace) -> int:
         kv_capacity_tokens=args.kv_capacity_tokens,
         name=args.name,
     )
+    if args.async_scheduling:
+        profile = replace(profile, timing=profile.timing.scaled(async_scheduling=True), pieces=())
+    if args.cpu_offload_gb > 0:
+        profile = with_cpu_offload(profile, spec, args.cpu_offload_gb, 16, args.kv_capacity_tokens is None)
     steps = {
         "decode_1_at_1024_s": profile.batch_time([], [], [1024]),
         "decode_64_at_1024_s": profile.batch_time([], [], [1024] * 64),

@@ -30,6 +30,7 @@ class ArrivalChunk:
     decode: np.ndarray
     ids: np.ndarray
     final: bool
+    cached: np.ndarray | None = None  # prompt tokens already in the prefix cache at arrival (None: none)
 
 
 class ArrivalProcess:
@@ -58,11 +59,15 @@ class ArrivalProcess:
             produced += times.size
             if times.size:
                 offset = float(times[-1])
-            yield ArrivalChunk(times, classes, prefill, decode, ids, final)
+            yield ArrivalChunk(times, classes, prefill, decode, ids, final, self._cached(ids))
             if final:
                 return
 
     def _initial_state(self, workload: Workload, rng: np.random.Generator) -> object:
+        return None
+
+    def _cached(self, ids: np.ndarray) -> np.ndarray | None:
+        """Prompt tokens of the arrivals ``ids`` already in the prefix cache (None: none; a trace may say)."""
         return None
 
     def _draw(self, workload, rng, size, offset, state):  # pragma: no cover - abstract
@@ -264,6 +269,10 @@ class TraceArrivals(ArrivalProcess):
             self.trace.decode_tokens[sl].astype(np.int64),
             state,
         )
+
+    def _cached(self, ids: np.ndarray) -> np.ndarray | None:
+        cached = self.trace.cached_tokens
+        return None if cached is None else cached[ids].astype(np.int64)
 
     def describe(self) -> dict:
         """Settings of the process."""

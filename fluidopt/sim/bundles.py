@@ -73,6 +73,7 @@ class ArrivalChunk(NamedTuple):
     decode: np.ndarray
     ids: np.ndarray
     class_max_new: np.ndarray  # per class: max_new_tokens the client sends (0: the decode length)
+    cached: np.ndarray  # per arrival: prompt tokens already in the prefix cache (0: none)
     final: bool
 
 

@@ -472,6 +472,7 @@ def _drive(
     series = np.zeros((SERIES_ROWS if record_series else 1, layout.N_SERIES_COLUMNS))
     class_max_new = np.array([c.max_new_tokens or 0 for c in workload.classes], dtype=np.int64)
     chunk = next(stream)
+    hits = _prefix_hits(chunk)
     position = 0
     last_arrival = 0.0
     while True:
@@ -505,6 +506,7 @@ def _drive(
                     chunk.decode[position:],
                     chunk.ids[position:],
                     class_max_new,
+                    hits[position:],
                     chunk.final,
                 ),
                 KernelLogs(comp_log, series),
@@ -520,9 +522,15 @@ def _drive(
             return logs, series_logs, last_arrival
         if rc == layout.RC_NEED_ARRIVALS:
             chunk = next(stream)
+            hits = _prefix_hits(chunk)
             position = 0
         elif rc == layout.RC_NEED_SLOTS:
             state.ensure_free(state.slots)
+
+
+def _prefix_hits(chunk: Any) -> np.ndarray:
+    """The chunk's prompt tokens already cached at arrival (zeros when the arrivals say none)."""
+    return np.zeros(chunk.times.size, dtype=np.int64) if chunk.cached is None else chunk.cached
 
 
 def _load_initial(state: _State, workload: Workload, initial: Sequence[InitialRequests], cfg_i, cfg_f) -> None:

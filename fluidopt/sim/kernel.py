@@ -62,6 +62,7 @@ from fluidopt.sim.layout import (
     HIST_BINS_PER_DECADE,
     HIST_MIN_LOG10,
     I_CACHE_BLOCKS,
+    I_CACHE_MARK,
     I_CHARGE,
     I_CLASS,
     I_DECODE,
@@ -74,6 +75,7 @@ from fluidopt.sim.layout import (
     I_STAGE,
     I_STATUS,
     I_TARGET,
+    NEVER_EVICTED,
     RC_DONE,
     RC_NEED_ARRIVALS,
     RC_NEED_SLOTS,
@@ -113,6 +115,8 @@ from fluidopt.sim.layout import (
     T_MEMORY_AREA,
     T_NOW,
     T_RESIDENT_AREA,
+    T_STEP_END,
+    T_STEP_START,
     T_TBT_COUNT,
     T_TBT_SUM,
     T_TPOT_COUNT,
@@ -334,7 +338,7 @@ def _select(
 
 @njit(cache=True)
 def _enqueue_arrival(
-    slot_i, slot_f, queues, qhead, qlen, free, scal_i, scal_f, cfg_i, cfg_f, t, cls, pre, dec, rid, max_new
+    slot_i, slot_f, queues, qhead, qlen, free, scal_i, scal_f, cfg_i, cfg_f, t, cls, pre, dec, rid, max_new, cached
 ):
     _integrate(scal_i, scal_f, cfg_f, t)
     scal_i[S_NFREE] -= 1
@@ -351,7 +355,10 @@ def _enqueue_arrival(
     slot_i[I_REQUEST, slot] = rid
     slot_i[I_EVICTIONS, slot] = 0
     slot_i[I_MAX_NEW, slot] = max_new if max_new > 0 else dec
-    slot_i[I_CACHE_BLOCKS, slot] = 0
+    # Prompt tokens already in the prefix cache when it arrives (a replayed run's prefix-cache hits):
+    # whole blocks, held for good (the mark never falls behind the free queue's head).
+    slot_i[I_CACHE_BLOCKS, slot] = cached // cfg_i[C_BLOCK] if cfg_i[C_BLOCK] > 0 else 0
+    slot_i[I_CACHE_MARK, slot] = NEVER_EVICTED
     slot_f[F_ARRIVAL, slot] = t
     slot_f[F_FIRST_TOKEN, slot] = np.nan
     slot_f[F_LAST_TOKEN, slot] = np.nan
@@ -385,6 +392,7 @@ def _enqueue_until(
     arr_dec,
     arr_id,
     class_max_new,
+    arr_cached,
     ai,
     t_limit,
 ):
@@ -407,6 +415,7 @@ def _enqueue_until(
             arr_dec[ai],
             arr_id[ai],
             class_max_new[arr_cls[ai]],
+            arr_cached[ai],
         )
         ai += 1
     return ai
@@ -471,7 +480,7 @@ def run_kernel(state, config, policy, timing, arrivals, logs):
     cfg_i, cfg_f = config
     p_i, p_f, st_i, st_f = policy
     tcoef, ttable = timing
-    arr_t, arr_cls, arr_pre, arr_dec, arr_id, class_max_new, arrivals_final = arrivals
+    arr_t, arr_cls, arr_pre, arr_dec, arr_id, class_max_new, arr_cached, arrivals_final = arrivals
     comp_log, series = logs
     n_arr = arr_t.size
     ai = 0
@@ -501,6 +510,7 @@ def run_kernel(state, config, policy, timing, arrivals, logs):
             arr_dec,
             arr_id,
             class_max_new,
+            arr_cached,
             ai,
             t,
         )
@@ -580,6 +590,8 @@ def run_kernel(state, config, policy, timing, arrivals, logs):
         if memory > capacity:
             scal_i[S_OVERFLOW_ITERATIONS] += 1
         t_end = t + tau
+        scal_f[T_STEP_START] = t
+        scal_f[T_STEP_END] = t_end
         ai = _enqueue_until(
             slot_i,
             slot_f,
@@ -597,6 +609,7 @@ def run_kernel(state, config, policy, timing, arrivals, logs):
             arr_dec,
             arr_id,
             class_max_new,
+            arr_cached,
             ai,
             t_end,
         )

@@ -20,8 +20,10 @@ I_REQUEST = 10  # global request id (arrival order)
 I_EVICTIONS = 11  # times this request was evicted
 I_MAX_NEW = 12  # max_new_tokens the client sent (an upper bound on the output; SGLang's reservation)
 I_CACHE_MARK = 13  # recompute victim: free-queue number just past its freed blocks (prefix caching)
-I_CACHE_BLOCKS = 14  # recompute victim: full blocks of computed KV it freed (0: nothing cached)
+I_CACHE_BLOCKS = 14  # recompute victim: full blocks of computed KV it freed (0: nothing cached); at arrival,
+# the whole blocks of its prompt already in the prefix cache (a replayed run's hits between requests)
 N_INT_FIELDS = 15
+NEVER_EVICTED = 2**62  # I_CACHE_MARK of blocks cached at arrival: never behind the free queue's head
 
 # Per-slot float fields (rows of ``slot_f``).
 F_ARRIVAL = 0
@@ -81,7 +83,9 @@ T_LATENCY_MAX = 9
 T_RESIDENT_AREA = 10
 T_TPOT_SUM = 11  # sum over measured completions with >= 2 output tokens of (E2E - TTFT) / (output - 1)
 T_TPOT_COUNT = 12
-N_FLOAT_SCALARS = 13
+T_STEP_START = 13  # start of the latest step (an asynchronous scheduler planned the next one then)
+T_STEP_END = 14  # its end
+N_FLOAT_SCALARS = 15
 
 # Run configuration (entries of ``cfg_i`` / ``cfg_f``).  Policy knobs are not here: each policy
 # packs its own parameter arrays (``fluidopt.sim.policies``), whose layout its module names.

@@ -26,7 +26,8 @@ One step of ``T`` new tokens (``P`` prompt tokens in prefill chunks plus one per
 - ``n s / B``: the sampler's reads of each sequence's logits; ``kernels x t_k``: a launch floor
   per kernel; ``t_0``: per-step overhead, plus ``n t_n`` per sequence (zero from public facts; a
   calibration on a user's run, :mod:`fluidopt.answers.calibrate`, fits both as the engine's CPU
-  work per step and per request).
+  work per step and per request).  With ``async_scheduling = 1`` (vLLM plans the next step while
+  this one runs) that CPU work overlaps the GPU's: ``tau = max(GPU terms, t_0 + n t_n)``.
 
 The achieved rates are spec-sheet rates times efficiencies calibrated once from measured
 per-operator tables (:mod:`fluidopt.timing.fit.roofline`), never from a run's latencies.
@@ -61,6 +62,7 @@ RATE_KEYS = (
     "kernel_s",
     "step_overhead_s",
     "sequence_overhead_s",
+    "async_scheduling",
 )
 # The work of one step on one GPU, derived from the model's shape and the parallelism.
 WORK_KEYS = (
@@ -93,7 +95,7 @@ BANDWIDTH_RATES = (
     "mixed_decode_kv_bytes_per_s",
 )
 N_RATES = len(RATE_KEYS)
-R_C, R_B, R_CA, R_BP, R_BD, R_BM, R_ATT, R_ATT_SEQ, R_LINK, R_LAT, R_KERNEL, R_STEP, R_SEQ = range(N_RATES)
+R_C, R_B, R_CA, R_BP, R_BD, R_BM, R_ATT, R_ATT_SEQ, R_LINK, R_LAT, R_KERNEL, R_STEP, R_SEQ, R_ASYNC = range(N_RATES)
 (
     W_BPV,
     W_DENSE,
@@ -158,6 +160,8 @@ class RooflineTiming(SurrogateTiming):
             object.__setattr__(self, group, tuple(checked))
         for key in RATE_KEYS[:6]:
             require(self.rate(key) > 0, f"iteration_time.rates.{key}", self.rate(key), "must be > 0")
+        flag = self.rate("async_scheduling")
+        require(flag in (0.0, 1.0), "iteration_time.rates.async_scheduling", flag, "must be 0 or 1")
         require(self.amount("bytes_per_value") > 0, "iteration_time.work.bytes_per_value", 0, "must be > 0")
         if self.amount("moe_layers") > 0:
             experts, top_k = self.amount("experts"), self.amount("experts_per_token")
@@ -183,13 +187,15 @@ class RooflineTiming(SurrogateTiming):
         step_overhead_s: float = 0.0,
         sequence_overhead_s: float = 0.0,
         fit: dict[str, Any] | None = None,
+        async_scheduling: bool | None = None,
     ) -> RooflineTiming:
         """The timing with its compute rates times ``compute``, its byte rates times ``bandwidth``, overheads added.
 
         The compute rates are the GEMMs' and the attention's FLOP rates (:data:`COMPUTE_RATES`);
         the byte rates are the weights' and the KV reads' bandwidths (:data:`BANDWIDTH_RATES`); the
         link and the fixed kernel costs stay.  ``step_overhead_s`` and ``sequence_overhead_s`` are
-        added to the step's and each sequence's overhead.  ``fit`` replaces the provenance.
+        added to the step's and each sequence's overhead.  ``fit`` replaces the provenance;
+        ``async_scheduling`` (when given) sets whether that CPU work overlaps the GPU's.
         """
         for name, value in (("compute", compute), ("bandwidth", bandwidth)):
             require(require_finite_number(value, name) > 0, name, value, "must be > 0")
@@ -202,6 +208,8 @@ class RooflineTiming(SurrogateTiming):
             rates[RATE_KEYS.index(key)] *= bandwidth
         rates[R_STEP] += step_overhead_s
         rates[R_SEQ] += sequence_overhead_s
+        if async_scheduling is not None:
+            rates[R_ASYNC] = 1.0 if async_scheduling else 0.0
         return RooflineTiming(tuple(rates), self.work, dict(self.fit if fit is None else fit))
 
     # ---------------------------------------------------------------- evaluation
@@ -321,7 +329,11 @@ def roofline_seconds(tcoef, tokens, sequences, prefill_pairs, prefill_reads, dec
         tau = tau + moe_seconds(tcoef, tokens)
     if tcoef[W_ALLREDUCES] > 0.0:
         tau = tau + tcoef[W_ALLREDUCES] * (tcoef[R_LAT] + tokens * tcoef[W_AR_BYTES] / tcoef[R_LINK])
-    return tau + tcoef[W_KERNELS] * tcoef[R_KERNEL] + tcoef[R_STEP] + sequences * tcoef[R_SEQ]
+    tau = tau + tcoef[W_KERNELS] * tcoef[R_KERNEL]
+    cpu = tcoef[R_STEP] + sequences * tcoef[R_SEQ]
+    if tcoef[R_ASYNC] > 0.0:  # asynchronous scheduling: the CPU's work hides under the GPU's
+        return np.maximum(tau, cpu)
+    return tau + cpu
 
 
 @kernel_function

@@ -25,7 +25,16 @@ Followed from vLLM's ``vllm/v1/core/sched/scheduler.py`` (``Scheduler.schedule``
    so when the request is admitted again the leading blocks not yet reused are cache hits:
    ``min(full blocks freed, mark - blocks allocated since)`` where ``mark`` is the queue number
    just past its freed blocks.  Hit tokens are not recomputed (at least one token is, as in
-   vLLM).  Prefixes shared between different requests are not modelled (no token contents).
+   vLLM).  Prefixes shared between different requests carry no token contents here: a replayed
+   run says per request how many prompt tokens were cached when it arrived
+   (:attr:`fluidopt.trace.Trace.cached_tokens`), and those whole blocks are hits at its first
+   admission.  Their blocks are charged to the request (vLLM counts a shared block once: with
+   much sharing the memory is overstated).
+7. Asynchronous scheduling (``async_scheduling``; vLLM enables it by default since the engine
+   arguments leave it unset, unless an option is incompatible): the scheduler plans step N+1
+   while step N runs on the GPU, so a request that arrives during a busy step is first seen by
+   the step after next; an idle engine plans at once.  Its other effect, the CPU work of a step
+   hidden under the GPU's, belongs to the step time (the roofline's ``async_scheduling``).
 
 Where ../shared/ENGINES.md and the code differ: nothing found for these rules; the null block and
 the chunk-only allocation under ``scheduler_reserve_full_isl`` are the code's details.
@@ -42,9 +51,11 @@ from fluidopt.errors import require
 from fluidopt.sim.layout import (
     C_BLOCK,
     C_CAPACITY,
+    F_ARRIVAL,
     I_CACHE_BLOCKS,
     I_CACHE_MARK,
     I_CHARGE,
+    I_EVICTIONS,
     I_PREFILL,
     I_PREFILL_DONE,
     I_STAGE,
@@ -54,6 +65,9 @@ from fluidopt.sim.layout import (
     S_NRES,
     S_PREFIX_HIT_TOKENS,
     S_RECOMPUTED_TOKENS,
+    T_NOW,
+    T_STEP_END,
+    T_STEP_START,
 )
 from fluidopt.sim.policies._base import KernelPack, Knob, PolicySpec, int_array, validate_fields
 from fluidopt.sim.policies._compiled import (
@@ -75,6 +89,7 @@ P_LONG_PREFILL_THRESHOLD = 2
 P_RESERVE_FULL_ISL = 3
 P_NULL_BLOCKS = 4
 P_PREFIX_CACHING = 5
+P_ASYNC_SCHEDULING = 6
 
 # vLLM 0.19's defaults for `vllm serve` on GPUs below the H100 class (A100, L40S, RTX 4090):
 # max_num_seqs 256, max_num_batched_tokens 2048.  On H100 / H200 / MI300 class GPUs (>= 70 GiB,
@@ -107,6 +122,9 @@ class VLLMV1Policy:
     enable_prefix_caching : bool
         vLLM's automatic prefix caching (on by default): a preempted request re-admitted finds
         the leading blocks it freed that no allocation has reused yet (module docstring, rule 6).
+    async_scheduling : bool
+        vLLM's asynchronous scheduling (module docstring, rule 7): a step is planned while the
+        one before it runs, so a request arriving during a busy step waits one more step.
 
     """
 
@@ -117,6 +135,7 @@ class VLLMV1Policy:
     scheduler_reserve_full_isl: bool = True
     watermark: float = 0.0
     enable_prefix_caching: bool = True
+    async_scheduling: bool = False
     name: str = field(default="vllm-v1", init=False)
 
     def __post_init__(self) -> None:
@@ -130,6 +149,7 @@ class VLLMV1Policy:
                 "scheduler_reserve_full_isl": ("flag", 0),
                 "watermark": ("fraction", 0),
                 "enable_prefix_caching": ("flag", 0),
+                "async_scheduling": ("flag", 0),
             },
         )
         require(
@@ -148,6 +168,7 @@ class VLLMV1Policy:
             self.scheduler_reserve_full_isl,
             1,
             self.enable_prefix_caching,
+            self.async_scheduling,
         )
         return KernelPack(
             params,
@@ -169,6 +190,7 @@ class VLLMV1Policy:
             "scheduler_reserve_full_isl": self.scheduler_reserve_full_isl,
             "watermark": self.watermark,
             "enable_prefix_caching": self.enable_prefix_caching,
+            "async_scheduling": self.async_scheduling,
         }
 
 
@@ -258,8 +280,13 @@ def select_vllm_v1(
         return nb
     reserve_full = p_i[P_RESERVE_FULL_ISL] == 1
     watermark = watermark_blocks(cfg_i, cfg_f)
+    planned = scal_f[T_NOW]  # when this step was planned (rule 7)
+    if p_i[P_ASYNC_SCHEDULING] == 1 and scal_f[T_STEP_END] == scal_f[T_NOW]:
+        planned = scal_f[T_STEP_START]
     while qlen[0] > 0 and budget > 0 and scal_i[S_NRES] < p_i[P_MAX_NUM_SEQS]:
         slot = queue_peek(queues, qhead, 0, 0)
+        if slot_f[F_ARRIVAL, slot] > planned:  # arrived after the step was planned
+            break
         target = slot_i[I_TARGET, slot]
         hits = cached_blocks(slot_i, scal_i, p_i, slot) if slot_i[I_CACHE_BLOCKS, slot] > 0 else 0
         computed = min(hits * block, target - 1) if hits > 0 else 0
@@ -277,7 +304,8 @@ def select_vllm_v1(
         slot_i[I_CACHE_BLOCKS, slot] = 0
         slot_i[I_PREFILL_DONE, slot] = computed
         scal_i[S_PREFIX_HIT_TOKENS] += computed
-        scal_i[S_RECOMPUTED_TOKENS] -= computed
+        if slot_i[I_EVICTIONS, slot] > 0:  # a recompute: its hits are not re-prefilled
+            scal_i[S_RECOMPUTED_TOKENS] -= computed
         scal_i[S_BLOCKS_ALLOCATED] += charge // block - computed // block
         nb = add(bsel, bchunk, nb, slot, num_new)
         budget -= num_new
@@ -318,6 +346,13 @@ SPECS = (
                 bool,
                 "vllm-v1: no prefix-cache hits when a preempted request is recomputed",
                 const=False,
+            ),
+            Knob(
+                "--async-scheduling",
+                "async_scheduling",
+                bool,
+                "vllm-v1: plan each step while the one before runs (a busy step's arrivals wait one more step)",
+                const=True,
             ),
             Knob(
                 "--no-reserve-full-isl",

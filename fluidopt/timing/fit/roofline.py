@@ -186,6 +186,7 @@ def roofline_rates(gpu: GPUSpec, calibration: RooflineCalibration) -> dict[str, 
         "kernel_s": calibration.kernel_s,
         "step_overhead_s": calibration.sampler_s,
         "sequence_overhead_s": 0.0,
+        "async_scheduling": 0.0,
     }
 
 
@@ -350,7 +351,8 @@ def roofline_profile_for_run(
         spec = replace(spec, link_bandwidth_bytes_per_s=link.bandwidth_bytes_per_s, link_latency_s=link.latency_s)
     shape = resolve_model(model) if model else model_for_engine_name(str(meta.get("model", "")))
     kv_cache = kv_cache_record(meta, f"{run}/vllm/meta.json")
-    kwargs = meta.get("engine_kwargs", {}) or {}
+    kwargs = dict(meta.get("engine_kwargs", {}) or {})
+    kwargs["async_scheduling"] = vllm_async_scheduling(meta)
     profile = engine_roofline_profile(
         spec, shape, kwargs, kv_cache, str(meta.get("model", shape.name)), calibration=calibration
     )
@@ -358,6 +360,28 @@ def roofline_profile_for_run(
         return profile
     interconnect = {"bandwidth_bytes_per_s": link.bandwidth_bytes_per_s, "latency_s": link.latency_s}
     return replace(profile, fit={**profile.fit, "interconnect": {**interconnect, "source": link.source}})
+
+
+ASYNC_BY_DEFAULT_SINCE = (0, 19)  # seen: vLLM 0.19 resolves an unset async_scheduling to True
+
+
+def vllm_async_scheduling(meta: dict[str, Any]) -> bool:
+    """Whether a run's vLLM scheduled asynchronously (its ``meta.json``: engine argument, resolved config, version).
+
+    vLLM leaves ``async_scheduling`` unset by default and turns it on unless an option is
+    incompatible; the shared 0.19 runs' resolved configurations show it on.  A run that says
+    nothing is taken as its version's default: on from 0.19, off before (not checked here).
+    """
+    value = (meta.get("engine_kwargs") or {}).get("async_scheduling")
+    if value is None:
+        value = ((meta.get("resolved_config") or {}).get("scheduler_config") or {}).get("async_scheduling")
+    if isinstance(value, bool):
+        return value
+    parts = []
+    for piece in str(meta.get("vllm_version", "")).split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return len(parts) == 2 and tuple(parts) >= ASYNC_BY_DEFAULT_SINCE
 
 
 def engine_roofline_profile(
@@ -396,4 +420,42 @@ def engine_roofline_profile(
     fit = {**profile.fit, "model": served_model}
     if logged is not None:
         fit["kv_capacity_source"] = "num_gpu_blocks x block_size (logged by vLLM)"
-    return replace(profile, fit=fit)
+    if engine_args.get("async_scheduling"):
+        profile = replace(profile, timing=profile.timing.scaled(async_scheduling=True), pieces=())
+    profile = replace(profile, fit=fit)
+    offload_gib = float(engine_args.get("cpu_offload_gb") or 0.0)
+    return with_cpu_offload(profile, spec, offload_gib, block, logged is None) if offload_gib > 0 else profile
+
+
+def with_cpu_offload(profile: Any, spec: GPUSpec, offload_gib: float, block: int, grow_kv: bool) -> Any:
+    """``profile`` with ``offload_gib`` of each GPU's weights in host memory, as vLLM's ``cpu_offload_gb`` keeps them.
+
+    vLLM moves parameters to pinned host memory until the budget is spent and reads them back
+    through the host link on every forward pass (its UVA offloader: GPU kernels read the host
+    memory directly; without UVA, a copy to the device per step), so each step pays
+    ``offloaded bytes / host bandwidth`` on top of the roofline.  The freed GPU memory holds KV
+    (``grow_kv``; not when the KV capacity was logged by the engine, which already counts it).
+    """
+    timing = profile.timing
+    require(
+        spec.host_bandwidth_bytes_per_s > 0,
+        f"gpu {spec.name}: host_bandwidth_bytes_per_s",
+        spec.host_bandwidth_bytes_per_s,
+        "is needed to model cpu_offload_gb (weights read over the host link every step)",
+    )
+    weights = timing.amount("dense_weight_bytes") + timing.amount("lm_head_weight_bytes")
+    weights += timing.amount("local_experts") * timing.amount("expert_weight_bytes") * timing.amount("moe_layers")
+    offloaded = min(offload_gib * 2**30, weights)
+    seconds = offloaded / spec.host_bandwidth_bytes_per_s
+    capacity = profile.kv_capacity_tokens
+    if grow_kv:
+        capacity += int(offloaded // timing.amount("kv_bytes_per_token")) // block * block
+    fit = {**profile.fit, "cpu_offload": {"gib": offload_gib, "bytes": offloaded, "seconds_per_step": seconds}}
+    return replace(
+        profile.with_capacity(capacity),
+        timing=timing.scaled(step_overhead_s=seconds),
+        pieces=(),
+        fit=fit,
+        description=f"{profile.description}; {offload_gib:g} GiB of weights offloaded to host memory, "
+        f"read over the host link every step (+{1e3 * seconds:.1f} ms)",
+    )
