@@ -152,3 +152,15 @@ def test_cli_bad_input_writes_nothing(truth_run, tmp_path):
         assert done.returncode == 2, (args, done.stdout)
         assert len(done.stderr.strip().splitlines()) == 1
         assert not out.exists()
+
+
+def test_a_calibrated_profile_feeds_stability_and_recommend(base, truth_run, tmp_path):
+    from fluidopt.tomlio import write_toml
+
+    path = tmp_path / "fitted.toml"
+    write_toml(path, calibrate(truth_run, base, fit=("compute", "bandwidth")).profile.to_dict())
+    done = cli("stability", "-w", "sharegpt-like", "-p", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["max_rate_per_s"] > 0
+    done = cli("recommend", "--engine", "vllm", "-w", "sharegpt-like", "--rate", "1", "-p", str(path), "--json")
+    assert done.returncode == 0, done.stderr
