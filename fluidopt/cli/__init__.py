@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         dynamics_commands,
         experiment_commands,
         figures_command,
+        fleet_command,
         fluid_commands,
         import_run_command,
         recommend_command,
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_command.register(subparsers)
     import_run_command.register(subparsers)
     recommend_command.register(subparsers)
+    fleet_command.register(subparsers)
     return parser
 
 
