@@ -201,3 +201,40 @@ def test_fleet_cli_json_and_bad_input(tmp_path, capsys):
     for extra in (["--p99-ttft-s", "-1"], ["--evaluate", "h100"], ["--evaluate", "gpu=2"], ["--requests", "5"]):
         assert main([*args, *extra]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_replicates_on_a_local_dask_cluster_equal_the_serial_ones():
+    from dask.distributed import Client, LocalCluster
+
+    from fluidopt.experiments.sweep import DaskExecutor
+    from fluidopt.sim.fleet import evaluate_fleet
+
+    workload = load_workload("p512d20", rate_per_s=10.0)
+    replicas = [Replica("h", load_profile("h100-80gb-llama-3-8b-tp1-roofline"), VLLMV1Policy())] * 2
+    kwargs = {"requests": 600, "replicates": 2, "seed": 4, "p99_ttft_s": 1.0, "p99_tpot_s": None}
+    serial = evaluate_fleet(workload, replicas, "round-robin", **kwargs)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            dask = evaluate_fleet(workload, replicas, "round-robin", executor=DaskExecutor(client=client), **kwargs)
+    for a, b in zip(serial.runs, dask.runs):
+        assert np.array_equal(a.ttft_s, b.ttft_s, equal_nan=True)
+
+
+def test_a_schedule_per_window_of_a_trace(tmp_path):
+    from fluidopt.answers.fleet_schedule import plan_schedule, write_schedule
+
+    rng = np.random.default_rng(2)
+    # Two windows of 300 s: 2 requests/s, then 8 requests/s.
+    times = np.concatenate([np.sort(rng.uniform(0, 300, 600)), np.sort(rng.uniform(300, 600, 2400))])
+    trace = Trace("two-rates", rng.integers(100, 2000, times.size), rng.integers(10, 400, times.size), times)
+    deployments = read_fleet(EXAMPLE)
+    schedule = plan_schedule(
+        trace, deployments, Targets(p99_ttft_s=3.0), Simulation(requests=800), window_s=300, bins=2
+    )
+    assert schedule.rates_per_s.tolist() == pytest.approx([2.0, 8.0])
+    costs = schedule.costs_per_hour
+    assert costs[0] <= costs[1]
+    assert schedule.scheduled_cost <= schedule.static_cost
+    paths = write_schedule(schedule, deployments, tmp_path / "out")
+    assert all(p.is_file() for p in paths)
+    assert json.loads(paths[0].read_text())["windows"][1]["rate_per_s"] == pytest.approx(8.0)

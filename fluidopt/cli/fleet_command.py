@@ -26,6 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--p99-tpot-s", type=float, help="target p99 time per output token (s)")
     p.add_argument("--evaluate", help="NAME=COUNT,...: run this fleet and say whether it meets the SLO")
     p.add_argument(
+        "--trace",
+        help="a trace CSV with arrival times (Vidur's columns): a plan per --window-s window, an autoscaling schedule "
+        "(the trace gives the classes, --bins of them, and their rates)",
+    )
+    p.add_argument("--window-s", type=float, default=3600.0, help="with --trace: the schedule's window (default 1 h)")
+    p.add_argument("--out", help="with --trace: folder for schedule.json and schedule.png")
+    p.add_argument(
         "--requests", type=int, default=3000, help="arrivals per simulated replicate (at least 300 per replica)"
     )
     p.add_argument("--replicates", type=int, default=3, help="independent seeds per simulated fleet (default 3)")
@@ -76,8 +83,11 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
     executor = make_executor(args.executor, scheduler=args.scheduler)
     simulation = Simulation(requests=args.requests, replicates=args.replicates, seed=args.seed, executor=executor)
-    workload = workload_from_args(args)
     deployments = read_fleet(args.deployments)
+    if args.trace:
+        return _schedule(args, deployments, targets, simulation)
+    require(args.out is None, "--out", args.out, "applies to --trace")
+    workload = workload_from_args(args)
     if args.evaluate:
         plan, line = evaluate_counts(workload, deployments, _counts(args.evaluate), targets, simulation)
         if args.json:
@@ -109,6 +119,51 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             for b in answer.baselines
         ]
         print(format_table(["baseline", "cost/h", "replicas", "meets SLO"], rows))
+    return 0
+
+
+def _schedule(args: argparse.Namespace, deployments: list[Any], targets: Any, simulation: Any) -> int:
+    """``--trace``: a plan per window, the day's cost against static provisioning for the peak, and the figure."""
+    from fluidopt.answers.fleet_schedule import plan_schedule, write_schedule
+    from fluidopt.trace import read_trace
+
+    require(args.evaluate is None, "--evaluate", args.evaluate, "does not combine with --trace")
+    require(args.rate is None and args.scale is None, "--rate", args.rate, "does not combine with --trace")
+    try:
+        bins = int(str(args.bins))
+    except ValueError:
+        raise InputError("--bins", args.bins, "must be a whole number with --trace") from None
+    require(1 <= bins <= 16, "--bins", bins, "must be in 1..16 with --trace")
+    schedule = plan_schedule(
+        read_trace(args.trace), deployments, targets, simulation, window_s=args.window_s, bins=bins
+    )
+    written = write_schedule(schedule, deployments, args.out) if args.out else []
+    if args.json:
+        print_json({**schedule.to_dict(), **({"written": [str(p) for p in written]} if written else {})})
+        return 0
+    rows = []
+    for row in schedule.to_dict()["windows"]:
+        replicas = ", ".join(f"{k} {v}" for k, v in row["replicas"].items()) or "none"
+        cost = "" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:.2f}"
+        estimate = row["homogeneous_estimate_cost_per_hour"]
+        rows.append(
+            (
+                f"{row['start_s'] / 3600:.2f}",
+                f"{row['rate_per_s']:.2f}",
+                replicas,
+                cost,
+                "yes" if row["slo_met"] else "no",
+                "" if not math.isfinite(estimate) else f"{estimate:.2f}",
+            )
+        )
+    print(format_table(["start h", "rate/s", "replicas", "cost/h", "meets SLO", "1 type (fluid) cost/h"], rows))
+    saving = 1 - schedule.scheduled_cost / schedule.static_cost if schedule.static_cost > 0 else math.nan
+    print(
+        f"scheduled {schedule.scheduled_cost:.2f} against static provisioning for the peak "
+        f"{schedule.static_cost:.2f} over the trace ({100 * saving:.0f} % less)"
+    )
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
