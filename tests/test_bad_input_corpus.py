@@ -55,6 +55,14 @@ FILES = {
         {"request_rate": 4.0, "input_lens": [5], "output_lens": [2], "ttfts": [0.1], "itls": [[0.1]], "errors": [""]}
     ).encode(),
     "bench_log.csv": b"ts,p,o\n1.0,10,5\n2.0,20,6\n",
+    # fleets
+    "fleet_ok.toml": b'[[deployment]]\nname = "h"\ngpu = "h100-80gb"\nmodel = "llama-3-8b"\nengine = "vllm"\n'
+    b"cost_per_hour = 2.0\n",
+    "fleet_free.toml": b'[[deployment]]\nname = "h"\ngpu = "h100-80gb"\nmodel = "llama-3-8b"\nengine = "vllm"\n'
+    b"cost_per_hour = 0\n",
+    "fleet_too_big.toml": b'[[deployment]]\nname = "l"\ngpu = "l4"\nmodel = "llama-3.1-70b"\nengine = "vllm"\n'
+    b"cost_per_hour = 1.0\n",
+    "trace_no_times.csv": b"num_prefill_tokens,num_decode_tokens\n10,5\n20,6\n",
     # vLLM run folders with a broken KV-cache record in meta.json
     "run_zero_blocks/vllm/meta.json": _meta(0),
     "run_zero_blocks/vllm/requests.jsonl": _REQUEST,
@@ -372,6 +380,19 @@ def _cases() -> list[tuple[str, list[str]]]:
     add(*imp, "@bench_log.csv", "--format", "vllm-bench")
     add(*imp, "@missing.json", "--format", "vllm-bench")
     add("import-run", "@bench_log.csv", "--format", "csv", "--engine", "@missing.toml", "--out", "@imported")
+    fleet = ["fleet", "-w", "p512d20", "--rate", "4", "--p99-ttft-s", "2"]
+    add(*fleet, "--deployments", "@missing.toml")
+    add(*fleet, "--deployments", "@fleet_free.toml")
+    add(*fleet, "--deployments", "@fleet_too_big.toml")
+    add(*fleet, "--deployments", "@fleet_ok.toml", "--evaluate", "x=1")
+    add(*fleet, "--deployments", "@fleet_ok.toml", "--evaluate", "h=two")
+    add(*fleet, "--deployments", "@fleet_ok.toml", "--requests", "10")
+    add(*fleet, "--deployments", "@fleet_ok.toml", "--replicates", "0")
+    add(*fleet, "--deployments", "@fleet_ok.toml", "--out", "@fleet_out")
+    add("fleet", "-w", "p512d20", "--deployments", "@fleet_ok.toml")
+    add("fleet", "-w", "p512d20", "--deployments", "@fleet_ok.toml", "--p99-tpot-s", "nan")
+    add("fleet", "--deployments", "@fleet_ok.toml", "--p99-ttft-s", "2", "--trace", "@trace_no_times.csv")
+    add("fleet", "--deployments", "@fleet_ok.toml", "--p99-ttft-s", "2", "--trace", "@bench_log.csv")
     for value in ("-1", "nan", "abc"):
         add(*roof, "--gpu", "h100-80gb", "--model", "llama-3-8b", "--cpu-offload-gb", value, "--out", "@p.toml")
     add("equilibrium", "--workload", "@w_numeric_name.toml")
