@@ -135,3 +135,36 @@ def test_plain_run_with_hit_columns_replays_faster_than_without(tmp_path):
         result = replay(run, engine_roofline_profile(gpu_spec("h100-80gb"), model_shape("llama-3-8b"), {}, {}, ""))
         ttft[name] = next(r["fluidopt"] for r in result.rows if r["metric"] == "ttft" and r["statistic"] == "mean")
     assert ttft["warm"] < ttft["cold"] and ttft["chat"] < ttft["cold"]
+
+
+def test_replay_and_simulate_report_steps_and_preemptions(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    engine = (
+        '[engine]\nname = "vllm"\nversion = "0.19.0"\nmodel = "llama-3-8b"\ngpu = "h100-80gb"\nnum_gpu_blocks = 40\n'
+    )
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "engine.toml").write_text(engine, encoding="utf-8")
+    rows = [f"{0.01 * i:.2f},300,200,0.1,2.0" for i in range(40)]
+    (folder / "requests.csv").write_text("\n".join(["arrival_s,input_tokens,output_tokens,ttft_s,e2e_s", *rows]) + "\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "fluidopt", "replay", str(folder), "-p", "roofline", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["steps"] > 200 and document["preemptions"] > 0  # 640 KV tokens for 40 requests of 500
+    done = subprocess.run(
+        [sys.executable, "-m", "fluidopt", "simulate", "-w", "p512d20", "-p", "a100-80gb-llama-3-8b"]
+        + ["--policy", "vllm-v1", "--requests", "200", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    document = json.loads(done.stdout)
+    assert document["steps"] == document["iterations"] > 0 and "preemptions" in document

@@ -259,6 +259,7 @@ class ReplayResult(HasStatus):
     wall_time_s: float
     status: str = "ok"
     message: str = "replayed"
+    steps: int = 0  # engine steps, summed over the data-parallel engines
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (rows and settings; the per-request table goes to the CSV)."""
@@ -277,6 +278,7 @@ class ReplayResult(HasStatus):
             "profile": self.profile,
             "policy": self.policy,
             "preemptions": self.preemptions,
+            "steps": self.steps,
             "wall_time_s": self.wall_time_s,
             "metrics": [{k: clean(v) for k, v in row.items()} for row in self.rows],
         }
@@ -491,6 +493,7 @@ def replay(run: VLLMRun, profile: GPUProfile) -> ReplayResult:
         time.perf_counter() - started,
         failed.status if failed else "ok",
         failed.message if failed else f"replayed {run.num_requests} requests{on}",
+        sum(r.iterations for r in results),
     )
 
 

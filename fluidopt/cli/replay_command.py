@@ -136,7 +136,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             table.append((label, *[pct(errors[k]) for k in keys]))
         print(format_table(["timing of the profile", *[f"{m} {s}" for m, s in keys]], table))
     print(
-        f"preemptions (fluidopt): {result.preemptions}; status {result.status}: {result.message}; "
+        f"preemptions (fluidopt): {result.preemptions}; steps {result.steps}; "
+        f"status {result.status}: {result.message}; "
         f"replay {result.wall_time_s:.3f} s, command {wall:.2f} s"
     )
     for path in written:

@@ -275,6 +275,7 @@ class SimulationResult(ArrayValue):
             "window_end_s": self.window_end_s,
             "simulated_time_s": self.simulated_time_s,
             "iterations": self.iterations,
+            "steps": self.iterations,  # an engine's name for them (vLLM counts its engine steps)
             "prefill_iterations": self.prefill_iterations,
             "evictions": self.evictions,
             "wasted_tokens": self.wasted_tokens,
