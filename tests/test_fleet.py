@@ -238,3 +238,10 @@ def test_a_schedule_per_window_of_a_trace(tmp_path):
     paths = write_schedule(schedule, deployments, tmp_path / "out")
     assert all(p.is_file() for p in paths)
     assert json.loads(paths[0].read_text())["windows"][1]["rate_per_s"] == pytest.approx(8.0)
+
+
+def test_the_json_validation_holds_numbers_and_intervals(answer):
+    validation = answer.to_dict()["validation"]
+    assert isinstance(validation["p99_ttft_s"], float) and isinstance(validation["p99_tpot_s"], float)
+    low, high = validation["p99_ttft_interval_s"]
+    assert low <= validation["p99_ttft_s"] <= high

@@ -132,6 +132,19 @@ def validate_plan(
     return _summary(counts, shares, deployments, evaluation, regions, workload.rates)
 
 
+def validation_json(plan: FleetPlan | None) -> dict[str, Any]:
+    """The simulated check of a plan: met or not, replicate-mean p99s and their 95 % intervals (None: no plan)."""
+    if plan is None:
+        return {"slo_met": False, "p99_ttft_s": None, "p99_tpot_s": None}
+    return {
+        "slo_met": plan.slo_met,
+        "p99_ttft_s": plan.p99_ttft_s[0],
+        "p99_tpot_s": plan.p99_tpot_s[0],
+        "p99_ttft_interval_s": list(plan.p99_ttft_s[1:]),
+        "p99_tpot_interval_s": list(plan.p99_tpot_s[1:]),
+    }
+
+
 @dataclass(frozen=True)
 class FleetAnswer(HasStatus):
     """The planner's answer: the plan, the baselines on the same work, and how long it took."""
@@ -174,11 +187,7 @@ class FleetAnswer(HasStatus):
             "targets": {"p99_ttft_s": self.targets.p99_ttft_s, "p99_tpot_s": self.targets.p99_tpot_s},
             "plan": entries,
             "total_cost_per_hour": plan.cost_per_hour if plan else None,
-            "validation": {
-                "slo_met": plan.slo_met if plan else False,
-                "p99_ttft_s": list(plan.p99_ttft_s) if plan else None,
-                "p99_tpot_s": list(plan.p99_tpot_s) if plan else None,
-            },
+            "validation": validation_json(plan),
             "deratings": self.deratings,
             "baselines": self.baselines,
             "wall_time_s": self.wall_time_s,

@@ -176,6 +176,8 @@ def _replica_text(replicas: Any) -> str:
 
 
 def _plan_json(plan: Any) -> dict[str, Any]:
+    from fluidopt.answers.fleet import validation_json
+
     if plan is None:
         return {}
     return {
@@ -184,11 +186,7 @@ def _plan_json(plan: Any) -> dict[str, Any]:
             for k, v in plan.counts.items()
         ],
         "total_cost_per_hour": plan.cost_per_hour,
-        "validation": {
-            "slo_met": plan.slo_met,
-            "p99_ttft_s": list(plan.p99_ttft_s),
-            "p99_tpot_s": list(plan.p99_tpot_s),
-        },
+        "validation": validation_json(plan),
     }
 
 
