@@ -24,9 +24,11 @@ Followed from vLLM's ``vllm/v1/core/sched/scheduler.py`` (``Scheduler.schedule``
    frees a request's blocks last block first onto the queue's tail and allocates from its head,
    so when the request is admitted again the leading blocks not yet reused are cache hits:
    ``min(full blocks freed, mark - blocks allocated since)`` where ``mark`` is the queue number
-   just past its freed blocks.  Hit tokens are not recomputed (at least one token is, as in
-   vLLM).  Prefixes shared between different requests carry no token contents here: a replayed
-   run says per request how many prompt tokens were cached when it arrived
+   just past its freed blocks.  Hit tokens are not recomputed; a hit is whole blocks that leave at
+   least one token to compute (``(tokens - 1) // block`` blocks at most, as vLLM caps it; checked
+   step by step against vLLM's scheduler, :mod:`fluidopt.engines.vllm_parity`).  Prefixes
+   shared between different requests carry no token contents here: a replayed run says per
+   request how many prompt tokens were cached when it arrived
    (:attr:`fluidopt.trace.Trace.cached_tokens`), and those whole blocks are hits at its first
    admission.  Their blocks are charged to the request (vLLM counts a shared block once: with
    much sharing the memory is overstated).
@@ -289,7 +291,8 @@ def select_vllm_v1(
             break
         target = slot_i[I_TARGET, slot]
         hits = cached_blocks(slot_i, scal_i, p_i, slot) if slot_i[I_CACHE_BLOCKS, slot] > 0 else 0
-        computed = min(hits * block, target - 1) if hits > 0 else 0
+        hits = min(hits, (target - 1) // block)  # whole blocks, leaving at least one token to compute
+        computed = hits * block
         num_new = target - computed
         if threshold > 0 and num_new > threshold:
             num_new = threshold

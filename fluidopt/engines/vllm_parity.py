@@ -1,0 +1,290 @@
+"""Step-by-step parity of fluidopt's ``vllm-v1`` policy with vLLM's own V1 scheduler.
+
+vLLM's ``vllm.v1.core.sched.scheduler.Scheduler`` is driven directly, with its KV-cache manager
+and a stand-in for the model: every request whose prompt is computed after a step samples one
+token (``ignore_eos``, so it runs to ``max_tokens``).  An engine start (about 20 s on CPU) is
+not needed, so hundreds of scenarios run in seconds.  The same requests and knobs go through
+fluidopt's simulator with a step time of exactly one second, so "arrives before step ``k``" is
+"arrives at ``k - 1/2``".  Each step is compared by what both sides record: requests in the batch,
+tokens scheduled and requests preempted.
+
+Scenarios (:func:`random_scenario`) are seeded: requests at once or in waves, tight or loose KV,
+``max_num_seqs``, ``max_num_batched_tokens``, ``long_prefill_token_threshold``, prefix caching
+on or off.  Prompts are distinct token ranges, so no two requests share a prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fluidopt.errors import InputError
+
+TINY_MODEL = {  # a 2-layer Llama with hidden 128: the scheduler reads its shape, no weights are loaded
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "num_hidden_layers": 2,
+    "vocab_size": 32000,
+    "max_position_embeddings": 16384,
+    "rms_norm_eps": 1e-5,
+    "torch_dtype": "float32",
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+ENABLE = 'vLLM\'s CPU build is not installed: pip install -e ".[engine]" (README "How we check the vLLM scheduler")'
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Requests (prompt and output lengths, the step before which each arrives) and the engine's knobs."""
+
+    prompts: tuple[int, ...]
+    outputs: tuple[int, ...]
+    arrival_steps: tuple[int, ...]
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    num_blocks: int
+    block_size: int = 16
+    long_prefill_token_threshold: int = 0
+    enable_prefix_caching: bool = True
+
+    def knobs(self) -> dict[str, Any]:
+        """The engine arguments, by vLLM's names."""
+        return {
+            "max_num_seqs": self.max_num_seqs,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "long_prefill_token_threshold": self.long_prefill_token_threshold,
+            "num_gpu_blocks": self.num_blocks,
+            "block_size": self.block_size,
+            "enable_prefix_caching": self.enable_prefix_caching,
+        }
+
+
+@dataclass(frozen=True)
+class StepLog:
+    """Per step: requests in the batch, tokens scheduled, requests preempted."""
+
+    batch: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    preempted: list[int] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        """Steps that scheduled anything."""
+        return len(self.tokens)
+
+
+def random_scenario(rng: np.random.Generator) -> Scenario:
+    """A seeded scenario (module docstring); every request fits the KV cache alone."""
+    block = 16
+    n = int(rng.integers(8, 48))
+    prompts = rng.integers(16, 400, n)
+    outputs = rng.integers(1, 120, n)
+    seqs = int(rng.choice([4, 8, 16, 32]))
+    budget = int(rng.choice([128, 256, 512, 1024]))
+    threshold = int(rng.choice([0, 0, 64, 128]))
+    threshold = min(threshold, budget)
+    longest = int(np.max(prompts + outputs))
+    tight = bool(rng.random() < 0.6)
+    blocks = (longest // block + 2) * (int(rng.integers(2, 5)) if tight else 40)
+    if rng.random() < 0.5:
+        arrivals = np.zeros(n, dtype=int)
+    else:  # waves: after some steps
+        waves = np.sort(rng.choice(np.arange(0, 200), size=int(rng.integers(2, 5)), replace=False))
+        waves[0] = 0
+        arrivals = np.sort(rng.choice(waves, size=n))
+    return Scenario(
+        tuple(int(p) for p in prompts),
+        tuple(int(o) for o in outputs),
+        tuple(int(a) for a in arrivals),
+        seqs,
+        budget,
+        int(blocks),
+        block,
+        threshold,
+        bool(rng.random() < 0.7),
+    )
+
+
+def vllm_available() -> bool:
+    """Whether vLLM (its CPU build will do) imports here."""
+    try:
+        import vllm  # noqa: F401
+    except Exception:  # noqa: BLE001 - any failure to import means the engine cannot be checked
+        return False
+    return True
+
+
+def _digest(value: Any) -> bytes:
+    return hashlib.sha256(pickle.dumps(value)).digest()
+
+
+def _vllm_scheduler(scenario: Scenario, model_dir: Path) -> Any:
+    import torch
+    from vllm.config import CacheConfig, ModelConfig, SchedulerConfig, VllmConfig
+    from vllm.v1.core.sched.scheduler import Scheduler
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+    from vllm.v1.structured_output import StructuredOutputManager
+
+    longest = max(p + o for p, o in zip(scenario.prompts, scenario.outputs)) + 16
+    scheduler_config = SchedulerConfig(
+        max_num_seqs=scenario.max_num_seqs,
+        max_num_batched_tokens=scenario.max_num_batched_tokens,
+        max_model_len=max(longest, scenario.max_num_batched_tokens),
+        long_prefill_token_threshold=scenario.long_prefill_token_threshold,
+        enable_chunked_prefill=True,
+        is_encoder_decoder=False,
+    )
+    model_config = ModelConfig(
+        model=str(model_dir), skip_tokenizer_init=True, dtype="float32", seed=0, max_model_len=16384
+    )
+    cache_config = CacheConfig(block_size=scenario.block_size, enable_prefix_caching=scenario.enable_prefix_caching)
+    config = VllmConfig(scheduler_config=scheduler_config, model_config=model_config, cache_config=cache_config)
+    spec = FullAttentionSpec(scenario.block_size, num_kv_heads=1, head_size=1, dtype=torch.float32)
+    kv_config = KVCacheConfig(
+        num_blocks=scenario.num_blocks, kv_cache_tensors=[], kv_cache_groups=[KVCacheGroupSpec(["layer"], spec)]
+    )
+    cache_config.num_gpu_blocks = scenario.num_blocks
+    return Scheduler(
+        vllm_config=config,
+        kv_cache_config=kv_config,
+        structured_output_manager=StructuredOutputManager(config),
+        block_size=scenario.block_size,
+        log_stats=True,
+    )
+
+
+def run_vllm(scenario: Scenario, model_dir: Path, max_steps: int = 100_000) -> StepLog:
+    """VLLM's own scheduler on the scenario, with a stand-in model that samples one token per computed prompt."""
+    from vllm.sampling_params import SamplingParams
+    from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
+    from vllm.v1.outputs import ModelRunnerOutput
+    from vllm.v1.request import Request
+
+    scheduler = _vllm_scheduler(scenario, model_dir)
+    init_none_hash(_digest)
+    hasher = get_request_block_hasher(scenario.block_size, _digest)
+    pending = sorted(range(len(scenario.prompts)), key=lambda i: (scenario.arrival_steps[i], i))
+    log = StepLog()
+    step = 0
+    while pending or scheduler.has_unfinished_requests():
+        if not scheduler.has_unfinished_requests():
+            step = max(step, scenario.arrival_steps[pending[0]])  # an idle engine waits for the next wave
+        while pending and scenario.arrival_steps[pending[0]] <= step:
+            i = pending.pop(0)
+            tokens = list(range(20_000 * i + 3, 20_000 * i + 3 + scenario.prompts[i]))
+            params = SamplingParams(max_tokens=scenario.outputs[i], ignore_eos=True)
+            scheduler.add_request(Request(str(i), tokens, params, None, block_hasher=hasher))
+        output = scheduler.schedule()
+        ids = list(output.num_scheduled_tokens)
+        if ids:
+            log.batch.append(len(ids))
+            log.tokens.append(int(output.total_num_scheduled_tokens))
+            log.preempted.append(len(output.preempted_req_ids or ()))
+        sampled = [
+            [5] if scheduler.requests[r].num_computed_tokens >= scheduler.requests[r].num_prompt_tokens else []
+            for r in ids
+        ]
+        runner = ModelRunnerOutput(
+            req_ids=ids, req_id_to_index={r: k for k, r in enumerate(ids)}, sampled_token_ids=sampled
+        )
+        scheduler.update_from_output(output, runner)
+        step += 1
+        if step > max_steps:
+            raise InputError("scenario", step, "did not finish in vLLM (more steps than the limit)")
+    return log
+
+
+def run_fluidopt(scenario: Scenario) -> StepLog:
+    """Fluidopt's ``vllm-v1`` on the scenario with one-second steps (arrivals half a step before theirs)."""
+    from fluidopt.profile import GPUProfile
+    from fluidopt.sim import TraceArrivals, VLLMV1Policy, simulate
+    from fluidopt.timing import AffinePiece
+    from fluidopt.trace import Trace
+    from fluidopt.workload import workload_from_trace
+
+    profile = GPUProfile(
+        "unit-step",
+        scenario.num_blocks * scenario.block_size,
+        (AffinePiece(1.0, 0.0),),
+        block_tokens=scenario.block_size,
+    )
+    arrivals = np.array([max(a - 0.5, 0.0) for a in scenario.arrival_steps])
+    order = np.argsort(arrivals, kind="stable")
+    trace = Trace("scenario", np.asarray(scenario.prompts)[order], np.asarray(scenario.outputs)[order], arrivals[order])
+    policy = VLLMV1Policy(
+        max_num_seqs=scenario.max_num_seqs,
+        max_num_batched_tokens=scenario.max_num_batched_tokens,
+        long_prefill_token_threshold=scenario.long_prefill_token_threshold,
+        block_size=scenario.block_size,
+        enable_prefix_caching=scenario.enable_prefix_caching,
+    )
+    workload = workload_from_trace(trace, bins=1, rate_per_s=1.0)
+    result = simulate(
+        workload,
+        profile,
+        policy,
+        requests=trace.num_requests,
+        arrivals=TraceArrivals(trace, bins=1),
+        drain=True,
+        warmup_s=0.0,
+        record_series=True,
+    )
+    series = result.series or {}
+    return StepLog(
+        [int(v) for v in series["batch_size"]],
+        [int(v) for v in series["scheduled_tokens"]],
+        [int(v) for v in series["preempted"]],
+    )
+
+
+def compare(vllm_log: StepLog, ours: StepLog) -> dict[str, Any]:
+    """Step and preemption counts, the share of identical steps and the first step that differs (both sides)."""
+    same = 0
+    first = None
+    for k in range(max(vllm_log.steps, ours.steps)):
+        a = _step(vllm_log, k)
+        b = _step(ours, k)
+        if a == b:
+            same += 1
+        elif first is None:
+            first = {"step": k, "vllm": a, "fluidopt": b}
+    return {
+        "steps_vllm": vllm_log.steps,
+        "steps_fluidopt": ours.steps,
+        "preemptions_vllm": int(sum(vllm_log.preempted)),
+        "preemptions_fluidopt": int(sum(ours.preempted)),
+        "identical_step_share": same / max(vllm_log.steps, ours.steps, 1),
+        "first_difference": first,
+    }
+
+
+def _step(log: StepLog, k: int) -> dict[str, int] | None:
+    if k >= log.steps:
+        return None
+    return {"batch": log.batch[k], "tokens": log.tokens[k], "preempted": log.preempted[k]}
+
+
+def engine_check(scenarios: int, seed: int, workdir: Path) -> list[dict[str, Any]]:
+    """Run ``scenarios`` seeded scenarios on both sides; one comparison each (with the scenario's knobs)."""
+    import json
+
+    if not vllm_available():
+        raise InputError("vllm", "missing", ENABLE)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(TINY_MODEL), encoding="utf-8")
+    rows = []
+    for s in np.random.SeedSequence(seed).spawn(scenarios):
+        scenario = random_scenario(np.random.default_rng(s))
+        row = compare(run_vllm(scenario, workdir), run_fluidopt(scenario))
+        rows.append({**row, "requests": len(scenario.prompts), "knobs": scenario.knobs()})
+    return rows
