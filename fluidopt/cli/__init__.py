@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fluidopt import __version__
     from fluidopt.cli import (
         dynamics_commands,
+        engine_check_command,
         experiment_commands,
         figures_command,
         fleet_command,
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     import_run_command.register(subparsers)
     recommend_command.register(subparsers)
     fleet_command.register(subparsers)
+    engine_check_command.register(subparsers)
     return parser
 
 

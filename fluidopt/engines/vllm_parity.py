@@ -115,8 +115,24 @@ def random_scenario(rng: np.random.Generator) -> Scenario:
     )
 
 
+# vLLM's CPU build pulls in torchvision, torchaudio and torchcodec wheels built against another
+# torch; importing them fails while they register their operators ("torchvision::nms does not
+# exist").  The scheduler needs none of them: marking them absent before vLLM loads lets every
+# optional import of them fall back, so the extra installs and imports as it comes.
+TORCH_EXTENSIONS = ("torchvision", "torchaudio", "torchcodec")
+
+
+def guard_torch_extensions() -> None:
+    """Mark torchvision, torchaudio and torchcodec as absent unless already imported (see above)."""
+    import sys
+
+    for name in TORCH_EXTENSIONS:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 def vllm_available() -> bool:
     """Whether vLLM (its CPU build will do) imports here."""
+    guard_torch_extensions()
     try:
         import vllm  # noqa: F401
     except Exception:  # noqa: BLE001 - any failure to import means the engine cannot be checked
@@ -129,6 +145,7 @@ def _digest(value: Any) -> bytes:
 
 
 def _vllm_scheduler(scenario: Scenario, model_dir: Path) -> Any:
+    guard_torch_extensions()
     import torch
     from vllm.config import CacheConfig, ModelConfig, SchedulerConfig, VllmConfig
     from vllm.v1.core.sched.scheduler import Scheduler
@@ -236,6 +253,7 @@ def run_fluidopt(scenario: Scenario) -> StepLog:
         requests=trace.num_requests,
         arrivals=TraceArrivals(trace, bins=1),
         drain=True,
+        drain_timeout_s=1e9,  # one-second steps: the default timeout would cut a long tail short
         warmup_s=0.0,
         record_series=True,
     )

@@ -62,7 +62,9 @@ from fluidopt.sim.layout import (
     I_PREFILL_DONE,
     I_STAGE,
     I_TARGET,
+    NEVER_EVICTED,
     S_BLOCKS_ALLOCATED,
+    S_BLOCKS_FREED,
     S_MEMORY,
     S_NRES,
     S_PREFIX_HIT_TOKENS,
@@ -206,10 +208,26 @@ def cached_blocks(slot_i, scal_i, p_i, slot):
     """Leading blocks of a preempted request still in the prefix cache (module docstring, rule 6)."""
     if p_i[P_PREFIX_CACHING] == 0:
         return 0
-    alive = slot_i[I_CACHE_MARK, slot] - scal_i[S_BLOCKS_ALLOCATED]
+    # The free queue never held the null block: its numbering is one short of the pool's blocks.
+    alive = slot_i[I_CACHE_MARK, slot] - scal_i[S_BLOCKS_ALLOCATED] - p_i[P_NULL_BLOCKS]
     if alive <= 0:
         return 0
     return min(alive, slot_i[I_CACHE_BLOCKS, slot])
+
+
+@kernel_function
+def _touch(slot_i, scal_i, slot, hits):
+    """A recompute's cache hits leave the free queue: every block freed after them moves up by ``hits``.
+
+    vLLM removes touched blocks from the middle of its free queue; blocks of other preempted
+    requests that were freed later (a higher mark) are then that much closer to the head, and so
+    are blocks freed from now on.
+    """
+    mark = slot_i[I_CACHE_MARK, slot]
+    for other in range(slot_i.shape[1]):
+        if other != slot and slot_i[I_CACHE_BLOCKS, other] > 0 and mark < slot_i[I_CACHE_MARK, other] < NEVER_EVICTED:
+            slot_i[I_CACHE_MARK, other] -= hits
+    scal_i[S_BLOCKS_FREED] -= hits
 
 
 @kernel_function
@@ -302,6 +320,8 @@ def select_vllm_v1(
         if blocks(must_fit, block) // block > _usable_free_blocks(scal_i, cfg_i, null_blocks) - watermark:
             break
         queue_pop_front(queues, qhead, qlen, 0)
+        if hits > 0 and slot_i[I_CACHE_MARK, slot] < NEVER_EVICTED:
+            _touch(slot_i, scal_i, slot, hits)
         charge = blocks(computed + num_new, block)
         admit_charged(slot_i, res, scal_i, slot, charge)
         slot_i[I_CACHE_BLOCKS, slot] = 0

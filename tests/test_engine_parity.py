@@ -1,0 +1,59 @@
+"""fluidopt's vllm-v1 policy against vLLM's own scheduler (fluidopt.engines.vllm_parity)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fluidopt.engines.vllm_parity import (
+    ENABLE,
+    Scenario,
+    StepLog,
+    compare,
+    engine_check,
+    random_scenario,
+    run_fluidopt,
+    vllm_available,
+)
+
+
+def test_the_fluidopt_side_of_a_scenario_by_hand():
+    # Two 32-token prompts, three output tokens each, loose KV: one prefill step (64 tokens, the
+    # first tokens), then two decode steps of two tokens.
+    scenario = Scenario((32, 32), (3, 3), (0, 0), max_num_seqs=8, max_num_batched_tokens=256, num_blocks=40)
+    log = run_fluidopt(scenario)
+    assert (log.batch, log.tokens, log.preempted) == ([2, 2, 2], [64, 2, 2], [0, 0, 0])
+    # A second wave before step 5 waits while the engine is idle and starts at once.
+    waves = Scenario((32, 32), (3, 3), (0, 5), max_num_seqs=8, max_num_batched_tokens=256, num_blocks=40)
+    assert run_fluidopt(waves).tokens == [32, 1, 1, 32, 1, 1]
+
+
+def test_compare_by_hand():
+    a = StepLog([2, 2, 2], [64, 2, 2], [0, 0, 0])
+    b = StepLog([2, 2], [64, 3], [0, 1])
+    row = compare(a, b)
+    assert row["steps_vllm"] == 3 and row["steps_fluidopt"] == 2
+    assert row["preemptions_fluidopt"] == 1 and row["identical_step_share"] == pytest.approx(1 / 3)
+    assert row["first_difference"]["step"] == 1
+
+
+def test_random_scenarios_are_seeded_and_fit():
+    one = random_scenario(np.random.default_rng(3))
+    assert one == random_scenario(np.random.default_rng(3))
+    longest = max(p + o for p, o in zip(one.prompts, one.outputs))
+    assert (one.num_blocks - 1) * one.block_size >= longest
+
+
+@pytest.mark.engine
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit and friends, as vLLM imports them
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_vllm_scheduler_parity(tmp_path):
+    if not vllm_available():
+        pytest.skip(ENABLE)
+    rows = engine_check(20, 0, tmp_path)
+    shares = np.array([r["identical_step_share"] for r in rows])
+    # Measured at this stop: 99 % of steps identical on average, two in three scenarios identical at
+    # every step, preemption counts equal in 29 of 30; the step counts agree (README).
+    assert shares.mean() > 0.98
+    assert sum(r["preemptions_vllm"] == r["preemptions_fluidopt"] for r in rows) >= 17
+    assert all(abs(r["steps_vllm"] - r["steps_fluidopt"]) <= 0.01 * r["steps_vllm"] + 1 for r in rows)
