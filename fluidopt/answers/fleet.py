@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from fluidopt.answers.fleet_baselines import homogeneous_fleet, melange_plan
-from fluidopt.answers.fleet_model import LOWEST_DERATING, Deployment, replica_region, slo_derating
-from fluidopt.answers.fleet_program import Simulation, balanced_shares, run_plan, solve_plan
+from fluidopt.answers.fleet_model import LOWEST_DERATING, Deployment, replica_region
+from fluidopt.answers.fleet_program import Simulation, balanced_shares, derating, run_plan, solve_plan
 from fluidopt.errors import require
 from fluidopt.experiments.runs import Targets
 from fluidopt.status import HasStatus
@@ -212,19 +212,7 @@ def plan_fleet(
     deratings = {}
     for d in deployments:
         floor = slo_floor(workload, d.profile, targets)
-        deratings[d.name] = (
-            0.0
-            if floor
-            else slo_derating(
-                workload,
-                d,
-                targets,
-                requests=simulation.requests,
-                replicates=simulation.replicates,
-                seed=simulation.seed,
-                executor=simulation.executor,
-            )
-        )
+        deratings[d.name] = 0.0 if floor else derating(workload, d, targets, simulation)
 
     def answer(plan: FleetPlan | None, rows: list[dict[str, Any]], status: str, message: str) -> FleetAnswer:
         return FleetAnswer(
@@ -281,15 +269,7 @@ def evaluate_counts(
     chosen = [d for d in deployments if counts.get(d.name, 0) > 0]
     derated = {}
     for d in chosen:  # balance the SLO-derated loads, as the planner does
-        rho = slo_derating(
-            workload,
-            d,
-            targets,
-            requests=simulation.requests,
-            replicates=simulation.replicates,
-            seed=simulation.seed,
-            executor=simulation.executor,
-        )
+        rho = derating(workload, d, targets, simulation)
         derated[d.name] = regions[d.name] / max(rho, LOWEST_DERATING)
     balanced = balanced_shares(workload.rates, chosen, derated, counts)
     fluid = balanced_shares(workload.rates, chosen, regions, counts)

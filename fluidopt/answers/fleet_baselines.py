@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from fluidopt.answers.fleet_model import Deployment, fluid_replicas, replica_region, slo_derating
-from fluidopt.answers.fleet_program import Simulation, run_plan, solve_plan
+from fluidopt.answers.fleet_model import Deployment, fluid_replicas, replica_region
+from fluidopt.answers.fleet_program import Simulation, derating, run_plan, solve_plan
 from fluidopt.experiments.runs import Targets
 from fluidopt.workload import Workload
 
@@ -72,15 +72,7 @@ def melange_plan(
         for j in range(workload.num_classes):
             alone = workload.with_rates(np.where(np.arange(workload.num_classes) == j, workload.rates, 0.0))
             region = replica_region(alone, d.profile)
-            rho = slo_derating(
-                alone,
-                d,
-                targets,
-                requests=simulation.requests,
-                replicates=simulation.replicates,
-                seed=simulation.seed,
-                executor=simulation.executor,
-            )
+            rho = derating(alone, d, targets, simulation)
             per_class[j] = rho / float(region[:, j].max()) if rho > 0 else 0.0
         throughput[d.name] = per_class
     # Additive capacity: one "piece" whose coefficient per class is 1 / T_dj.

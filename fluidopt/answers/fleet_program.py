@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fluidopt.answers.fleet_model import Deployment
+from fluidopt.answers.fleet_model import Deployment, slo_derating
 from fluidopt.experiments.runs import Targets
 from fluidopt.workload import Workload
 
@@ -31,6 +31,19 @@ class Simulation:
     def requests_for(self, replicas: int) -> int:
         """Arrivals per replicate for a fleet of ``replicas``."""
         return max(self.requests, self.per_replica * replicas)
+
+
+def derating(workload: Workload, deployment: Deployment, targets: Targets, simulation: Simulation) -> float:
+    """:func:`~fluidopt.answers.fleet_model.slo_derating` of ``deployment`` under ``simulation``'s settings."""
+    return slo_derating(
+        workload,
+        deployment,
+        targets,
+        requests=simulation.requests,
+        replicates=simulation.replicates,
+        seed=simulation.seed,
+        executor=simulation.executor,
+    )
 
 
 def _replicas(deployments: list[Deployment], counts: dict[str, int]) -> list[Any]:

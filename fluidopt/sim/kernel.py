@@ -357,8 +357,12 @@ def _enqueue_arrival(
     slot_i[I_MAX_NEW, slot] = max_new if max_new > 0 else dec
     # Prompt tokens already in the prefix cache when it arrives (a replayed run's prefix-cache hits):
     # whole blocks, held for good (the mark never falls behind the free queue's head).
-    slot_i[I_CACHE_BLOCKS, slot] = cached // cfg_i[C_BLOCK] if cfg_i[C_BLOCK] > 0 else 0
-    slot_i[I_CACHE_MARK, slot] = NEVER_EVICTED
+    # (The mark is read only while I_CACHE_BLOCKS > 0.)
+    if cached > 0:
+        slot_i[I_CACHE_BLOCKS, slot] = cached // cfg_i[C_BLOCK]
+        slot_i[I_CACHE_MARK, slot] = NEVER_EVICTED
+    else:
+        slot_i[I_CACHE_BLOCKS, slot] = 0
     slot_f[F_ARRIVAL, slot] = t
     slot_f[F_FIRST_TOKEN, slot] = np.nan
     slot_f[F_LAST_TOKEN, slot] = np.nan
