@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Drive vLLM's V1 Scheduler (its CPU build suffices; pip install -e '.[engine]') with a stand-in "
         "model on random seeded scenarios and run the same requests and knobs through fluidopt's vllm-v1 policy; "
         "print per scenario the share of identical steps, the first differing step and the step and preemption "
-        "counts.",
+        "counts.  Exits 1 when a scenario differs anywhere.",
     )
     p.add_argument("engine", choices=("vllm",), help="the engine whose scheduler is checked")
     p.add_argument("--scenarios", type=int, default=20, help="seeded scenarios (default 20)")
@@ -36,7 +36,7 @@ def cmd_engine_check(args: argparse.Namespace) -> int:
         rows = engine_check(args.scenarios, args.seed, Path(folder))
     if args.json:
         print_json({"engine": args.engine, "seed": args.seed, "scenarios": rows})
-        return 0
+        return 0 if all(_identical(r) for r in rows) else 1
     table = []
     for i, row in enumerate(rows):
         first = row["first_difference"]
@@ -52,6 +52,21 @@ def cmd_engine_check(args: argparse.Namespace) -> int:
         )
     headers = ["scenario", "requests", "steps vLLM / ours", "preemptions", "identical steps", "first diff"]
     print(format_table(headers, table))
-    identical = sum(r["identical_step_share"] == 1.0 for r in rows)
+    for i, row in enumerate(rows):
+        first = row["first_difference"]
+        if first is not None:
+            vllm_side, ours = _decision(first["vllm"]), _decision(first["fluidopt"])
+            print(f"scenario {i}, step {first['step']}: vLLM {vllm_side}; fluidopt {ours}")
+    identical = sum(_identical(r) for r in rows)
     print(f"{identical} of {len(rows)} scenarios identical at every step")
-    return 0
+    return 0 if identical == len(rows) else 1
+
+
+def _identical(row: dict) -> bool:
+    return row["identical_step_share"] == 1.0 and row["preemptions_vllm"] == row["preemptions_fluidopt"]
+
+
+def _decision(step: dict | None) -> str:
+    if step is None:
+        return "no step (finished)"
+    return f"{step['batch']} requests, {step['tokens']} tokens, {step['preempted']} preempted"

@@ -56,6 +56,8 @@ class Scenario:
     block_size: int = 16
     long_prefill_token_threshold: int = 0
     enable_prefix_caching: bool = True
+    async_scheduling: bool = False
+    watermark: float = 0.0
 
     def knobs(self) -> dict[str, Any]:
         """The engine arguments, by vLLM's names."""
@@ -66,6 +68,8 @@ class Scenario:
             "num_gpu_blocks": self.num_blocks,
             "block_size": self.block_size,
             "enable_prefix_caching": self.enable_prefix_caching,
+            "async_scheduling": self.async_scheduling,
+            "watermark": self.watermark,
         }
 
 
@@ -112,6 +116,8 @@ def random_scenario(rng: np.random.Generator) -> Scenario:
         block,
         threshold,
         bool(rng.random() < 0.7),
+        bool(rng.random() < 0.5),
+        float(rng.choice([0.0, 0.0, 0.01, 0.05])),
     )
 
 
@@ -144,10 +150,11 @@ def _digest(value: Any) -> bytes:
     return hashlib.sha256(pickle.dumps(value)).digest()
 
 
-def _vllm_scheduler(scenario: Scenario, model_dir: Path) -> Any:
+def _vllm_scheduler(scenario: Scenario, model_dir: Path, scheduler_class: Any = None) -> Any:
     guard_torch_extensions()
     import torch
     from vllm.config import CacheConfig, ModelConfig, SchedulerConfig, VllmConfig
+    from vllm.v1.core.sched.async_scheduler import AsyncScheduler
     from vllm.v1.core.sched.scheduler import Scheduler
     from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
     from vllm.v1.structured_output import StructuredOutputManager
@@ -160,6 +167,8 @@ def _vllm_scheduler(scenario: Scenario, model_dir: Path) -> Any:
         long_prefill_token_threshold=scenario.long_prefill_token_threshold,
         enable_chunked_prefill=True,
         is_encoder_decoder=False,
+        async_scheduling=scenario.async_scheduling,
+        watermark=scenario.watermark,
     )
     model_config = ModelConfig(
         model=str(model_dir), skip_tokenizer_init=True, dtype="float32", seed=0, max_model_len=16384
@@ -171,7 +180,9 @@ def _vllm_scheduler(scenario: Scenario, model_dir: Path) -> Any:
         num_blocks=scenario.num_blocks, kv_cache_tensors=[], kv_cache_groups=[KVCacheGroupSpec(["layer"], spec)]
     )
     cache_config.num_gpu_blocks = scenario.num_blocks
-    return Scheduler(
+    if scheduler_class is None:
+        scheduler_class = AsyncScheduler if scenario.async_scheduling else Scheduler
+    return scheduler_class(
         vllm_config=config,
         kv_cache_config=kv_config,
         structured_output_manager=StructuredOutputManager(config),
@@ -180,49 +191,88 @@ def _vllm_scheduler(scenario: Scenario, model_dir: Path) -> Any:
     )
 
 
-def run_vllm(scenario: Scenario, model_dir: Path, max_steps: int = 100_000) -> StepLog:
-    """VLLM's own scheduler on the scenario, with a stand-in model that samples one token per computed prompt."""
+def arrival_time_s(step: int) -> float:
+    """A scenario's arrival, in the one-second steps of both sides: half a step before step ``step`` (0 at 0)."""
+    return max(step - 0.5, 0.0)
+
+
+def _sampled(scheduler: Any, ids: list[str]) -> list[list[int]]:
+    """The stand-in model: one token for every request whose known tokens are all computed (no prefill chunk)."""
+    return [[] if scheduler.requests[r].is_prefill_chunk else [5] for r in ids]
+
+
+def run_vllm(scenario: Scenario, model_dir: Path, max_steps: int = 100_000, scheduler_class: Any = None) -> StepLog:
+    """VLLM's own scheduler on the scenario, driven as its engine core drives it, with a stand-in model.
+
+    Each batch takes one second.  Synchronously the engine plans a batch, runs it and applies its
+    output; with ``async_scheduling`` it keeps two batches in its queue (vLLM's
+    ``step_with_batch_queue``): it plans batch N+1 when batch N starts and applies N's output
+    after that.  Requests are added when the engine next plans at or after their arrival.
+    ``scheduler_class`` replaces vLLM's (a fluidopt plugin, told when the last request is in).
+    """
+    from collections import deque
+
     from vllm.sampling_params import SamplingParams
     from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
     from vllm.v1.outputs import ModelRunnerOutput
     from vllm.v1.request import Request
 
-    scheduler = _vllm_scheduler(scenario, model_dir)
+    scheduler = _vllm_scheduler(scenario, model_dir, scheduler_class)
     init_none_hash(_digest)
     hasher = get_request_block_hasher(scenario.block_size, _digest)
-    pending = sorted(range(len(scenario.prompts)), key=lambda i: (scenario.arrival_steps[i], i))
+    pending = deque(sorted(range(len(scenario.prompts)), key=lambda i: (scenario.arrival_steps[i], i)))
+    queue_size = 2 if scenario.async_scheduling else 1
+    batches: deque[tuple[Any, list[list[int]], float]] = deque()  # planned batches, oldest on the right
     log = StepLog()
-    step = 0
-    while pending or scheduler.has_unfinished_requests():
-        if not scheduler.has_unfinished_requests():
-            step = max(step, scenario.arrival_steps[pending[0]])  # an idle engine waits for the next wave
-        while pending and scenario.arrival_steps[pending[0]] <= step:
-            i = pending.pop(0)
+    now = 0.0
+    gpu_free_at = 0.0
+    while pending or scheduler.has_requests() or batches:
+        while pending and arrival_time_s(scenario.arrival_steps[pending[0]]) <= now:
+            i = pending.popleft()
             tokens = list(range(20_000 * i + 3, 20_000 * i + 3 + scenario.prompts[i]))
             params = SamplingParams(max_tokens=scenario.outputs[i], ignore_eos=True)
-            scheduler.add_request(Request(str(i), tokens, params, None, block_hasher=hasher))
-        output = scheduler.schedule()
+            scheduler.add_request(Request(str(i), tokens, params, None, arrival_time=now, block_hasher=hasher))
+        if scheduler_class is not None:  # a plugin: no more arrivals once the last one is in (its flush)
+            scheduler.arrivals_done = not pending
+        if scheduler.has_requests():
+            output = scheduler.schedule()
+            ids = list(output.num_scheduled_tokens)
+            end = now
+            if ids:
+                log.batch.append(len(ids))
+                log.tokens.append(int(output.total_num_scheduled_tokens))
+                log.preempted.append(len(output.preempted_req_ids or ()))
+                end = max(now, gpu_free_at) + 1.0
+                gpu_free_at = end
+            batches.appendleft((output, _sampled(scheduler, ids), end))
+            if len(batches) < queue_size and (ids or scheduler.has_requests()):
+                continue
+        elif not batches:
+            now = arrival_time_s(scenario.arrival_steps[pending[0]])  # idle until the next arrival
+            continue
+        output, sampled, end = batches.pop()
+        now = max(now, end)
         ids = list(output.num_scheduled_tokens)
-        if ids:
-            log.batch.append(len(ids))
-            log.tokens.append(int(output.total_num_scheduled_tokens))
-            log.preempted.append(len(output.preempted_req_ids or ()))
-        sampled = [
-            [5] if scheduler.requests[r].num_computed_tokens >= scheduler.requests[r].num_prompt_tokens else []
-            for r in ids
-        ]
         runner = ModelRunnerOutput(
             req_ids=ids, req_id_to_index={r: k for k, r in enumerate(ids)}, sampled_token_ids=sampled
         )
         scheduler.update_from_output(output, runner)
-        step += 1
-        if step > max_steps:
-            raise InputError("scenario", step, "did not finish in vLLM (more steps than the limit)")
+        if not ids and not batches and scheduler.has_unfinished_requests():  # a policy waiting for arrivals: idle
+            if not pending:
+                raise InputError("scenario", log.steps, "stalls in vLLM: requests wait and nothing is scheduled")
+            now = max(now, arrival_time_s(scenario.arrival_steps[pending[0]]))
+        if log.steps > max_steps:
+            raise InputError("scenario", log.steps, "did not finish in vLLM (more steps than the limit)")
     return log
 
 
-def run_fluidopt(scenario: Scenario) -> StepLog:
-    """Fluidopt's ``vllm-v1`` on the scenario with one-second steps (arrivals half a step before theirs)."""
+def run_fluidopt(scenario: Scenario, policy: Any = None, bins: Any = 1) -> StepLog:
+    """Fluidopt's ``vllm-v1`` on the scenario with one-second steps (arrivals half a step before theirs).
+
+    ``policy`` replaces ``vllm-v1`` (run with the engines' token conventions: the step that
+    completes a prefill emits the first token); ``bins`` sorts the requests into its classes
+    (decode-length edges, as :class:`fluidopt.sim.TraceArrivals` takes them).
+    """
     from fluidopt.profile import GPUProfile
     from fluidopt.sim import TraceArrivals, VLLMV1Policy, simulate
     from fluidopt.timing import AffinePiece
@@ -235,23 +285,26 @@ def run_fluidopt(scenario: Scenario) -> StepLog:
         (AffinePiece(1.0, 0.0),),
         block_tokens=scenario.block_size,
     )
-    arrivals = np.array([max(a - 0.5, 0.0) for a in scenario.arrival_steps])
+    arrivals = np.array([arrival_time_s(a) for a in scenario.arrival_steps])
     order = np.argsort(arrivals, kind="stable")
     trace = Trace("scenario", np.asarray(scenario.prompts)[order], np.asarray(scenario.outputs)[order], arrivals[order])
-    policy = VLLMV1Policy(
+    policy = policy or VLLMV1Policy(
         max_num_seqs=scenario.max_num_seqs,
         max_num_batched_tokens=scenario.max_num_batched_tokens,
         long_prefill_token_threshold=scenario.long_prefill_token_threshold,
         block_size=scenario.block_size,
         enable_prefix_caching=scenario.enable_prefix_caching,
+        async_scheduling=scenario.async_scheduling,
+        watermark=scenario.watermark,
     )
-    workload = workload_from_trace(trace, bins=1, rate_per_s=1.0)
+    workload = workload_from_trace(trace, bins=bins, rate_per_s=1.0)
     result = simulate(
         workload,
         profile,
         policy,
         requests=trace.num_requests,
-        arrivals=TraceArrivals(trace, bins=1),
+        arrivals=TraceArrivals(trace, bins=bins),
+        conventions="vidur",
         drain=True,
         drain_timeout_s=1e9,  # one-second steps: the default timeout would cut a long tail short
         warmup_s=0.0,

@@ -438,6 +438,7 @@ def _configure(
     cfg_i[layout.C_TIMING] = kind_index(profile.timing)
     cfg_i[layout.C_FIRST_TOKEN_PREFILL] = int(conventions == "vidur" or pack.engine_tokens)
     cfg_i[layout.C_ENGINE_TOKENS] = int(pack.engine_tokens)
+    cfg_i[layout.C_HOLD_FINISHED] = int(pack.holds_finished)
     cfg_i[layout.C_PER_CLASS_QUEUES] = int(pack.per_class_queues)
     cfg_i[layout.C_MEASURE_LO], cfg_i[layout.C_MEASURE_HI] = measured_ids
     cfg_i[layout.C_DRAIN] = int(drain)

@@ -42,6 +42,7 @@ from fluidopt.sim.layout import (
     C_DRAIN,
     C_ENGINE_TOKENS,
     C_FIRST_TOKEN_PREFILL,
+    C_HOLD_FINISHED,
     C_MEASURE_HI,
     C_MEASURE_LO,
     C_RECORD,
@@ -85,7 +86,6 @@ from fluidopt.sim.layout import (
     S_ARRIVED,
     S_ARRIVED_MEASURED,
     S_ARRIVED_TOKENS,
-    S_BLOCKS_FREED,
     S_COMPLETED,
     S_COMPLETED_MEASURED,
     S_COMPLETED_WINDOW,
@@ -105,7 +105,9 @@ from fluidopt.sim.layout import (
     S_SERIES_COUNT,
     S_TOKENS_WINDOW,
     S_WAITING,
+    STATUS_FINISHING,
     STATUS_FREE,
+    STATUS_RELEASED,
     STATUS_RESIDENT,
     STATUS_WAITING,
     T_BUSY,
@@ -137,7 +139,13 @@ _SELECTORS = compiled_selectors()
 if len(_SELECTORS) > MAX_POLICY_MODULES:
     raise RuntimeError(f"more than {MAX_POLICY_MODULES} policy modules: add slots in fluidopt/sim/kernel.py")
 
-from fluidopt.sim.policies._compiled import blocks, queue_of, queue_push_back, select_none  # noqa: E402
+from fluidopt.sim.policies._compiled import (  # noqa: E402
+    blocks,
+    queue_of,
+    queue_push_back,
+    release_blocks,
+    select_none,
+)
 
 (
     SELECT_0,
@@ -448,10 +456,10 @@ def _complete(slot_i, slot_f, free, scal_i, scal_f, cfg_i, cfg_f, hist, comp_log
         scal_i[S_TOKENS_WINDOW] += slot_i[I_DECODE, slot]
     scal_i[S_COMPLETED] += 1
     scal_i[S_IN_SYSTEM] -= 1
-    scal_i[S_MEMORY] -= slot_i[I_CHARGE, slot]
-    scal_i[S_BLOCKS_FREED] += slot_i[I_CHARGE, slot] // cfg_i[C_BLOCK]
-    slot_i[I_CHARGE, slot] = 0
-    slot_i[I_STATUS, slot] = STATUS_FREE
+    if cfg_i[C_HOLD_FINISHED] == 1:
+        slot_i[I_STATUS, slot] = STATUS_FINISHING  # released by _release_finished
+    else:
+        _free_kv(slot_i, scal_i, cfg_i, slot)
     if cfg_i[C_RECORD] == 1:
         row = scal_i[S_LOG_COUNT]
         comp_log[row, 0] = slot_i[I_REQUEST, slot]
@@ -461,8 +469,39 @@ def _complete(slot_i, slot_f, free, scal_i, scal_f, cfg_i, cfg_f, hist, comp_log
         comp_log[row, 4] = t
         comp_log[row, 5] = slot_i[I_EVICTIONS, slot]
         scal_i[S_LOG_COUNT] += 1
-    free[scal_i[S_NFREE]] = slot
-    scal_i[S_NFREE] += 1
+    if cfg_i[C_HOLD_FINISHED] == 0:
+        free[scal_i[S_NFREE]] = slot
+        scal_i[S_NFREE] += 1
+
+
+@njit(cache=True)
+def _free_kv(slot_i, scal_i, cfg_i, slot):
+    """Return a completed request's KV blocks to the pool and its slot's state to free."""
+    scal_i[S_MEMORY] -= slot_i[I_CHARGE, slot]
+    held = slot_i[I_CHARGE, slot] // cfg_i[C_BLOCK]
+    computed = slot_i[I_PREFILL, slot] + slot_i[I_DECODE, slot] - 1  # the last output token is never computed
+    release_blocks(scal_i, held, min(computed // cfg_i[C_BLOCK], held))
+    slot_i[I_CHARGE, slot] = 0
+    slot_i[I_STATUS, slot] = STATUS_FREE
+
+
+@njit(cache=True)
+def _release_finished(slot_i, res, free, scal_i, cfg_i):
+    """Release the completed requests still holding KV and a running place (``C_HOLD_FINISHED``); their count."""
+    kept = 0
+    released = 0
+    for r in range(scal_i[S_NRES]):
+        slot = res[r]
+        if slot_i[I_STATUS, slot] == STATUS_FINISHING or slot_i[I_STATUS, slot] == STATUS_RELEASED:
+            _free_kv(slot_i, scal_i, cfg_i, slot)
+            free[scal_i[S_NFREE]] = slot
+            scal_i[S_NFREE] += 1
+            released += 1
+        else:
+            res[kept] = slot
+            kept += 1
+    scal_i[S_NRES] = kept
+    return released
 
 
 @njit(cache=True)
@@ -533,6 +572,9 @@ def run_kernel(state, config, policy, timing, arrivals, logs):
             break
         admitted_before = scal_i[S_ADMIT_COUNTER]
         evicted_before = scal_i[S_EVICTIONS]
+        hold_finished = cfg_i[C_HOLD_FINISHED] == 1
+        if hold_finished and scal_f[T_STEP_END] != t:  # idle: every output was applied before this plan
+            _release_finished(slot_i, res, free, scal_i, cfg_i)
         nb = _select(
             done and drain,
             slot_i,
@@ -556,6 +598,11 @@ def run_kernel(state, config, policy, timing, arrivals, logs):
         preempted = scal_i[S_EVICTIONS] - evicted_before
         if preempted > 0:
             scal_i[S_PREEMPT_STEPS] += 1
+        if hold_finished and _release_finished(slot_i, res, free, scal_i, cfg_i) > 0 and nb == 0:
+            # An empty plan made during the last step: the engine applies that step's output, then
+            # plans again at once (as an idle engine does).
+            scal_f[T_STEP_END] = -1.0
+            continue
         if nb == 0:
             if ai < n_arr:
                 nxt = arr_t[ai]
@@ -663,7 +710,7 @@ def run_kernel(state, config, policy, timing, arrivals, logs):
             kept = 0
             for r in range(scal_i[S_NRES]):
                 slot = res[r]
-                if slot_i[I_STATUS, slot] == STATUS_RESIDENT:
+                if slot_i[I_STATUS, slot] == STATUS_RESIDENT or slot_i[I_STATUS, slot] == STATUS_FINISHING:
                     res[kept] = slot
                     kept += 1
             scal_i[S_NRES] = kept

@@ -34,6 +34,8 @@ N_FLOAT_FIELDS = 3
 STATUS_FREE = 0
 STATUS_WAITING = 1
 STATUS_RESIDENT = 2
+STATUS_FINISHING = 3  # completed, its last token in flight: holds its KV and its running slot until released
+STATUS_RELEASED = 4  # a finishing request preempted: its KV freed, its slot freed with the finishing ones
 
 # Integer scalars (entries of ``scal_i``).
 S_NFREE = 0
@@ -67,7 +69,8 @@ S_PREEMPT_STEPS = 27  # steps in which the policy preempted (or retracted) at le
 S_BLOCKS_FREED = 28  # KV blocks freed so far (free-queue numbers: initial blocks 0..N-1, then N + this)
 S_BLOCKS_ALLOCATED = 29  # KV blocks taken from the free queue so far (its head: numbers below are reused)
 S_PREFIX_HIT_TOKENS = 30  # re-prefill tokens served from the prefix cache instead of recomputed
-N_INT_SCALARS = 31
+S_FREE_UNHASHED = 31  # free KV blocks at the free queue's head holding no full block of KV (reused first)
+N_INT_SCALARS = 32
 
 # Float scalars (entries of ``scal_f``).
 T_NOW = 0
@@ -102,7 +105,8 @@ C_MEASURE_LO = 9  # statistics cover requests with id in [C_MEASURE_LO, C_MEASUR
 C_MEASURE_HI = 10
 C_PER_CLASS_QUEUES = 11  # 1: one waiting queue per class (WAIT), 0: one FCFS queue
 C_ENGINE_TOKENS = 12  # 1: engine token accounting (the selector allocates KV; a re-prefill emits a token)
-N_CFG_INT = 13
+C_HOLD_FINISHED = 13  # 1: a completed request holds KV and slot until the step after next is planned (async)
+N_CFG_INT = 14
 
 CF_WATERMARK = 0  # fraction of blocks kept free at admission (paged policies)
 CF_WARMUP = 1  # measurement starts here (s)

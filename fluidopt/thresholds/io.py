@@ -7,6 +7,8 @@ A thresholds file (TOML, or JSON by extension) records a policy and where it cam
     profile = "a100-80gb-llama-3-8b"
     rate_per_s = 18.0
     classes = ["p512d20"]           # wait: the class order of `thresholds`
+    class_prompt_tokens = [512]     # wait: each class's lengths (the vLLM plugin classifies by them)
+    class_output_tokens = [20]
     thresholds = [1]
     # nested-wait only:
     # boundaries = [20, 50]         # last decode stage of each segment
@@ -58,6 +60,9 @@ def thresholds_document(
     }
     if isinstance(design, WaitThresholds):
         doc["classes"] = list(design.class_names)
+        # The engine plugins (fluidopt.engines.vllm) sort requests into classes by these lengths.
+        doc["class_prompt_tokens"] = [int(v) for v in workload.prefill]
+        doc["class_output_tokens"] = [int(v) for v in workload.decode]
     else:
         doc["boundaries"] = list(design.segments.boundaries)
         doc["repair"] = repair
@@ -100,6 +105,13 @@ def thresholds_conventions(path: str | os.PathLike[str]) -> str | None:
 
 def read_thresholds(path: str | os.PathLike[str], workload: Workload | None = None) -> Policy:
     """Read a thresholds file into a policy; with ``workload``, check it matches the classes."""
+    return read_thresholds_document(path, workload)[0]
+
+
+def read_thresholds_document(
+    path: str | os.PathLike[str], workload: Workload | None = None
+) -> tuple[Policy, dict[str, Any]]:
+    """Read a thresholds file: its policy and the whole document (the engine plugins read the class lengths)."""
     path = Path(path)
     if path.suffix == ".json":
         try:
@@ -111,7 +123,7 @@ def read_thresholds(path: str | os.PathLike[str], workload: Workload | None = No
     else:
         document = read_toml(path)
     require(isinstance(document, dict), str(path), type(document).__name__, "must be a table")
-    return policy_from_document(document, path.name, workload)
+    return policy_from_document(document, path.name, workload), document
 
 
 def default_policy(

