@@ -6,14 +6,12 @@ import numpy as np
 import pytest
 
 from fluidopt.engines.vllm_parity import (
-    ENABLE,
     Scenario,
     StepLog,
     compare,
     engine_check,
     random_scenario,
     run_fluidopt,
-    vllm_available,
 )
 
 
@@ -59,10 +57,8 @@ def test_random_scenarios_are_seeded_and_fit():
 @pytest.mark.engine
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit and friends, as vLLM imports them
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_vllm_scheduler_parity(tmp_path):
-    if not vllm_available():
-        pytest.skip(ENABLE)
-    rows = engine_check(20, 0, tmp_path)
+def test_vllm_scheduler_parity(tiny_model_dir):
+    rows = engine_check(20, 0, tiny_model_dir)
     # Step-exact (the bar): every step of every scenario, synchronous and asynchronous.
     assert all(r["identical_step_share"] == 1.0 for r in rows)
     assert all(r["preemptions_vllm"] == r["preemptions_fluidopt"] for r in rows)

@@ -67,11 +67,35 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     document = {**result.to_dict(), "command": result.command(args.model)}
+    if args.engine == "vllm" and result.success:
+        document["inside_vllm"] = _inside_vllm(args, workload, profile)
     if args.json:
         print_json(document)
         return 0
     print_recommendation(document)
     return 0
+
+
+def _inside_vllm(args: argparse.Namespace, workload, profile) -> dict[str, str] | None:
+    """The two lines that run the design's WAIT-CP inside vLLM: write its thresholds, then serve with them."""
+    import shlex
+
+    from fluidopt.engines.launch import serve_command
+    from fluidopt.sim.policies import WaitCPPolicy
+    from fluidopt.thresholds.chunked import wait_cp_thresholds
+
+    try:
+        design = wait_cp_thresholds(workload, profile, conventions="fluidopt")
+    except InputError:  # no chunked equilibrium at this rate: nothing to run inside vLLM
+        return None
+    policy = WaitCPPolicy.from_document(design.to_dict(), "design")
+    workload_spec = shlex.quote(str(getattr(args, "workload", None) or workload.name))
+    profile_spec = shlex.quote(str(getattr(args, "profile", None) or profile.name))
+    return {
+        "thresholds_command": f"fluidopt thresholds -w {workload_spec} -p {profile_spec} "
+        f"--rate {workload.total_rate_per_s:g} --policy wait-cp --out wait-cp.toml",
+        "serve_command": serve_command(policy, workload, "wait-cp.toml", args.model),
+    }
 
 
 KNOB_LABELS = {
@@ -117,6 +141,10 @@ def print_recommendation(document: dict) -> None:
         f"[{low:+.3g}, {high:+.3g}] s"
     )
     say(f"engine defaults: {document['engine_defaults']}")
+    if document.get("inside_vllm"):
+        say("or run the paper's WAIT-CP inside vLLM (fluidopt.engines.vllm, README 'Run WAIT inside vLLM'):")
+        print("  " + document["inside_vllm"]["thresholds_command"])
+        print("  " + document["inside_vllm"]["serve_command"])
     print("\nfluid-derived settings and where each comes from:")
     for row in document["derivation"]:
         say(f"{row['knob']} = {row['value']}: {row['from']}", "  ")

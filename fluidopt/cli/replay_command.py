@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--profile",
         "-p",
         required=True,
-        help="profile TOML, preset name, an LLMServingSim profile folder (fitted with this run's KV capacity), or "
+        help="profile TOML or preset name (its step times; the KV capacity is the run's num_gpu_blocks x block_size "
+        "when logged), an LLMServingSim profile folder (fitted with this run's KV capacity), or "
         "'roofline': built from the GPU's spec sheet and the run's model, parallelism, KV blocks and link",
     )
     p.add_argument("--tp", type=int, help="with a profile folder: its tensor-parallel degree (default the run's)")
@@ -79,6 +80,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise InputError("--out", args.out, "must be a folder")
     run = read_vllm_run(args.run)
     profile = _profile(args)
+    if run.kv_capacity_tokens and not Path(args.profile).is_dir() and args.profile != "roofline":
+        profile = profile.with_capacity(run.kv_capacity_tokens)  # the engine's logged KV blocks, not the file's
     result = replay(run, profile)
     variants = [("composed tables", result)]
     if not profile.timing.exact_affine:

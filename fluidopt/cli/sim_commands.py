@@ -457,12 +457,14 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
     document = thresholds_document(design, workload, profile)
     if args.out:
         write_thresholds(args.out, document)
+    serve = _serve_line(document, workload, args.out)
     if args.json:
         print_json(
             {
                 **design.to_dict(),
                 "workload": workload.name,
                 "profile": profile.name,
+                "vllm_serve": serve,
                 **({"written": args.out} if args.out else {}),
             }
         )
@@ -497,7 +499,21 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
     _print_conditions(design.conditions)
     if args.out:
         print(f"wrote {args.out}")
+    _print_serve_line(serve, args.out)
     return 0
+
+
+def _serve_line(document: dict[str, Any], workload: Any, out: str | None) -> str:
+    """The ``vllm serve`` line running the thresholds inside vLLM (fluidopt.engines.launch)."""
+    from fluidopt.engines.launch import serve_command
+    from fluidopt.sim.policies import policy_from_document
+
+    return serve_command(policy_from_document(document, "thresholds"), workload, out or "THRESHOLDS.toml")
+
+
+def _print_serve_line(line: str, out: str | None) -> None:
+    print("run it inside vLLM (README 'Run WAIT inside vLLM'):" if out else "inside vLLM, with --out THRESHOLDS.toml:")
+    print("  " + line)
 
 
 def _print_chunked(args: argparse.Namespace, workload, profile) -> int:
@@ -525,8 +541,9 @@ def _print_chunked(args: argparse.Namespace, workload, profile) -> int:
     }
     if args.out:
         write_thresholds(args.out, document)
+    serve = _serve_line(document, workload, args.out)
     if args.json:
-        print_json({**document, **({"written": args.out} if args.out else {})})
+        print_json({**document, "vllm_serve": serve, **({"written": args.out} if args.out else {})})
         return 0
     print(
         f"{design.policy_name} settings for {workload.name} at {workload.total_rate_per_s:.4g} requests/s on "
@@ -550,6 +567,7 @@ def _print_chunked(args: argparse.Namespace, workload, profile) -> int:
     _print_conditions(design.conditions)
     if args.out:
         print(f"wrote {args.out}")
+    _print_serve_line(serve, args.out)
     return 0
 
 

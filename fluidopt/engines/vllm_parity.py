@@ -10,7 +10,8 @@ tokens scheduled and requests preempted.
 
 Scenarios (:func:`random_scenario`) are seeded: requests at once or in waves, tight or loose KV,
 ``max_num_seqs``, ``max_num_batched_tokens``, ``long_prefill_token_threshold``, prefix caching
-on or off.  Prompts are distinct token ranges, so no two requests share a prefix.
+on or off, asynchronous scheduling on or off, the watermark.  No two prompts share a prefix
+(:func:`prompt_token_ids`).
 """
 
 from __future__ import annotations
@@ -191,6 +192,16 @@ def _vllm_scheduler(scenario: Scenario, model_dir: Path, scheduler_class: Any = 
     )
 
 
+def prompt_token_ids(request: int, length: int) -> list[int]:
+    """Request ``request``'s prompt: token ids inside the tiny model's vocabulary, its first one its own.
+
+    The first token differs between requests (below 31,000 of them), so no two prompts share a
+    cached block (a block's hash covers every token before it).
+    """
+    first = 3 + request % 31_000
+    return [first] + [3 + (first + 7 * k) % 31_000 for k in range(1, length)]
+
+
 def arrival_time_s(step: int) -> float:
     """A scenario's arrival, in the one-second steps of both sides: half a step before step ``step`` (0 at 0)."""
     return max(step - 0.5, 0.0)
@@ -212,6 +223,7 @@ def run_vllm(scenario: Scenario, model_dir: Path, max_steps: int = 100_000, sche
     """
     from collections import deque
 
+    guard_torch_extensions()
     from vllm.sampling_params import SamplingParams
     from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
     from vllm.v1.outputs import ModelRunnerOutput
@@ -229,7 +241,7 @@ def run_vllm(scenario: Scenario, model_dir: Path, max_steps: int = 100_000, sche
     while pending or scheduler.has_requests() or batches:
         while pending and arrival_time_s(scenario.arrival_steps[pending[0]]) <= now:
             i = pending.popleft()
-            tokens = list(range(20_000 * i + 3, 20_000 * i + 3 + scenario.prompts[i]))
+            tokens = prompt_token_ids(i, scenario.prompts[i])
             params = SamplingParams(max_tokens=scenario.outputs[i], ignore_eos=True)
             scheduler.add_request(Request(str(i), tokens, params, None, arrival_time=now, block_hasher=hasher))
         if scheduler_class is not None:  # a plugin: no more arrivals once the last one is in (its flush)
@@ -345,14 +357,20 @@ def _step(log: StepLog, k: int) -> dict[str, int] | None:
     return {"batch": log.batch[k], "tokens": log.tokens[k], "preempted": log.preempted[k]}
 
 
-def engine_check(scenarios: int, seed: int, workdir: Path) -> list[dict[str, Any]]:
-    """Run ``scenarios`` seeded scenarios on both sides; one comparison each (with the scenario's knobs)."""
+def prepare_model_dir(workdir: Path) -> Path:
+    """Write the tiny model's ``config.json`` into ``workdir`` (the scheduler and the engine read it); checks vLLM."""
     import json
 
     if not vllm_available():
         raise InputError("vllm", "missing", ENABLE)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(TINY_MODEL), encoding="utf-8")
+    return workdir
+
+
+def engine_check(scenarios: int, seed: int, workdir: Path) -> list[dict[str, Any]]:
+    """Run ``scenarios`` seeded scenarios on both sides; one comparison each (with the scenario's knobs)."""
+    prepare_model_dir(workdir)
     rows = []
     for s in np.random.SeedSequence(seed).spawn(scenarios):
         scenario = random_scenario(np.random.default_rng(s))
