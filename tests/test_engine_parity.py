@@ -36,13 +36,20 @@ def test_asynchronous_scheduling_by_hand():
     both = Scenario((32, 32, 32), (2, 5, 2), (0, 0, 0), async_scheduling=True, **knobs)
     assert run_fluidopt(sync).tokens == [64, 2, 33, 2, 1]
     assert run_fluidopt(both).tokens == [64, 2, 1, 33, 2]
+    # Per request (first token s, last token s, preemptions) on the one-second clock: C's prefill
+    # ends at 3 s synchronously and at 4 s asynchronously.
+    assert run_fluidopt(sync).requests == {0: (1.0, 2.0, 0), 1: (1.0, 5.0, 0), 2: (3.0, 4.0, 0)}
+    assert run_fluidopt(both).requests == {0: (1.0, 2.0, 0), 1: (1.0, 5.0, 0), 2: (4.0, 5.0, 0)}
 
 
 def test_compare_by_hand():
     a = StepLog([2, 2, 2], [64, 2, 2], [0, 0, 0])
     b = StepLog([2, 2], [64, 3], [0, 1])
     row = compare(a, b)
-    assert row["steps_vllm"] == 3 and row["steps_fluidopt"] == 2
+    assert row["steps_vllm"] == 3 and row["steps_fluidopt"] == 2 and row["requests_differing"] == 0
+    c = StepLog([2], [64], [0], {0: (1.0, 3.0, 0), 1: (1.0, 3.0, 0)})
+    d = StepLog([2], [64], [0], {0: (1.0, 3.0, 0), 1: (1.0, 4.0, 1)})
+    assert compare(c, d)["requests_differing"] == 1 and compare(c, d)["first_request_difference"]["request"] == 1
     assert row["preemptions_fluidopt"] == 1 and row["identical_step_share"] == pytest.approx(1 / 3)
     assert row["first_difference"]["step"] == 1
 
@@ -62,4 +69,5 @@ def test_vllm_scheduler_parity(tiny_model_dir):
     # Step-exact (the bar): every step of every scenario, synchronous and asynchronous.
     assert all(r["identical_step_share"] == 1.0 for r in rows)
     assert all(r["preemptions_vllm"] == r["preemptions_fluidopt"] for r in rows)
+    assert all(r["requests_differing"] == 0 for r in rows)  # each request's first and last token, preemptions
     assert any(r["knobs"]["async_scheduling"] for r in rows) and not all(r["knobs"]["async_scheduling"] for r in rows)

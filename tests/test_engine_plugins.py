@@ -41,6 +41,7 @@ def test_policies_inside_vllm_step_for_step_with_the_simulator(model_dir):
         rows = policy_check(policy, 12, 0, model_dir)
         assert all(r["identical_step_share"] == 1.0 for r in rows), policy
         assert all(r["preemptions_vllm"] == r["preemptions_fluidopt"] == 0 for r in rows), policy
+        assert all(r["requests_differing"] == 0 for r in rows), policy
     # The gate decides: on the same requests vLLM's own scheduler takes other steps in most scenarios.
     cases = [random_policy_scenario("nested-wait", np.random.default_rng(s)) for s in range(6)]
     own = [run_vllm(c.scenario, model_dir).tokens for c in cases]

@@ -79,7 +79,7 @@ def cmd_engine_check(args: argparse.Namespace) -> int:
     for policy, rows in results.items():
         identical = sum(_identical(r) for r in rows)
         side = "vLLM's scheduler vs fluidopt" if policy == "vllm-v1" else "inside vLLM vs simulated"
-        print(f"{policy} ({side}): {identical} of {len(rows)} scenarios identical at every step")
+        print(f"{policy} ({side}): {identical} of {len(rows)} scenarios identical at every step and request")
     if runs:
         print(f"whole engine: {sum(_identical(r) for r in runs)} of {len(runs)} runs identical at every step")
     return 0 if passed else 1
@@ -97,16 +97,31 @@ def _print_policy(policy: str, rows: list[dict[str, Any]]) -> None:
                 f"{row['preemptions_vllm']} / {row['preemptions_fluidopt']}",
                 f"{100 * row['identical_step_share']:.1f}%",
                 "" if first is None else str(first["step"]),
+                str(row.get("requests_differing", 0)),
             )
         )
     print(f"== {policy}")
-    headers = ["scenario", "requests", "steps vLLM / ours", "preemptions", "identical steps", "first diff"]
+    headers = [
+        "scenario",
+        "requests",
+        "steps vLLM / ours",
+        "preemptions",
+        "identical steps",
+        "first diff",
+        "requests off",
+    ]
     print(format_table(headers, table))
     for i, row in enumerate(rows):
         first = row["first_difference"]
         if first is not None:
             vllm_side, ours = _decision(first["vllm"]), _decision(first["fluidopt"])
             print(f"scenario {i}, step {first['step']}: vLLM {vllm_side}; fluidopt {ours}")
+        request = row.get("first_request_difference")
+        if request is not None:
+            print(
+                f"scenario {i}, request {request['request']} (first token s, last token s, preemptions): "
+                f"vLLM {request['vllm']}; fluidopt {request['fluidopt']}"
+            )
 
 
 def _print_engine_runs(runs: list[dict[str, Any]]) -> None:
@@ -127,7 +142,8 @@ def _print_engine_runs(runs: list[dict[str, Any]]) -> None:
 
 
 def _identical(row: dict[str, Any]) -> bool:
-    return row["identical_step_share"] == 1.0 and row["preemptions_vllm"] == row["preemptions_fluidopt"]
+    same_steps = row["identical_step_share"] == 1.0 and row["preemptions_vllm"] == row["preemptions_fluidopt"]
+    return same_steps and not row.get("requests_differing")
 
 
 def _decision(step: dict[str, Any] | None) -> str:

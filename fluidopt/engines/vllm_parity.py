@@ -17,6 +17,7 @@ on or off, asynchronous scheduling on or off, the watermark.  No two prompts sha
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,11 +77,16 @@ class Scenario:
 
 @dataclass(frozen=True)
 class StepLog:
-    """Per step: requests in the batch, tokens scheduled, requests preempted."""
+    """Per step: requests in the batch, tokens scheduled, requests preempted; per request its record.
+
+    ``requests`` maps a scenario's request index to ``(first token s, last token s, preemptions)``
+    on the shared one-second clock, so a swap of two requests shows even where the totals agree.
+    """
 
     batch: list[int] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     preempted: list[int] = field(default_factory=list)
+    requests: dict[int, tuple[float, float, int]] = field(default_factory=dict)
 
     @property
     def steps(self) -> int:
@@ -212,6 +218,20 @@ def _sampled(scheduler: Any, ids: list[str]) -> list[list[int]]:
     return [[] if scheduler.requests[r].is_prefill_chunk else [5] for r in ids]
 
 
+def _record_requests(log: StepLog, added: dict[int, Any], ids: list[str], end: float) -> None:
+    """After a batch's output: each request's first-token time, and its finish with its preemptions."""
+    for r in ids:
+        i = int(r)
+        request = added[i]
+        first, _, _ = log.requests.get(i, (math.nan, math.nan, 0))
+        if math.isnan(first) and request.num_output_tokens > 0:
+            first = end
+        if request.is_finished():
+            log.requests[i] = (first, end, int(request.num_preemptions))
+        else:
+            log.requests[i] = (first, math.nan, 0)
+
+
 def run_vllm(scenario: Scenario, model_dir: Path, max_steps: int = 100_000, scheduler_class: Any = None) -> StepLog:
     """VLLM's own scheduler on the scenario, driven as its engine core drives it, with a stand-in model.
 
@@ -236,6 +256,7 @@ def run_vllm(scenario: Scenario, model_dir: Path, max_steps: int = 100_000, sche
     queue_size = 2 if scenario.async_scheduling else 1
     batches: deque[tuple[Any, list[list[int]], float]] = deque()  # planned batches, oldest on the right
     log = StepLog()
+    added: dict[int, Any] = {}
     now = 0.0
     gpu_free_at = 0.0
     while pending or scheduler.has_requests() or batches:
@@ -243,7 +264,8 @@ def run_vllm(scenario: Scenario, model_dir: Path, max_steps: int = 100_000, sche
             i = pending.popleft()
             tokens = prompt_token_ids(i, scenario.prompts[i])
             params = SamplingParams(max_tokens=scenario.outputs[i], ignore_eos=True)
-            scheduler.add_request(Request(str(i), tokens, params, None, arrival_time=now, block_hasher=hasher))
+            added[i] = Request(str(i), tokens, params, None, arrival_time=now, block_hasher=hasher)
+            scheduler.add_request(added[i])
         if scheduler_class is not None:  # a plugin: no more arrivals once the last one is in (its flush)
             scheduler.arrivals_done = not pending
         if scheduler.has_requests():
@@ -269,6 +291,7 @@ def run_vllm(scenario: Scenario, model_dir: Path, max_steps: int = 100_000, sche
             req_ids=ids, req_id_to_index={r: k for k, r in enumerate(ids)}, sampled_token_ids=sampled
         )
         scheduler.update_from_output(output, runner)
+        _record_requests(log, added, ids, end)
         if not ids and not batches and scheduler.has_unfinished_requests():  # a policy waiting for arrivals: idle
             if not pending:
                 raise InputError("scenario", log.steps, "stalls in vLLM: requests wait and nothing is scheduled")
@@ -321,12 +344,21 @@ def run_fluidopt(scenario: Scenario, policy: Any = None, bins: Any = 1) -> StepL
         drain_timeout_s=1e9,  # one-second steps: the default timeout would cut a long tail short
         warmup_s=0.0,
         record_series=True,
+        record_requests=True,
     )
     series = result.series or {}
+    table = result.requests or {}
+    records = {
+        int(order[k]): (float(first), float(done), int(evictions))
+        for k, first, done, evictions in zip(
+            table["id"], table["first_token_s"], table["completion_s"], table["evictions"]
+        )
+    }
     return StepLog(
         [int(v) for v in series["batch_size"]],
         [int(v) for v in series["scheduled_tokens"]],
         [int(v) for v in series["preempted"]],
+        records,
     )
 
 
@@ -341,6 +373,10 @@ def compare(vllm_log: StepLog, ours: StepLog) -> dict[str, Any]:
             same += 1
         elif first is None:
             first = {"step": k, "vllm": a, "fluidopt": b}
+    differing: list[int] = []
+    if vllm_log.requests and ours.requests:  # a whole-engine log has none: only the steps are compared
+        keys = set(vllm_log.requests) | set(ours.requests)
+        differing = sorted(k for k in keys if vllm_log.requests.get(k) != ours.requests.get(k))
     return {
         "steps_vllm": vllm_log.steps,
         "steps_fluidopt": ours.steps,
@@ -348,6 +384,14 @@ def compare(vllm_log: StepLog, ours: StepLog) -> dict[str, Any]:
         "preemptions_fluidopt": int(sum(ours.preempted)),
         "identical_step_share": same / max(vllm_log.steps, ours.steps, 1),
         "first_difference": first,
+        "requests_differing": len(differing),
+        "first_request_difference": None
+        if not differing
+        else {
+            "request": differing[0],
+            "vllm": vllm_log.requests.get(differing[0]),
+            "fluidopt": ours.requests.get(differing[0]),
+        },
     }
 
 

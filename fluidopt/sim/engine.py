@@ -487,7 +487,8 @@ def _drive(
                 f"class index beyond the workload's {workload.num_classes} classes",
             )
         # Completions in one call are at most the requests in the system plus this chunk's arrivals.
-        log_rows = int(state.scal_i[layout.S_IN_SYSTEM]) + chunk.times.size - position + 1
+        # Rows: every request that can complete in this call, and completed ones still held (vLLM async).
+        log_rows = int(state.scal_i[layout.S_IN_SYSTEM] + state.scal_i[layout.S_NRES]) + chunk.times.size - position + 1
         comp_log = np.zeros((log_rows if record_requests else 1, 6))
         state.scal_i[layout.S_LOG_COUNT] = 0
         state.scal_i[layout.S_SERIES_COUNT] = 0

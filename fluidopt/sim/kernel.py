@@ -460,18 +460,24 @@ def _complete(slot_i, slot_f, free, scal_i, scal_f, cfg_i, cfg_f, hist, comp_log
         slot_i[I_STATUS, slot] = STATUS_FINISHING  # released by _release_finished
     else:
         _free_kv(slot_i, scal_i, cfg_i, slot)
-    if cfg_i[C_RECORD] == 1:
-        row = scal_i[S_LOG_COUNT]
-        comp_log[row, 0] = slot_i[I_REQUEST, slot]
-        comp_log[row, 1] = slot_i[I_CLASS, slot]
-        comp_log[row, 2] = arrival
-        comp_log[row, 3] = slot_f[F_FIRST_TOKEN, slot]
-        comp_log[row, 4] = t
-        comp_log[row, 5] = slot_i[I_EVICTIONS, slot]
-        scal_i[S_LOG_COUNT] += 1
     if cfg_i[C_HOLD_FINISHED] == 0:
+        if cfg_i[C_RECORD] == 1:
+            _log_completion(slot_i, slot_f, scal_i, comp_log, slot)
         free[scal_i[S_NFREE]] = slot
         scal_i[S_NFREE] += 1
+
+
+@njit(cache=True)
+def _log_completion(slot_i, slot_f, scal_i, comp_log, slot):
+    """Write a completed request's row of the completion log (its last token's time is its completion)."""
+    row = scal_i[S_LOG_COUNT]
+    comp_log[row, 0] = slot_i[I_REQUEST, slot]
+    comp_log[row, 1] = slot_i[I_CLASS, slot]
+    comp_log[row, 2] = slot_f[F_ARRIVAL, slot]
+    comp_log[row, 3] = slot_f[F_FIRST_TOKEN, slot]
+    comp_log[row, 4] = slot_f[F_LAST_TOKEN, slot]
+    comp_log[row, 5] = slot_i[I_EVICTIONS, slot]
+    scal_i[S_LOG_COUNT] += 1
 
 
 @njit(cache=True)
@@ -486,13 +492,19 @@ def _free_kv(slot_i, scal_i, cfg_i, slot):
 
 
 @njit(cache=True)
-def _release_finished(slot_i, res, free, scal_i, cfg_i):
-    """Release the completed requests still holding KV and a running place (``C_HOLD_FINISHED``); their count."""
+def _release_finished(slot_i, slot_f, res, free, scal_i, cfg_i, comp_log):
+    """Release the completed requests still holding KV and a running place (``C_HOLD_FINISHED``); their count.
+
+    Their completion-log rows are written here, so that a preemption while the last token was in
+    flight (vLLM counts it) is in the row.
+    """
     kept = 0
     released = 0
     for r in range(scal_i[S_NRES]):
         slot = res[r]
         if slot_i[I_STATUS, slot] == STATUS_FINISHING or slot_i[I_STATUS, slot] == STATUS_RELEASED:
+            if cfg_i[C_RECORD] == 1:
+                _log_completion(slot_i, slot_f, scal_i, comp_log, slot)
             _free_kv(slot_i, scal_i, cfg_i, slot)
             free[scal_i[S_NFREE]] = slot
             scal_i[S_NFREE] += 1
@@ -574,7 +586,7 @@ def run_kernel(state, config, policy, timing, arrivals, logs):
         evicted_before = scal_i[S_EVICTIONS]
         hold_finished = cfg_i[C_HOLD_FINISHED] == 1
         if hold_finished and scal_f[T_STEP_END] != t:  # idle: every output was applied before this plan
-            _release_finished(slot_i, res, free, scal_i, cfg_i)
+            _release_finished(slot_i, slot_f, res, free, scal_i, cfg_i, comp_log)
         nb = _select(
             done and drain,
             slot_i,
@@ -598,7 +610,7 @@ def run_kernel(state, config, policy, timing, arrivals, logs):
         preempted = scal_i[S_EVICTIONS] - evicted_before
         if preempted > 0:
             scal_i[S_PREEMPT_STEPS] += 1
-        if hold_finished and _release_finished(slot_i, res, free, scal_i, cfg_i) > 0 and nb == 0:
+        if hold_finished and _release_finished(slot_i, slot_f, res, free, scal_i, cfg_i, comp_log) > 0 and nb == 0:
             # An empty plan made during the last step: the engine applies that step's output, then
             # plans again at once (as an idle engine does).
             scal_f[T_STEP_END] = -1.0
@@ -735,5 +747,7 @@ def run_kernel(state, config, policy, timing, arrivals, logs):
             if scal_i[S_SERIES_COUNT] == series.shape[0]:
                 scal_i[S_CONSUMED] = ai
                 return RC_SERIES_FULL
+    if cfg_i[C_HOLD_FINISHED] == 1:  # the run ends: the engine applies the last step's output
+        _release_finished(slot_i, slot_f, res, free, scal_i, cfg_i, comp_log)
     scal_i[S_CONSUMED] = ai
     return RC_DONE

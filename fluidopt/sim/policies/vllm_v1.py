@@ -294,6 +294,7 @@ def _preempt_finishing(slot_i, scal_i, cfg_i, slot):
     scal_i[S_MEMORY] -= slot_i[I_CHARGE, slot]
     slot_i[I_CHARGE, slot] = 0
     slot_i[I_STATUS, slot] = STATUS_RELEASED
+    slot_i[I_EVICTIONS, slot] += 1
     scal_i[S_EVICTIONS] += 1
 
 
