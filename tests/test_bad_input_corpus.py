@@ -404,6 +404,10 @@ def _cases() -> list[tuple[str, list[str]]]:
     one = ("-w", "p512d20", "-p", "a100-80gb-llama-3-8b", "--policy", "fcfs")
     add("simulate", *one, "--requests", "50", "--warmup-s", "1000")
     add("simulate", *one, "--horizon-s", "5", "--warmup-s", "10")
+    add("engine-check", "vllm", "--scenarios", "0")
+    add("engine-check", "vllm", "--engine-runs", "-1")
+    add("engine-check", "vllm", "--policy", "fcfs")
+    add("engine-check", "sglang")
     return cases
 
 
