@@ -101,26 +101,17 @@ def test_load_thresholds_errors_name_the_variable_and_the_file(tmp_path, monkeyp
         load_thresholds(("wait",))
 
 
-def test_thresholds_file_carries_the_class_lengths_and_prints_the_serve_line(tmp_path, capsys):
+def test_thresholds_file_carries_the_class_lengths_and_prints_the_serve_line(tmp_path, capsys, monkeypatch):
     out = tmp_path / "w.toml"
     assert main(["thresholds", "-w", "p512d20", "--policy", "wait", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"FLUIDOPT_VLLM_THRESHOLDS={out} vllm serve MODEL" in printed
     assert "--scheduler-cls fluidopt.engines.vllm.WaitScheduler" in printed
-    policy, classes = _load(out, "wait")
+    monkeypatch.setenv(THRESHOLDS_ENV, str(out))
+    policy, classes = load_thresholds(("wait",))
     assert classes == [(512, 20)] and policy.thresholds
     assert main(["thresholds", "-w", "p512d20", "--policy", "wait-cp", "--json"]) == 0
     assert "WaitCPScheduler" in json.loads(capsys.readouterr().out)["vllm_serve"]
-
-
-def _load(path, name):
-    import os
-
-    os.environ[THRESHOLDS_ENV] = str(path)
-    try:
-        return load_thresholds((name,))
-    finally:
-        del os.environ[THRESHOLDS_ENV]
 
 
 def test_policy_limits_by_hand():

@@ -45,14 +45,14 @@ def test_policies_inside_vllm_step_for_step_with_the_simulator(model_dir):
     # The gate decides: on the same requests vLLM's own scheduler takes other steps in most scenarios.
     cases = [random_policy_scenario("nested-wait", np.random.default_rng(s)) for s in range(6)]
     own = [run_vllm(c.scenario, model_dir).tokens for c in cases]
-    gated = [run_fluidopt(c) for c in cases]
+    gated = [simulated_tokens(c) for c in cases]
     assert sum(a != b for a, b in zip(own, gated)) >= 3
 
 
-def run_fluidopt(case):
-    from fluidopt.engines.vllm_parity import run_fluidopt as simulate_case
+def simulated_tokens(case):
+    from fluidopt.engines.vllm_parity import run_fluidopt
 
-    return simulate_case(case.scenario, case.policy, case.bins).tokens
+    return run_fluidopt(case.scenario, case.policy, case.bins).tokens
 
 
 def claim_scenario(requests: int, num_blocks: int) -> Scenario:

@@ -11,7 +11,6 @@ runs are synchronous; the asynchronous scheduler is checked by :mod:`fluidopt.en
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -35,7 +34,6 @@ from fluidopt.engines.vllm_parity import (
     run_fluidopt,
 )
 from fluidopt.errors import require
-from fluidopt.tomlio import dumps_toml
 
 # On the CPU backend gpu_memory_utilization is the share of host memory vLLM reserves and must find
 # free at start; the KV blocks are fixed (num_gpu_blocks_override), so a small share does.
@@ -184,13 +182,16 @@ def _run_engine_here(scenario: Scenario, model_dir: Path, scheduler_cls: str | N
 
 
 def write_plain_run(folder: Path, scenario: Scenario, run: EngineRun) -> Path:
-    """Write a whole-engine run in the plain run format (``requests.csv``, ``engine.toml``) into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "requests.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["arrival_s", "input_tokens", "output_tokens", "ttft_s", "e2e_s"])
-        for p, o, ttft, e2e in zip(scenario.prompts, scenario.outputs, run.ttft_s, run.e2e_s):
-            writer.writerow([0, p, o, f"{ttft:.6f}", f"{e2e:.6f}"])
+    """Write a whole-engine run in the plain run format (:func:`~fluidopt.answers.run_format.write_plain_folder`)."""
+    from fluidopt.answers.run_format import write_plain_folder
+
+    columns = {
+        "arrival_s": np.zeros(len(scenario.prompts)),
+        "input_tokens": np.asarray(scenario.prompts),
+        "output_tokens": np.asarray(scenario.outputs),
+        "ttft_s": np.asarray(run.ttft_s),
+        "e2e_s": np.asarray(run.e2e_s),
+    }
     engine = {
         "name": "vllm",
         "version": "0.32.0",
@@ -202,8 +203,7 @@ def write_plain_run(folder: Path, scenario: Scenario, run: EngineRun) -> Path:
         "enable_prefix_caching": scenario.enable_prefix_caching,
         "async_scheduling": run.async_scheduling,
     }
-    (folder / "engine.toml").write_text(dumps_toml({"engine": engine}), encoding="utf-8")
-    return folder
+    return write_plain_folder(folder, columns, engine)
 
 
 def engine_scenario(rng: np.random.Generator) -> Scenario:
